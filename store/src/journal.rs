@@ -1,0 +1,299 @@
+//! The journal: an append-only file of applied operations since the last
+//! LMDB checkpoint. It is what makes an acknowledged change durable between
+//! checkpoints while writing few bytes per change (ARCHITECTURE.md,
+//! "Durability").
+//!
+//! Record layout (little-endian):
+//! ```text
+//! 0   u32  magic "PJR1"
+//! 4   u32  payload length
+//! 8   u64  sequence number (strictly increasing, never reused)
+//! 16  u32  crc32c over bytes 4..16 and the payload
+//! 20  u32  reserved (0)
+//! 24  ...  payload: one encoded `Op` (see `op.rs`)
+//! ```
+//! A torn or damaged tail (short record, bad magic, bad CRC) ends the replay;
+//! the file is cut back to the last good record before new records follow.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::{Result, StoreError};
+
+const MAGIC: u32 = u32::from_le_bytes(*b"PJR1");
+/// No record is larger: an op carries at most 1 MiB of data plus two paths.
+pub const RECORD_PAYLOAD_MAX: usize = 1024 * 1024 + 16 * 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct RecordHeader {
+    magic: u32,
+    payload_len: u32,
+    seq: u64,
+    crc: u32,
+    reserved: u32,
+}
+const HEADER_SIZE: usize = size_of::<RecordHeader>();
+const _: () = assert!(HEADER_SIZE == 24);
+
+fn record_crc(header: &RecordHeader, payload: &[u8]) -> u32 {
+    let mut covered = [0u8; 12];
+    covered[0..4].copy_from_slice(&header.payload_len.to_le_bytes());
+    covered[4..12].copy_from_slice(&header.seq.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&covered), payload)
+}
+
+/// Appends one record to `out` (an in-memory batch, written by `Journal::append`).
+pub fn encode_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
+    assert!(payload.len() <= RECORD_PAYLOAD_MAX, "journal record too large");
+    let mut header = RecordHeader {
+        magic: MAGIC,
+        payload_len: payload.len() as u32,
+        seq,
+        crc: 0,
+        reserved: 0,
+    };
+    header.crc = record_crc(&header, payload);
+    out.extend_from_slice(bytemuck::bytes_of(&header));
+    out.extend_from_slice(payload);
+}
+
+/// One record found by `Journal::replay`.
+pub struct Record {
+    pub seq: u64,
+    pub payload: Vec<u8>,
+}
+
+/// What the replay found.
+pub struct Replay {
+    pub records: Vec<Record>,
+    /// Bytes after the last good record (a torn or damaged tail), now cut off.
+    pub dropped_bytes: u64,
+}
+
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    /// Bytes in the file (all of them good records).
+    len: u64,
+    /// True when appended bytes may not be on stable storage yet.
+    unsynced: bool,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal, reads every good record and cuts off
+    /// a damaged tail.
+    pub fn open(path: &Path) -> Result<(Journal, Replay)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|error| StoreError::io(path, error))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|error| StoreError::io(path, error))?;
+        let (records, good_len) = parse_records(&bytes);
+        let dropped_bytes = (bytes.len() - good_len) as u64;
+        if dropped_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                good_bytes = good_len,
+                dropped_bytes,
+                "journal has a torn or damaged tail; cutting it off"
+            );
+            file.set_len(good_len as u64)
+                .map_err(|error| StoreError::io(path, error))?;
+            file.sync_data()
+                .map_err(|error| StoreError::io(path, error))?;
+        }
+        file.seek(SeekFrom::End(0))
+            .map_err(|error| StoreError::io(path, error))?;
+        let journal = Journal {
+            file,
+            path: path.to_path_buf(),
+            len: good_len as u64,
+            unsynced: false,
+        };
+        Ok((
+            journal,
+            Replay {
+                records,
+                dropped_bytes,
+            },
+        ))
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+
+    /// Writes a batch of encoded records with one `write` (whole or error).
+    /// After it returns the records survive a crash of this process.
+    pub fn append(&mut self, batch: &[u8]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(batch)
+            .map_err(|error| StoreError::io(&self.path, error))?;
+        self.len += batch.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// `fdatasync` if anything was appended since the last sync. After it
+    /// returns the records survive a power loss.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|error| StoreError::io(&self.path, error))?;
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    pub fn is_synced(&self) -> bool {
+        !self.unsynced
+    }
+
+    /// Empties the journal after a checkpoint made its records redundant.
+    /// Not synced: stale records left by a lost truncate are skipped on
+    /// replay by their sequence numbers.
+    pub fn reset(&mut self) -> Result<()> {
+        self.file
+            .set_len(0)
+            .map_err(|error| StoreError::io(&self.path, error))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|error| StoreError::io(&self.path, error))?;
+        self.len = 0;
+        self.unsynced = false;
+        Ok(())
+    }
+}
+
+/// Parses records from the start of `bytes`; returns them and the length of
+/// the good prefix. Never panics on damaged input.
+fn parse_records(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut records = Vec::new();
+    let mut position = 0usize;
+    let mut last_seq = 0u64;
+    while let Some(header_bytes) = bytes.get(position..position + HEADER_SIZE) {
+        let header: RecordHeader = bytemuck::pod_read_unaligned(header_bytes);
+        let payload_len = header.payload_len as usize;
+        if header.magic != MAGIC
+            || header.reserved != 0
+            || payload_len > RECORD_PAYLOAD_MAX
+            || header.seq <= last_seq
+        {
+            break;
+        }
+        let start = position + HEADER_SIZE;
+        let Some(payload) = bytes.get(start..start + payload_len) else {
+            break;
+        };
+        if record_crc(&header, payload) != header.crc {
+            break;
+        }
+        records.push(Record {
+            seq: header.seq,
+            payload: payload.to_vec(),
+        });
+        last_seq = header.seq;
+        position = start + payload_len;
+    }
+    (records, position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, payload) in records {
+            encode_record(&mut out, *seq, payload);
+        }
+        out
+    }
+
+    #[test]
+    fn every_cut_of_the_file_replays_a_prefix() {
+        let bytes = batch(&[(1, b"first"), (2, b""), (3, b"third record")]);
+        let boundaries = [0, 24 + 5, 24 + 5 + 24, bytes.len()];
+        for cut in 0..=bytes.len() {
+            let (records, good) = parse_records(&bytes[..cut]);
+            let expected = boundaries.iter().filter(|b| **b <= cut && **b > 0).count();
+            assert_eq!(records.len(), expected, "cut {cut}");
+            assert_eq!(good, boundaries[expected], "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_ends_the_replay_there() {
+        let bytes = batch(&[(1, b"first"), (2, b"second"), (3, b"third")]);
+        for position in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[position] ^= 1 << bit;
+                let (records, _) = parse_records(&damaged);
+                let record_index = if position < 29 { 0 } else if position < 59 { 1 } else { 2 };
+                // Records before the damaged one survive intact; the damaged one
+                // and everything after it are dropped.
+                assert!(records.len() <= record_index, "pos {position} bit {bit}");
+                for record in &records {
+                    assert!(record.seq as usize <= record_index);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_must_increase() {
+        let bytes = batch(&[(5, b"a"), (5, b"b")]);
+        let (records, _) = parse_records(&bytes);
+        assert_eq!(records.len(), 1);
+    }
+
+    #[test]
+    fn append_reopen_and_reset() {
+        let dir = tempdir();
+        let path = dir.join("journal");
+        {
+            let (mut journal, replay) = Journal::open(&path).expect("open");
+            assert!(replay.records.is_empty());
+            journal.append(&batch(&[(1, b"one"), (2, b"two")])).expect("append");
+            journal.sync().expect("sync");
+        }
+        // A torn third record is dropped and cut off.
+        let mut torn = std::fs::read(&path).expect("read");
+        torn.extend_from_slice(&batch(&[(3, b"three")])[..10]);
+        std::fs::write(&path, &torn).expect("write");
+        let (mut journal, replay) = Journal::open(&path).expect("reopen");
+        assert_eq!(replay.records.len(), 2);
+        assert_eq!(replay.dropped_bytes, 10);
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), journal.len_bytes());
+        journal.reset().expect("reset");
+        let (_, replay) = Journal::open(&path).expect("reopen");
+        assert!(replay.records.is_empty());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn tempdir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "pmxcfs-journal-test-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        dir
+    }
+}

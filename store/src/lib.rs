@@ -1,0 +1,29 @@
+//! The pmxcfs tree, stored in LMDB: entries, versions, limits, locks, the
+//! guest index, the C daemon's checksums and index, and the row view used to
+//! import and export the C daemon's `config.db`.
+//!
+//! Access is type-stated: a [`Reader`] reads, a [`Writer`] also writes, and a
+//! `Writer` exists only for the holder of the [`ApplyPermit`] that
+//! [`Store::session`] hands out once.
+
+mod entry;
+mod error;
+mod import;
+mod journal;
+mod locks;
+mod op;
+pub mod path;
+mod row;
+mod session;
+mod store;
+mod vmlist;
+
+pub use entry::{EntryHeader, EntryRef, Kind, MAX_FILE_SIZE, Meta, ROOT_INODE, hash_entry};
+pub use error::{Result, StoreError};
+pub use import::ImportSummary;
+pub use locks::LOCK_TIMEOUT_SECS;
+pub use op::{Op, Origin};
+pub use row::{Row, VERSION_ROW_NAME};
+pub use session::{ApplyPermit, CheckpointLimits, Durability, Recovery, Session, Writer};
+pub use store::{FORMAT, Reader, Snapshot, Store};
+pub use vmlist::{Guest, VmList};

@@ -1,0 +1,798 @@
+//! The one writer of a store: an open LMDB write transaction, the journal
+//! that makes its changes durable, and the derived in-memory tables (vmlist,
+//! lock table).
+//!
+//! Changes go into the open write transaction (so reads on this thread see
+//! them at once) and, as encoded ops, into the journal. `commit` makes a
+//! batch durable in the journal; `checkpoint` commits the LMDB transaction
+//! (fsync) and empties the journal. Crash recovery replays the journal
+//! records newer than the checkpoint (ARCHITECTURE.md, "Durability").
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use heed::RwTxn;
+
+use crate::entry::{Kind, MAX_FILE_SIZE, Meta, ROOT_INODE, encode_value, flags};
+use crate::error::{Result, StoreError};
+use crate::journal::{self, Journal};
+use crate::locks::LockTable;
+use crate::op::{self, Op, Origin};
+use crate::path::{self, GuestConfig};
+use crate::store::{Reader, Store, dirent_key, inode_key};
+use crate::vmlist::VmList;
+
+/// When an acknowledged change reaches stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// `commit` writes the journal and `fdatasync`s it: an acknowledged
+    /// change survives a power loss.
+    Strict,
+    /// `commit` writes the journal (an acknowledged change survives a crash
+    /// of the daemon); the owner calls `sync` on a timer, which bounds what
+    /// a power loss can take.
+    Relaxed,
+}
+
+/// Checkpoint thresholds: the journal never grows past these before the
+/// next `commit` folds it into LMDB.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointLimits {
+    pub records_max: u64,
+    pub journal_bytes_max: u64,
+}
+
+impl Default for CheckpointLimits {
+    fn default() -> Self {
+        CheckpointLimits {
+            records_max: 8192,
+            journal_bytes_max: 32 << 20,
+        }
+    }
+}
+
+/// Proof of being the apply path. Exactly one exists per session; it is
+/// neither `Clone` nor constructible outside this crate, so only the code
+/// that received it from `Store::session` can obtain a `Writer`.
+pub struct ApplyPermit {
+    _private: (),
+}
+
+/// What recovery found when the session started.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    pub replayed_records: u64,
+    pub dropped_journal_bytes: u64,
+}
+
+type Clock = Box<dyn Fn() -> u64>;
+
+fn wall_clock_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+pub struct Session<'s> {
+    store: &'s Store,
+    txn: Option<RwTxn<'s>>,
+    journal: Journal,
+    /// Encoded journal records applied but not yet handed to `journal`.
+    batch: Vec<u8>,
+    next_seq: u64,
+    records_since_checkpoint: u64,
+    durability: Durability,
+    limits: CheckpointLimits,
+    vmlist: VmList,
+    locks: LockTable,
+    /// Set when a write to disk failed: from then on every change is refused
+    /// with EIO (the C daemon's memdb "errors" flag).
+    poisoned: bool,
+    clock: Clock,
+    recovery: Recovery,
+}
+
+impl Store {
+    /// Starts the writer: replays the journal, rebuilds the vmlist and the
+    /// lock table. Fails if the tree holds a vmid twice (the C daemon then
+    /// refuses to start, too).
+    pub fn session(&self, durability: Durability) -> Result<(Session<'_>, ApplyPermit)> {
+        let (journal, replay) = Journal::open(&self.journal_path())?;
+        let txn = self.env.write_txn()?;
+        let checkpoint_seq = self.journal_seq(&txn)?;
+        let mut session = Session {
+            store: self,
+            txn: Some(txn),
+            journal,
+            batch: Vec::new(),
+            next_seq: checkpoint_seq + 1,
+            records_since_checkpoint: 0,
+            durability,
+            limits: CheckpointLimits::default(),
+            vmlist: VmList::default(),
+            locks: LockTable::default(),
+            poisoned: false,
+            clock: Box::new(wall_clock_secs),
+            recovery: Recovery {
+                replayed_records: 0,
+                dropped_journal_bytes: replay.dropped_bytes,
+            },
+        };
+        session.rebuild_derived()?;
+        for record in replay.records {
+            if record.seq <= checkpoint_seq {
+                continue;
+            }
+            let (op, origin) = op::decode(&record.payload).ok_or_else(|| StoreError::Journal {
+                path: self.journal_path(),
+                reason: format!("record {} does not decode", record.seq),
+            })?;
+            session.apply_op(&op, origin).map_err(|error| StoreError::Journal {
+                path: self.journal_path(),
+                reason: format!("record {} does not replay: {error}", record.seq),
+            })?;
+            session.next_seq = record.seq + 1;
+            session.records_since_checkpoint += 1;
+            session.recovery.replayed_records += 1;
+        }
+        if session.recovery.replayed_records > 0 {
+            tracing::info!(
+                records = session.recovery.replayed_records,
+                "replayed the journal after an unclean stop"
+            );
+        }
+        Ok((session, ApplyPermit { _private: () }))
+    }
+}
+
+impl<'s> Session<'s> {
+    fn txn(&self) -> &RwTxn<'s> {
+        self.txn.as_ref().expect("the write transaction is open between calls")
+    }
+
+    fn txn_mut(&mut self) -> &mut RwTxn<'s> {
+        self.txn.as_mut().expect("the write transaction is open between calls")
+    }
+
+    /// Reads of the current state, including changes not yet checkpointed.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            txn: self.txn(),
+            dbs: &self.store.dbs,
+        }
+    }
+
+    /// Write access, for the holder of the apply permit only.
+    pub fn writer(&mut self, _permit: &mut ApplyPermit) -> Writer<'_, 's> {
+        Writer { session: self }
+    }
+
+    pub fn vmlist(&self) -> &VmList {
+        &self.vmlist
+    }
+
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Replaces the clock of the lock table (seconds); for tests.
+    pub fn set_clock(&mut self, clock: impl Fn() -> u64 + 'static) {
+        self.clock = Box::new(clock);
+    }
+
+    pub fn set_checkpoint_limits(&mut self, limits: CheckpointLimits) {
+        self.limits = limits;
+    }
+
+    /// Makes every change applied so far durable according to the session's
+    /// `Durability`; a caller acknowledges changes only after this returned
+    /// Ok. Folds the journal into LMDB when it passed its limits.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let appended = self
+            .journal
+            .append(&batch)
+            .and_then(|()| match self.durability {
+                Durability::Strict => self.journal.sync(),
+                Durability::Relaxed => Ok(()),
+            });
+        self.batch = batch;
+        self.batch.clear();
+        if let Err(error) = appended {
+            tracing::error!(%error, "journal write failed; refusing further changes");
+            self.poisoned = true;
+            return Err(error);
+        }
+        if self.records_since_checkpoint >= self.limits.records_max
+            || self.journal.len_bytes() >= self.limits.journal_bytes_max
+        {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync`s the journal (the timer of `Durability::Relaxed`).
+    pub fn sync(&mut self) -> Result<()> {
+        self.journal.sync().inspect_err(|_| self.poisoned = true)
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.batch.is_empty() && self.journal.is_synced()
+    }
+
+    /// Commits the LMDB transaction (durably) and empties the journal.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        if !self.batch.is_empty() {
+            return Err(StoreError::Invalid("checkpoint with uncommitted changes"));
+        }
+        let last_seq = self.next_seq - 1;
+        let store = self.store;
+        let mut txn = self.txn.take().expect("the write transaction is open between calls");
+        let result = store
+            .put_journal_seq(&mut txn, last_seq)
+            .and_then(|()| txn.commit().map_err(StoreError::from));
+        // Whatever happened, a new transaction starts from the last commit.
+        self.txn = Some(store.env.write_txn()?);
+        if let Err(error) = result {
+            tracing::error!(%error, "checkpoint failed; refusing further changes");
+            self.poisoned = true;
+            return Err(error);
+        }
+        self.journal.reset().inspect_err(|_| self.poisoned = true)?;
+        self.records_since_checkpoint = 0;
+        tracing::debug!(seq = last_seq, "checkpoint");
+        Ok(())
+    }
+
+    /// Checkpoints and ends the session (clean shutdown).
+    pub fn close(mut self) -> Result<()> {
+        self.commit()?;
+        self.checkpoint()
+    }
+
+    fn rebuild_derived(&mut self) -> Result<()> {
+        let (configs, lock_dirs) = {
+            let reader = self.reader();
+            (collect_guest_configs(&reader)?, collect_lock_dirs(&reader)?)
+        };
+        let duplicates = self.vmlist.rebuild(configs);
+        if !duplicates.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "the tree holds vmids more than once: {duplicates:?}"
+            )));
+        }
+        let now = (self.clock)();
+        self.locks.clear();
+        for (lock_path, checksum) in lock_dirs {
+            self.locks.reset(&lock_path, checksum, now);
+        }
+        Ok(())
+    }
+
+    // ---- the apply path -------------------------------------------------
+
+    /// Applies one op. A refusal (`is_refusal`) normally changes nothing;
+    /// the one C quirk that changes state and still fails (rename of a
+    /// non-empty directory onto an existing target) is journaled too, so
+    /// that a replay reproduces it.
+    fn apply_op(&mut self, op: &Op<'_>, origin: Origin) -> Result<u32> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let mut changed = false;
+        let result = self.execute(op, origin, &mut changed);
+        if let Err(error) = &result
+            && !error.is_refusal()
+        {
+            tracing::error!(%error, "apply failed; refusing further changes");
+            self.poisoned = true;
+            return result;
+        }
+        if changed {
+            let mut payload = Vec::with_capacity(64 + op.path().len());
+            op::encode(&mut payload, op, origin);
+            journal::encode_record(&mut self.batch, self.next_seq, &payload);
+            self.next_seq += 1;
+            self.records_since_checkpoint += 1;
+        }
+        result
+    }
+
+    fn execute(&mut self, op: &Op<'_>, origin: Origin, changed: &mut bool) -> Result<u32> {
+        match *op {
+            Op::Create { path } => self.write(path, 0, &[], false, true, origin, changed),
+            Op::Write {
+                path,
+                offset,
+                data,
+                truncate,
+            } => self.write(path, offset, data, truncate, false, origin, changed),
+            Op::Mkdir { path } => self.mkdir(path, origin, changed),
+            Op::Delete { path } => self.delete(path, origin, changed),
+            Op::Rename { from, to } => self.rename(from, to, origin, changed),
+            Op::Mtime { path, mtime } => self.mtime(path, origin.writer, mtime, changed),
+        }
+    }
+
+    /// Bumps the global version; returns the new version.
+    fn bump_root(&mut self, writer: u32, mtime: u32) -> Result<u64> {
+        let root = self.reader().root()?;
+        let meta = Meta {
+            version: root.meta.version + 1,
+            writer,
+            mtime,
+            ..root.meta
+        };
+        let value = encode_value(&meta, root.flags & !flags::VERSION_ROW_DIR, b"", b"");
+        let store = self.store;
+        store
+            .dbs
+            .entries
+            .put(self.txn_mut(), &inode_key(ROOT_INODE), &value)?;
+        Ok(meta.version)
+    }
+
+    fn put_entry(&mut self, meta: &Meta, entry_flags: u8, name: &[u8], data: &[u8]) -> Result<()> {
+        let value = encode_value(meta, entry_flags, name, data);
+        let store = self.store;
+        store
+            .dbs
+            .entries
+            .put(self.txn_mut(), &inode_key(meta.inode), &value)?;
+        Ok(())
+    }
+
+    fn put_dirent(&mut self, parent: u64, name: &[u8], inode: u64) -> Result<()> {
+        let store = self.store;
+        store
+            .dbs
+            .children
+            .put(self.txn_mut(), &dirent_key(parent, name), &inode.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Removes an entry and its directory link.
+    fn remove_entry(&mut self, inode: u64, parent: u64, name: &[u8]) -> Result<()> {
+        let store = self.store;
+        let txn = self.txn_mut();
+        let linked = store.dbs.children.delete(txn, &dirent_key(parent, name))?;
+        let existed = store.dbs.entries.delete(txn, &inode_key(inode))?;
+        if !linked || !existed {
+            return Err(StoreError::Corrupt(format!(
+                "entry {inode} was not fully linked"
+            )));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        path: &[u8],
+        offset: u64,
+        data: &[u8],
+        truncate: bool,
+        create: bool,
+        origin: Origin,
+        changed: &mut bool,
+    ) -> Result<u32> {
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= MAX_FILE_SIZE as u64)
+            .ok_or(StoreError::TooBig)?;
+        let end = end as usize;
+        let offset = offset as usize;
+        let (parent_parts, base) = path::split(path);
+        let (parent_inode, guest, existing) = {
+            let reader = self.reader();
+            let parent = reader.parent_dir(&parent_parts)?;
+            if path::is_forbidden_name(base) {
+                return Err(StoreError::Access);
+            }
+            let guest = path::guest_config(&parent_parts, base);
+            if let Some(guest) = &guest
+                && self.vmlist.conflicts(guest)
+            {
+                return Err(StoreError::Exists);
+            }
+            let existing = match reader.child(parent.meta.inode, base)? {
+                Some(entry) if entry.meta.kind != Kind::File => {
+                    return Err(StoreError::NotDirectory);
+                }
+                Some(_) if create => return Err(StoreError::Exists),
+                Some(entry) => Some((entry.meta.inode, entry.data.to_vec())),
+                None if !create => return Err(StoreError::NotFound),
+                None => None,
+            };
+            (parent.meta.inode, guest, existing)
+        };
+        let version = self.bump_root(origin.writer, origin.mtime)?;
+        let (inode, new_data) = match existing {
+            Some((inode, mut content)) => {
+                if end > content.len() {
+                    content.resize(end, 0);
+                } else if truncate {
+                    content.truncate(end);
+                }
+                content[offset..end].copy_from_slice(data);
+                (inode, content)
+            }
+            // Only CREATE makes a file, and it carries no data.
+            None => (version, Vec::new()),
+        };
+        let meta = Meta {
+            inode,
+            parent: parent_inode,
+            version,
+            writer: origin.writer,
+            mtime: origin.mtime,
+            kind: Kind::File,
+        };
+        self.put_entry(&meta, 0, base, &new_data)?;
+        if inode == version {
+            self.put_dirent(parent_inode, base, inode)?;
+        }
+        if let Some(guest) = guest {
+            self.vmlist.register(&guest);
+        }
+        *changed = true;
+        Ok(data.len() as u32)
+    }
+
+    fn mkdir(&mut self, path: &[u8], origin: Origin, changed: &mut bool) -> Result<u32> {
+        let (parent_parts, base) = path::split(path);
+        let parent_inode = {
+            let reader = self.reader();
+            let parent = reader.parent_dir(&parent_parts)?;
+            if path::is_forbidden_name(base) {
+                return Err(StoreError::Access);
+            }
+            if reader.child_inode(parent.meta.inode, base)?.is_some() {
+                return Err(StoreError::Exists);
+            }
+            parent.meta.inode
+        };
+        let version = self.bump_root(origin.writer, origin.mtime)?;
+        let meta = Meta {
+            inode: version,
+            parent: parent_inode,
+            version,
+            writer: origin.writer,
+            mtime: origin.mtime,
+            kind: Kind::Dir,
+        };
+        self.put_entry(&meta, 0, base, &[])?;
+        self.put_dirent(parent_inode, base, version)?;
+        if path::is_lock_parent(&parent_parts) {
+            self.reset_lock(version, &parent_parts, base)?;
+        }
+        *changed = true;
+        Ok(0)
+    }
+
+    fn reset_lock(&mut self, inode: u64, parent_parts: &[&[u8]], base: &[u8]) -> Result<()> {
+        let checksum = self.entry_checksum(inode)?;
+        let mut lock_path = path::join(parent_parts);
+        lock_path.push(b'/');
+        lock_path.extend_from_slice(base);
+        let now = (self.clock)();
+        self.locks.reset(&lock_path, checksum, now);
+        Ok(())
+    }
+
+    fn entry_checksum(&self, inode: u64) -> Result<[u8; 32]> {
+        let entry = self
+            .reader()
+            .entry(inode)?
+            .ok_or_else(|| StoreError::Corrupt(format!("entry {inode} vanished")))?;
+        Ok(entry.checksum())
+    }
+
+    fn delete(&mut self, path: &[u8], origin: Origin, changed: &mut bool) -> Result<u32> {
+        let (meta, name) = {
+            let reader = self.reader();
+            let entry = reader.resolve(path)?.ok_or(StoreError::NotFound)?;
+            if entry.meta.inode == ROOT_INODE {
+                return Err(StoreError::Access);
+            }
+            if entry.meta.kind == Kind::Dir && reader.has_children(entry.meta.inode)? {
+                return Err(StoreError::NotEmpty);
+            }
+            (entry.meta, entry.name.to_vec())
+        };
+        if meta.kind == Kind::Dir {
+            self.locks.remove(&normalized(path));
+        }
+        self.remove_entry(meta.inode, meta.parent, &name)?;
+        self.bump_root(origin.writer, origin.mtime)?;
+        if let Some(guest) = path::guest_config_of_path(path) {
+            self.vmlist.delete(guest.vmid);
+        }
+        *changed = true;
+        Ok(0)
+    }
+
+    fn rename(&mut self, from: &[u8], to: &[u8], origin: Origin, changed: &mut bool) -> Result<u32> {
+        let from_guest = path::guest_config_of_path(from);
+        let to_guest = path::guest_config_of_path(to);
+        let (from_meta, from_name, from_flags, from_has_children) = {
+            let reader = self.reader();
+            let entry = reader.resolve(from)?.ok_or(StoreError::NotFound)?;
+            if entry.meta.inode == ROOT_INODE {
+                return Err(StoreError::Access);
+            }
+            let has_children =
+                entry.meta.kind == Kind::Dir && reader.has_children(entry.meta.inode)?;
+            (entry.meta, entry.name.to_vec(), entry.flags, has_children)
+        };
+        if from_meta.kind == Kind::File
+            && let Some(target) = &to_guest
+            && self.vmlist.conflicts(target)
+            && from_guest.as_ref().is_none_or(|source| source.vmid != target.vmid)
+        {
+            return Err(StoreError::Exists);
+        }
+        if from_meta.kind == Kind::Dir && path::is_lockdir(from) {
+            return Err(StoreError::Access);
+        }
+        let existing_target = {
+            let reader = self.reader();
+            match reader.resolve(to)? {
+                Some(target) => {
+                    if target.meta.inode == ROOT_INODE {
+                        return Err(StoreError::Access);
+                    }
+                    if target.meta.inode == from_meta.inode {
+                        // rename onto itself: nothing to do (the kernel never asks).
+                        return Ok(0);
+                    }
+                    if target.meta.kind == Kind::Dir && reader.has_children(target.meta.inode)? {
+                        return Err(StoreError::NotEmpty);
+                    }
+                    Some((target.meta, target.name.to_vec()))
+                }
+                None => None,
+            }
+        };
+        let (target_parent, target_name) = match &existing_target {
+            Some((target, name)) => {
+                // C quirk kept for identical trees in mixed clusters: the
+                // target is removed before the source is checked, so a failing
+                // rename of a non-empty directory still removes it.
+                self.remove_entry(target.inode, target.parent, name)?;
+                *changed = true;
+                if target.kind == Kind::Dir {
+                    self.locks.remove(&normalized(to));
+                }
+                (target.parent, name.clone())
+            }
+            None => {
+                let (parts, base) = path::split(to);
+                if path::is_forbidden_name(base) {
+                    return Err(StoreError::Access);
+                }
+                let parent = self.reader().parent_dir(&parts)?;
+                (parent.meta.inode, base.to_vec())
+            }
+        };
+        if from_has_children {
+            return Err(StoreError::NotEmpty);
+        }
+        let data = {
+            let reader = self.reader();
+            let entry = reader
+                .entry(from_meta.inode)?
+                .ok_or_else(|| StoreError::Corrupt("rename source vanished".into()))?;
+            entry.data.to_vec()
+        };
+        let store = self.store;
+        store
+            .dbs
+            .children
+            .delete(self.txn_mut(), &dirent_key(from_meta.parent, &from_name))?;
+        let version = self.bump_root(origin.writer, origin.mtime)?;
+        let meta = Meta {
+            parent: target_parent,
+            version,
+            writer: origin.writer,
+            mtime: origin.mtime,
+            ..from_meta
+        };
+        let entry_flags = match from_meta.kind {
+            Kind::Dir => from_flags | flags::EMPTY_BLOB,
+            Kind::File => from_flags,
+        };
+        self.put_entry(&meta, entry_flags, &target_name, &data)?;
+        self.put_dirent(target_parent, &target_name, meta.inode)?;
+        if from_meta.kind == Kind::File {
+            if let Some(source) = &from_guest {
+                self.vmlist.delete(source.vmid);
+            }
+            if let Some(target) = &to_guest {
+                self.vmlist.register(target);
+            }
+        }
+        *changed = true;
+        Ok(0)
+    }
+
+    fn mtime(&mut self, path: &[u8], writer: u32, mtime: u32, changed: &mut bool) -> Result<u32> {
+        let (parent_parts, base) = path::split(path);
+        let (meta, entry_flags, is_lock) = {
+            let reader = self.reader();
+            let parent = reader.parent_dir(&parent_parts)?;
+            if path::is_forbidden_name(base) {
+                return Err(StoreError::Access);
+            }
+            let entry = reader
+                .child(parent.meta.inode, base)?
+                .ok_or(StoreError::NotFound)?;
+            let is_lock = path::is_lock_parent(&parent_parts) && entry.meta.kind == Kind::Dir;
+            if is_lock && (mtime < entry.meta.mtime || entry.meta.writer != writer) {
+                return Err(StoreError::Access);
+            }
+            (entry.meta, entry.flags, is_lock)
+        };
+        let data = {
+            let reader = self.reader();
+            reader
+                .entry(meta.inode)?
+                .map(|entry| entry.data.to_vec())
+                .unwrap_or_default()
+        };
+        let version = self.bump_root(writer, mtime)?;
+        let new_meta = Meta {
+            version,
+            writer,
+            mtime,
+            ..meta
+        };
+        let new_flags = match meta.kind {
+            Kind::Dir => entry_flags | flags::EMPTY_BLOB,
+            Kind::File => entry_flags,
+        };
+        self.put_entry(&new_meta, new_flags, base, &data)?;
+        if is_lock {
+            self.reset_lock(meta.inode, &parent_parts, base)?;
+        }
+        *changed = true;
+        Ok(0)
+    }
+}
+
+fn normalized(path: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = path::components(path).collect();
+    path::join(&parts)
+}
+
+/// Every guest config in the tree, in tree order.
+pub(crate) fn collect_guest_configs(reader: &Reader<'_>) -> Result<Vec<GuestConfig>> {
+    let mut configs = Vec::new();
+    let Some(nodes) = reader.resolve(b"nodes")? else {
+        return Ok(configs);
+    };
+    if nodes.meta.kind != Kind::Dir {
+        return Ok(configs);
+    }
+    let mut node_dirs = Vec::new();
+    reader.for_each_child(nodes.meta.inode, |node| {
+        if node.meta.kind == Kind::Dir && path::is_valid_node_name(node.name) {
+            node_dirs.push((node.meta.inode, node.name.to_vec()));
+        }
+        true
+    })?;
+    for (node_inode, node_name) in node_dirs {
+        for type_dir in [&b"qemu-server"[..], b"openvz", b"lxc"] {
+            let Some(dir) = reader.child(node_inode, type_dir)? else {
+                continue;
+            };
+            if dir.meta.kind != Kind::Dir {
+                continue;
+            }
+            let parts: [&[u8]; 3] = [b"nodes", &node_name, type_dir];
+            reader.for_each_child(dir.meta.inode, |file| {
+                if file.meta.kind == Kind::File
+                    && let Some(config) = path::guest_config(&parts, file.name)
+                {
+                    configs.push(config);
+                }
+                true
+            })?;
+        }
+    }
+    Ok(configs)
+}
+
+/// Every directory in `priv/lock` with its entry checksum.
+fn collect_lock_dirs(reader: &Reader<'_>) -> Result<Vec<(Vec<u8>, [u8; 32])>> {
+    let mut locks = Vec::new();
+    let Some(lock_dir) = reader.resolve_parts(path::LOCK_DIR)? else {
+        return Ok(locks);
+    };
+    if lock_dir.meta.kind != Kind::Dir {
+        return Ok(locks);
+    }
+    reader.for_each_child(lock_dir.meta.inode, |entry| {
+        if entry.meta.kind == Kind::Dir {
+            let mut lock_path = b"priv/lock/".to_vec();
+            lock_path.extend_from_slice(entry.name);
+            locks.push((lock_path, entry.checksum()));
+        }
+        true
+    })?;
+    Ok(locks)
+}
+
+/// Write access to the tree: the `CanWrite` level of the type states. Only
+/// `Session::writer` makes one, and only for the holder of the
+/// `ApplyPermit`.
+///
+/// A read handle has no way to write:
+/// ```compile_fail,E0599
+/// # fn demo(session: &pmxcfs_store::Session<'_>) {
+/// use pmxcfs_store::{Op, Origin};
+/// let reader = session.reader();
+/// reader.apply(&Op::Mkdir { path: b"x" }, Origin { writer: 0, mtime: 0 });
+/// # }
+/// ```
+/// and a writer cannot be had without the permit:
+/// ```compile_fail,E0451
+/// # fn demo(session: &mut pmxcfs_store::Session<'_>) {
+/// let writer = session.writer(&mut pmxcfs_store::ApplyPermit { _private: () });
+/// # }
+/// ```
+pub struct Writer<'a, 's> {
+    session: &'a mut Session<'s>,
+}
+
+impl<'s> Writer<'_, 's> {
+    /// Applies one operation; returns the byte count for writes, else 0.
+    /// The change is visible to readers at once and durable after the
+    /// session's next `commit`.
+    pub fn apply(&mut self, op: &Op<'_>, origin: Origin) -> Result<u32> {
+        self.session.apply_op(op, origin)
+    }
+
+    pub fn reader(&self) -> Reader<'_> {
+        self.session.reader()
+    }
+
+    /// `memdb_lock_expired` on this node's clock (spec/filesystem.md §8).
+    pub fn lock_expired(&mut self, path: &[u8], checksum: [u8; 32]) -> bool {
+        let now = (self.session.clock)();
+        self.session.locks.expired(&normalized(path), checksum, now)
+    }
+
+    /// The checksum of a lock directory if `path` is an existing lock
+    /// directory (the precondition of UNLOCK_REQUEST and UNLOCK).
+    pub fn lock_checksum(&self, path: &[u8]) -> Result<Option<[u8; 32]>> {
+        if !path::is_lockdir(path) {
+            return Ok(None);
+        }
+        Ok(self
+            .session
+            .reader()
+            .resolve(path)?
+            .filter(|entry| entry.meta.kind == Kind::Dir)
+            .map(|entry| entry.checksum()))
+    }
+
+    /// UNLOCK: deletes the lock directory if its checksum still matches.
+    /// Returns whether it was deleted.
+    pub fn unlock(&mut self, path: &[u8], checksum: [u8; 32], origin: Origin) -> Result<bool> {
+        if self.lock_checksum(path)? != Some(checksum) {
+            return Ok(false);
+        }
+        self.apply(&Op::Delete { path }, origin)?;
+        Ok(true)
+    }
+}

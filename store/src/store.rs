@@ -1,0 +1,426 @@
+//! The tree on LMDB: the environment, its databases, and the read view.
+//!
+//! Layout (one LMDB environment in `<data-dir>/lmdb/`):
+//! * `entries`: inode (u64 big-endian, so iteration is inode order) ->
+//!   `EntryHeader` + name + data. Inode 0 is the root; its version, writer
+//!   and mtime are the global ones.
+//! * `children`: parent inode (u64 BE) + name -> child inode (u64 LE). Names
+//!   longer than `DIRENT_NAME_INLINE` are stored as a prefix + NUL + SHA-256
+//!   of the whole name (LMDB keys are at most 511 bytes; names never hold NUL,
+//!   so the two forms never collide).
+//! * `meta`: `format` (u32) and `journal_seq` (u64, the last journal record
+//!   contained in this checkpoint).
+
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, RoTxn, WithoutTls};
+use sha2::{Digest, Sha256};
+
+use crate::entry::{EntryRef, Kind, Meta, ROOT_INODE, flags, hash_entry};
+use crate::error::{Result, StoreError};
+use crate::path;
+use crate::row::{Row, VERSION_ROW_NAME};
+
+/// On-disk format of the LMDB store; bumped on incompatible changes.
+pub const FORMAT: u32 = 1;
+const META_FORMAT: &[u8] = b"format";
+const META_JOURNAL_SEQ: &[u8] = b"journal_seq";
+/// Names up to this length are stored verbatim in `children` keys.
+const DIRENT_NAME_INLINE: usize = 400;
+/// Virtual size of the LMDB map. The tree is small (the C daemon reports a
+/// 128 MiB file system); the map only reserves address space.
+const MAP_SIZE_BYTES: usize = 4 << 30;
+
+pub(crate) fn inode_key(inode: u64) -> [u8; 8] {
+    inode.to_be_bytes()
+}
+
+pub(crate) fn dirent_key(parent: u64, name: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + name.len().min(DIRENT_NAME_INLINE + 33));
+    key.extend_from_slice(&parent.to_be_bytes());
+    if name.len() <= DIRENT_NAME_INLINE {
+        key.extend_from_slice(name);
+    } else {
+        key.extend_from_slice(&name[..DIRENT_NAME_INLINE]);
+        key.push(0);
+        key.extend_from_slice(&Sha256::digest(name));
+    }
+    key
+}
+
+fn decode_inode_value(value: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("child value of {} bytes", value.len())))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+pub(crate) struct Dbs {
+    pub(crate) entries: Database<'static, Bytes, Bytes>,
+    pub(crate) children: Database<'static, Bytes, Bytes>,
+    pub(crate) meta: Database<'static, Bytes, Bytes>,
+}
+
+/// An opened data directory. Cheap to share; reads on any thread through
+/// `snapshot`, writes only through the one `Session` (see `session.rs`).
+pub struct Store {
+    pub(crate) env: Env<WithoutTls>,
+    pub(crate) dbs: Dbs,
+    pub(crate) dir: PathBuf,
+}
+
+impl Store {
+    /// Opens the store in `dir` (created if missing, mode 0700). A new
+    /// store holds only the root, at global version 1 (spec/memdb.md §3).
+    pub fn open(dir: &Path) -> Result<Store> {
+        let lmdb_dir = dir.join("lmdb");
+        std::fs::create_dir_all(&lmdb_dir).map_err(|error| StoreError::io(&lmdb_dir, error))?;
+        restrict_permissions(dir)?;
+        // SAFETY: heed's open is unsafe because the map must not be modified
+        // by anything but LMDB; the directory is ours (mode 0700) and the
+        // daemon's single-instance lock keeps other writers away.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .read_txn_without_tls()
+                .map_size(MAP_SIZE_BYTES)
+                .max_dbs(4)
+                .max_readers(126)
+                .open(&lmdb_dir)?
+        };
+        let (entries, children, meta) = env
+            .create_databases_and_commit(env.write_txn()?, |opener, txn| {
+                let entries = opener.create_database(txn, Some("entries"))?;
+                let children = opener.create_database(txn, Some("children"))?;
+                let meta = opener.create_database(txn, Some("meta"))?;
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((entries, children, meta)))
+            })?
+            .unwrap_commit();
+        let dbs = Dbs {
+            entries,
+            children,
+            meta,
+        };
+        let mut txn = env.write_txn()?;
+        match dbs.meta.get(&txn, META_FORMAT)? {
+            None => {
+                let root = Meta {
+                    inode: ROOT_INODE,
+                    parent: 0,
+                    version: 1,
+                    writer: 0,
+                    mtime: 0,
+                    kind: Kind::Dir,
+                };
+                let value = crate::entry::encode_value(&root, 0, b"", b"");
+                dbs.entries.put(&mut txn, &inode_key(ROOT_INODE), &value)?;
+                dbs.meta.put(&mut txn, META_FORMAT, &FORMAT.to_le_bytes())?;
+                dbs.meta.put(&mut txn, META_JOURNAL_SEQ, &0u64.to_le_bytes())?;
+                tracing::info!(dir = %dir.display(), "created a new store");
+            }
+            Some(format) if format == FORMAT.to_le_bytes() => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "store format {other:?} is not {FORMAT}"
+                )));
+            }
+        }
+        txn.commit()?;
+        Ok(Store {
+            env,
+            dbs,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal")
+    }
+
+    /// A read transaction on the last checkpoint. Changes applied by the
+    /// session since then are in its journal, not here: other processes
+    /// (`pmxcfs dump`) see the state of the last checkpoint.
+    pub fn snapshot(&self) -> Result<Snapshot<'_>> {
+        Ok(Snapshot {
+            txn: self.env.read_txn()?,
+            dbs: &self.dbs,
+        })
+    }
+
+    pub(crate) fn journal_seq(&self, txn: &RoTxn<'_, WithoutTls>) -> Result<u64> {
+        let value = self
+            .dbs
+            .meta
+            .get(txn, META_JOURNAL_SEQ)?
+            .ok_or_else(|| StoreError::Corrupt("journal_seq missing".into()))?;
+        Ok(u64::from_le_bytes(value.try_into().map_err(|_| {
+            StoreError::Corrupt("journal_seq has a wrong size".into())
+        })?))
+    }
+
+    pub(crate) fn put_journal_seq(&self, txn: &mut heed::RwTxn<'_>, seq: u64) -> Result<()> {
+        self.dbs
+            .meta
+            .put(txn, META_JOURNAL_SEQ, &seq.to_le_bytes())?;
+        Ok(())
+    }
+
+    /// Bytes the LMDB file occupies on disk.
+    pub fn disk_size_bytes(&self) -> Result<u64> {
+        Ok(self.env.real_disk_size()?)
+    }
+}
+
+fn restrict_permissions(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|error| StoreError::io(dir, error))
+}
+
+/// A read-only view of the last checkpoint, usable from any thread.
+pub struct Snapshot<'s> {
+    txn: RoTxn<'s, WithoutTls>,
+    dbs: &'s Dbs,
+}
+
+impl Snapshot<'_> {
+    pub fn reader(&self) -> Reader<'_> {
+        Reader {
+            txn: &self.txn,
+            dbs: self.dbs,
+        }
+    }
+}
+
+/// Read access to the tree inside one transaction. This is the `CanRead`
+/// level of the type states: it has no method that changes anything.
+#[derive(Clone, Copy)]
+pub struct Reader<'t> {
+    pub(crate) txn: &'t RoTxn<'t, WithoutTls>,
+    pub(crate) dbs: &'t Dbs,
+}
+
+impl<'t> Reader<'t> {
+    pub fn entry(&self, inode: u64) -> Result<Option<EntryRef<'t>>> {
+        match self.dbs.entries.get(self.txn, &inode_key(inode))? {
+            None => Ok(None),
+            Some(value) => EntryRef::decode(inode, value)
+                .map(Some)
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {inode} does not decode"))),
+        }
+    }
+
+    pub fn root(&self) -> Result<EntryRef<'t>> {
+        self.entry(ROOT_INODE)?
+            .ok_or_else(|| StoreError::Corrupt("the root entry is missing".into()))
+    }
+
+    /// The inode of `name` in directory `parent`.
+    pub fn child_inode(&self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+        match self.dbs.children.get(self.txn, &dirent_key(parent, name))? {
+            None => Ok(None),
+            Some(value) => decode_inode_value(value).map(Some),
+        }
+    }
+
+    /// The entry `name` in directory `parent`.
+    pub fn child(&self, parent: u64, name: &[u8]) -> Result<Option<EntryRef<'t>>> {
+        let Some(inode) = self.child_inode(parent, name)? else {
+            return Ok(None);
+        };
+        match self.entry(inode)? {
+            Some(entry) if entry.name == name && entry.meta.parent == parent => Ok(Some(entry)),
+            _ => Err(StoreError::Corrupt(format!(
+                "child link {parent}/{} -> {inode} is dangling",
+                String::from_utf8_lossy(name)
+            ))),
+        }
+    }
+
+    /// Walks `parts` from the root. A component below a file is not found.
+    pub fn resolve_parts(&self, parts: &[&[u8]]) -> Result<Option<EntryRef<'t>>> {
+        let mut current = self.root()?;
+        for part in parts {
+            if current.meta.kind != Kind::Dir {
+                return Ok(None);
+            }
+            match self.child(current.meta.inode, part)? {
+                Some(next) => current = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(current))
+    }
+
+    /// Resolves a relative path (empty components ignored; `""` is the root).
+    pub fn resolve(&self, path: &[u8]) -> Result<Option<EntryRef<'t>>> {
+        let parts: Vec<&[u8]> = path::components(path).collect();
+        self.resolve_parts(&parts)
+    }
+
+    /// The directory that will hold a new or changed entry: missing ->
+    /// ENOENT, a file -> ENOTDIR (the C daemon's checks, in that order).
+    pub fn parent_dir(&self, parts: &[&[u8]]) -> Result<EntryRef<'t>> {
+        match self.resolve_parts(parts)? {
+            None => Err(StoreError::NotFound),
+            Some(entry) if entry.meta.kind != Kind::Dir => Err(StoreError::NotDirectory),
+            Some(entry) => Ok(entry),
+        }
+    }
+
+    /// Calls `visit` for every child of `parent` (in key order) until it
+    /// returns false.
+    pub fn for_each_child(
+        &self,
+        parent: u64,
+        mut visit: impl FnMut(EntryRef<'t>) -> bool,
+    ) -> Result<()> {
+        let prefix = parent.to_be_bytes();
+        for item in self.dbs.children.prefix_iter(self.txn, &prefix)? {
+            let (_, value) = item?;
+            let inode = decode_inode_value(value)?;
+            let entry = self.entry(inode)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("child {inode} of {parent} is missing"))
+            })?;
+            if !visit(entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_children(&self, inode: u64) -> Result<bool> {
+        let prefix = inode.to_be_bytes();
+        Ok(self
+            .dbs
+            .children
+            .prefix_iter(self.txn, &prefix)?
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Calls `visit` for every entry, root first, in ascending inode order.
+    pub fn for_each_entry(&self, mut visit: impl FnMut(EntryRef<'t>) -> Result<()>) -> Result<()> {
+        for item in self.dbs.entries.iter(self.txn)? {
+            let (key, value) = item?;
+            let inode = u64::from_be_bytes(
+                key.try_into()
+                    .map_err(|_| StoreError::Corrupt("entry key of wrong size".into()))?,
+            );
+            let entry = EntryRef::decode(inode, value)
+                .ok_or_else(|| StoreError::Corrupt(format!("entry {inode} does not decode")))?;
+            visit(entry)?;
+        }
+        Ok(())
+    }
+
+    /// The C daemon's index blob (spec/memdb.md §6): the DCDB state.
+    pub fn index(&self) -> Result<Vec<u8>> {
+        let root = self.root()?;
+        let mut entries = Vec::new();
+        let mut count = 0u32;
+        let mut last_inode = 0u64;
+        self.for_each_entry(|entry| {
+            entries.extend_from_slice(&entry.meta.inode.to_le_bytes());
+            entries.extend_from_slice(&entry.index_digest());
+            count += 1;
+            last_inode = entry.meta.inode;
+            Ok(())
+        })?;
+        let mut blob = Vec::with_capacity(32 + entries.len());
+        blob.extend_from_slice(&root.meta.version.to_le_bytes());
+        blob.extend_from_slice(&last_inode.to_le_bytes());
+        blob.extend_from_slice(&root.meta.writer.to_le_bytes());
+        blob.extend_from_slice(&root.meta.mtime.to_le_bytes());
+        blob.extend_from_slice(&count.to_le_bytes());
+        blob.extend_from_slice(&(32 + 40 * count).to_le_bytes());
+        blob.extend_from_slice(&entries);
+        Ok(blob)
+    }
+
+    /// The whole-tree checksum of VERIFY (spec/memdb.md §5.2).
+    pub fn checksum(&self) -> Result<[u8; 32]> {
+        let mut hasher = Sha256::new();
+        self.for_each_entry(|entry| {
+            hash_entry(&mut hasher, &entry.meta, entry.name, entry.data, true);
+            Ok(())
+        })?;
+        Ok(hasher.finalize().into())
+    }
+
+    /// The path of an entry (for logs, dumps and the C daemon's path-keyed
+    /// tables). `None` if an ancestor is missing.
+    pub fn path_of(&self, inode: u64) -> Result<Option<Vec<u8>>> {
+        let mut names: Vec<&[u8]> = Vec::new();
+        let mut current = inode;
+        while current != ROOT_INODE {
+            let Some(entry) = self.entry(current)? else {
+                return Ok(None);
+            };
+            names.push(entry.name);
+            current = entry.meta.parent;
+            if names.len() > 4096 {
+                return Err(StoreError::Corrupt(format!("parent loop at inode {inode}")));
+            }
+        }
+        names.reverse();
+        Ok(Some(path::join(&names)))
+    }
+
+    /// The entry as a row of the C daemon's table (the root becomes the
+    /// `__version__` row).
+    pub fn row_of(entry: &EntryRef<'_>) -> Row {
+        if entry.meta.inode == ROOT_INODE {
+            let kind = if entry.flags & flags::VERSION_ROW_DIR != 0 {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            return Row {
+                inode: ROOT_INODE,
+                parent: 0,
+                version: entry.meta.version,
+                writer: entry.meta.writer,
+                mtime: entry.meta.mtime,
+                kind: kind as u8,
+                name: VERSION_ROW_NAME.to_vec(),
+                data: None,
+            };
+        }
+        let data = match entry.meta.kind {
+            Kind::File | Kind::Dir if entry.data.is_empty() && entry.flags & flags::EMPTY_BLOB != 0 => {
+                Some(Vec::new())
+            }
+            Kind::File if entry.data.is_empty() => None,
+            Kind::File => Some(entry.data.to_vec()),
+            Kind::Dir => None,
+        };
+        Row {
+            inode: entry.meta.inode,
+            parent: entry.meta.parent,
+            version: entry.meta.version,
+            writer: entry.meta.writer,
+            mtime: entry.meta.mtime,
+            kind: entry.meta.kind as u8,
+            name: entry.name.to_vec(),
+            data,
+        }
+    }
+
+    /// Number of entries (root included) and the sum of file sizes.
+    pub fn usage(&self) -> Result<(u64, u64)> {
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        self.for_each_entry(|entry| {
+            count += 1;
+            bytes += entry.data.len() as u64;
+            Ok(())
+        })?;
+        Ok((count, bytes))
+    }
+}

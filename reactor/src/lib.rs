@@ -27,6 +27,4 @@ pub use error::ReactorError;
 pub use reactor::{
     BUFFER_SIZE_BYTES_MAX, Completion, Operation, OperationId, Reactor, SLOT_COUNT_MAX, Token,
 };
-pub use signals::{
-    DAEMON_SIGNALS, SIGINFO_SIZE_BYTES, SIGNALS_PER_READ_MAX, SignalInfo, Signals,
-};
+pub use signals::{DAEMON_SIGNALS, SIGINFO_SIZE_BYTES, SIGNALS_PER_READ_MAX, SignalInfo, Signals};

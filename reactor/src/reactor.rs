@@ -181,7 +181,9 @@ impl Reactor {
             .map_err(ReactorError::Setup)?;
         let params = ring.params();
         if !params.is_feature_ext_arg() {
-            return Err(ReactorError::Unsupported("IORING_FEAT_EXT_ARG (Linux 5.11)"));
+            return Err(ReactorError::Unsupported(
+                "IORING_FEAT_EXT_ARG (Linux 5.11)",
+            ));
         }
         if !params.is_feature_nodrop() {
             return Err(ReactorError::Unsupported("IORING_FEAT_NODROP (Linux 5.5)"));
@@ -343,9 +345,7 @@ impl Reactor {
         match outcome {
             Ok(_) => Ok(()),
             // A wakeup without completion: the timeout passed or a signal arrived.
-            Err(error) if matches!(error.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {
-                Ok(())
-            }
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => Ok(()),
             Err(error) => Err(ReactorError::Enter(error)),
         }
     }
@@ -368,7 +368,10 @@ impl Reactor {
             let Some(in_flight) = slots.remove(id) else {
                 // The kernel returns only user_data we gave it: this is a bug of ours.
                 tracing::error!(user_data, result, "completion of no operation in flight");
-                debug_assert!(false, "completion of no operation in flight: {user_data:#x}");
+                debug_assert!(
+                    false,
+                    "completion of no operation in flight: {user_data:#x}"
+                );
                 continue;
             };
             deliver(complete(id, in_flight, result));
@@ -413,8 +416,7 @@ impl Reactor {
             return Ok(());
         }
         self.submit()?;
-        unsafe { self.ring.submission().push(entry) }
-            .map_err(|_| ReactorError::SubmissionQueueFull)
+        unsafe { self.ring.submission().push(entry) }.map_err(|_| ReactorError::SubmissionQueueFull)
     }
 }
 
@@ -422,8 +424,23 @@ impl Drop for Reactor {
     /// Cancels everything in flight and waits (at most about a second) for the kernel to hand
     /// back the buffers. Whatever the kernel still owns after that is leaked, never freed.
     fn drop(&mut self) {
+        self.cancel_all_and_reap();
+        let leaked = self.slots.leak_all();
+        if leaked > 0 {
+            tracing::warn!(
+                leaked,
+                "reactor drop: leaking buffers the kernel still owns"
+            );
+        }
+    }
+}
+
+impl Reactor {
+    /// Cancels every operation in flight and drops their completions, waiting at most
+    /// `DROP_WAIT_ROUNDS_MAX * DROP_WAIT_ROUND`. Returns how many are still in flight.
+    fn cancel_all_and_reap(&mut self) -> u32 {
         if self.slots.in_flight() == 0 {
-            return;
+            return 0;
         }
         let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
@@ -442,10 +459,7 @@ impl Drop for Reactor {
             }
             self.reap(std::mem::drop);
         }
-        let leaked = self.slots.leak_all();
-        if leaked > 0 {
-            tracing::warn!(leaked, "reactor drop: leaking buffers the kernel still owns");
-        }
+        self.slots.in_flight()
     }
 }
 
@@ -511,7 +525,11 @@ fn set_read_length(buffer: &mut Vec<u8>, result: i32) -> i32 {
         return result;
     };
     if length > buffer.capacity() {
-        tracing::error!(length, capacity = buffer.capacity(), "read beyond its buffer");
+        tracing::error!(
+            length,
+            capacity = buffer.capacity(),
+            "read beyond its buffer"
+        );
         return -libc::EIO;
     }
     // SAFETY: the kernel initialised the first `length` bytes, which are within capacity.
@@ -554,7 +572,11 @@ pub(crate) mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         let (mut all, mut batch) = (Vec::new(), Vec::new());
         while all.len() < count {
-            assert!(Instant::now() < deadline, "only {} of {count} completions", all.len());
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} completions",
+                all.len()
+            );
             reactor
                 .wait(&mut batch, Some(Duration::from_millis(100)))
                 .expect("wait");
@@ -637,7 +659,9 @@ pub(crate) mod tests {
         reactor
             .read(closed, Vec::with_capacity(16), Token(1))
             .expect("read");
-        reactor.read(-1, Vec::with_capacity(16), Token(2)).expect("read");
+        reactor
+            .read(-1, Vec::with_capacity(16), Token(2))
+            .expect("read");
         let completions = wait_for(&mut reactor, 2);
         for completion in &completions {
             assert_eq!(completion.result, -libc::EBADF);
@@ -717,7 +741,10 @@ pub(crate) mod tests {
         completions.sort_by_key(|c| c.token);
         assert_eq!(completions[0].result, -libc::ECANCELED);
         assert_eq!(completions[1].result, -libc::ECANCELED);
-        assert!(completions[1].buffer.is_some(), "a cancelled read returns its buffer");
+        assert!(
+            completions[1].buffer.is_some(),
+            "a cancelled read returns its buffer"
+        );
         assert!(start.elapsed() < Duration::from_secs(5));
 
         assert!(!reactor.cancel(timer).expect("stale"));
@@ -736,8 +763,12 @@ pub(crate) mod tests {
         let mut reactor = Reactor::new(2).expect("reactor");
         let event = eventfd();
         let fd = event.as_raw_fd();
-        let first = reactor.poll_once(fd, libc::POLLIN as u32, Token(1)).expect("1");
-        reactor.poll_once(fd, libc::POLLIN as u32, Token(2)).expect("2");
+        let first = reactor
+            .poll_once(fd, libc::POLLIN as u32, Token(1))
+            .expect("1");
+        reactor
+            .poll_once(fd, libc::POLLIN as u32, Token(2))
+            .expect("2");
         let refused = reactor.poll_once(fd, libc::POLLIN as u32, Token(3));
         assert!(matches!(refused, Err(ReactorError::Full { capacity: 2 })));
         let refused = reactor.read(fd, Vec::with_capacity(8), Token(4));
@@ -748,7 +779,9 @@ pub(crate) mod tests {
         reactor.cancel(first).expect("cancel");
         let completions = wait_for(&mut reactor, 1);
         assert_eq!(completions[0].token, Token(1));
-        reactor.poll_once(fd, libc::POLLIN as u32, Token(5)).expect("5");
+        reactor
+            .poll_once(fd, libc::POLLIN as u32, Token(5))
+            .expect("5");
         assert_eq!(reactor.in_flight(), 2);
     }
 
@@ -818,8 +851,164 @@ pub(crate) mod tests {
             .expect("timer");
         reactor.submit().expect("submit");
         let start = Instant::now();
-        drop(reactor);
+        assert_eq!(reactor.cancel_all_and_reap(), 0, "nothing left to leak");
         assert!(start.elapsed() < Duration::from_millis(500));
+        // Queued but never submitted: dropping cancels those too.
+        reactor
+            .read(read_end.as_raw_fd(), Vec::with_capacity(8), Token(3))
+            .expect("read");
+        assert_eq!(reactor.in_flight(), 1);
+        drop(reactor);
+    }
+
+    /// A mount of an empty FUSE file system on a temporary directory, detached on drop.
+    struct FuseMount {
+        device: OwnedFd,
+        directory: std::path::PathBuf,
+    }
+
+    impl FuseMount {
+        /// Mounts; panics where that is impossible (the suite runs as root
+        /// with /dev/fuse, as .ci/run provides: a skipped test is a missing test).
+        fn new() -> Self {
+            use std::ffi::CString;
+            let path = c"/dev/fuse";
+            // SAFETY: a NUL-terminated path.
+            let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+            assert!(
+                raw >= 0,
+                "cannot open /dev/fuse: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a fresh fd owned by nothing else.
+            let device = unsafe { OwnedFd::from_raw_fd(raw) };
+            let directory = std::env::temp_dir().join(format!(
+                "pmxcfs-reactor-fuse-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&directory).expect("mount point");
+            let target = CString::new(directory.as_os_str().as_encoded_bytes()).expect("path");
+            let options = CString::new(format!("fd={raw},rootmode=40000,user_id=0,group_id=0"))
+                .expect("options");
+            // SAFETY: NUL-terminated strings that outlive the call.
+            let status = unsafe {
+                libc::mount(
+                    c"pmxcfs-reactor-test".as_ptr(),
+                    target.as_ptr(),
+                    c"fuse".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    options.as_ptr().cast(),
+                )
+            };
+            if status != 0 {
+                let error = std::io::Error::last_os_error();
+                let _ = std::fs::remove_dir(&directory);
+                panic!("cannot mount FUSE (needs root): {error}");
+            }
+            FuseMount { device, directory }
+        }
+
+        fn unmount(&self) {
+            let target = std::ffi::CString::new(self.directory.as_os_str().as_encoded_bytes())
+                .expect("path");
+            // SAFETY: a NUL-terminated path. Errors (already unmounted) are harmless.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+
+    impl Drop for FuseMount {
+        fn drop(&mut self) {
+            self.unmount();
+            let _ = std::fs::remove_dir(&self.directory);
+        }
+    }
+
+    #[test]
+    fn read_of_unmounted_fuse_device_is_enodev() {
+        let mount = FuseMount::new();
+        let mut reactor = Reactor::new(2).expect("reactor");
+        let fd = mount.device.as_raw_fd();
+        // The kernel's first request is FUSE_INIT: a read completes with it.
+        reactor
+            .read(fd, Vec::with_capacity(1 << 20), Token(1))
+            .expect("read");
+        let completions = wait_for(&mut reactor, 1);
+        assert!(completions[0].result > 0, "{completions:?}");
+        // The next read waits; unmounting ends it with ENODEV.
+        let buffer = completions.into_iter().next().and_then(|c| c.buffer);
+        reactor
+            .read(fd, buffer.expect("buffer"), Token(2))
+            .expect("read");
+        reactor.submit().expect("submit");
+        mount.unmount();
+        let completions = wait_for(&mut reactor, 1);
+        assert_eq!(completions[0].errno(), Some(libc::ENODEV));
+        assert!(completions[0].buffer.is_some());
+    }
+
+    /// Random submissions, cancellations and waits against a small table and a tiny
+    /// submission queue: every operation completes exactly once, the bound holds throughout,
+    /// and the reactor's count matches ours.
+    #[test]
+    fn churn_accounts_for_every_operation() {
+        use std::collections::HashMap;
+
+        let mut reactor = Reactor::with_submission_entries(8, 2).expect("reactor");
+        let event = eventfd();
+        let (read_end, write_end) = pipe();
+        let mut random = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            random
+        };
+        let mut outstanding: HashMap<Token, OperationId> = HashMap::new();
+        let (mut completions, mut refused) = (Vec::new(), 0);
+        for round in 0..2000u64 {
+            let token = Token(round);
+            let submitted = match next() % 5 {
+                0 => reactor.poll_once(event.as_raw_fd(), libc::POLLOUT as u32, token),
+                1 => reactor.timer(Duration::from_micros(next() % 2000), token),
+                2 => reactor.read(read_end.as_raw_fd(), Vec::with_capacity(4), token),
+                3 => reactor.write(write_end.as_raw_fd(), vec![1], token),
+                _ => {
+                    if let Some(&id) = outstanding.values().next() {
+                        assert!(reactor.cancel(id).expect("cancel"));
+                    }
+                    continue;
+                }
+            };
+            match submitted {
+                Ok(id) => assert!(outstanding.insert(token, id).is_none()),
+                Err(ReactorError::Full { capacity }) => {
+                    assert_eq!(reactor.in_flight(), capacity);
+                    refused += 1;
+                }
+                Err(error) => panic!("{error}"),
+            }
+            let timeout = Duration::from_micros(next() % 500);
+            reactor.wait(&mut completions, Some(timeout)).expect("wait");
+            for completion in completions.drain(..) {
+                let id = outstanding
+                    .remove(&completion.token)
+                    .expect("one completion each");
+                assert_eq!(id, completion.id);
+                assert!(completion.result >= 0 || completion.result == -libc::ECANCELED);
+            }
+            assert_eq!(reactor.in_flight() as usize, outstanding.len());
+            assert!(reactor.cancels_in_flight <= reactor.capacity());
+        }
+        assert!(refused > 0, "the bound was never reached");
+        let ids: Vec<OperationId> = outstanding.values().copied().collect();
+        for id in ids {
+            reactor.cancel(id).expect("cancel");
+        }
+        for completion in wait_for(&mut reactor, outstanding.len()) {
+            assert!(outstanding.remove(&completion.token).is_some());
+        }
+        assert_eq!(reactor.in_flight(), 0);
     }
 
     #[test]

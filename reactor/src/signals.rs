@@ -125,14 +125,8 @@ mod tests {
     /// Sends `signal` to this thread only, so parallel test threads never see it.
     fn signal_this_thread(signal: libc::c_int) {
         // SAFETY: plain syscalls on this process and thread.
-        let status = unsafe {
-            libc::syscall(
-                libc::SYS_tgkill,
-                libc::getpid(),
-                libc::gettid(),
-                signal,
-            )
-        };
+        let status =
+            unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), signal) };
         assert_eq!(status, 0, "tgkill: {}", io::Error::last_os_error());
     }
 

@@ -17,7 +17,9 @@ pub(crate) enum Owned {
     /// Read or write: the kernel reads or writes the buffer's heap allocation.
     Buffer(Vec<u8>),
     /// Timer: the kernel reads the timespec (boxed so its address is stable).
-    Timespec(#[expect(dead_code, reason = "held only to keep it alive for the kernel")] Box<Timespec>),
+    Timespec(
+        #[expect(dead_code, reason = "held only to keep it alive for the kernel")] Box<Timespec>,
+    ),
 }
 
 /// One operation in flight.

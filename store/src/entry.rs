@@ -69,7 +69,9 @@ pub struct EntryHeader {
 }
 const _: () = assert!(size_of::<EntryHeader>() == 32);
 #[cfg(not(target_endian = "little"))]
-compile_error!("the store's on-disk and wire formats are little-endian; big-endian hosts are not supported");
+compile_error!(
+    "the store's on-disk and wire formats are little-endian; big-endian hosts are not supported"
+);
 
 /// An entry as read from LMDB: borrowed name and data (zero copy from the map).
 #[derive(Clone, Copy, Debug)]

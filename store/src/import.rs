@@ -158,7 +158,9 @@ impl Store {
             };
             value.clear();
             crate::entry::write_value(&mut value, &meta, entry_flags, &row.name, data);
-            self.dbs.entries.put(&mut txn, &inode_key(row.inode), &value)?;
+            self.dbs
+                .entries
+                .put(&mut txn, &inode_key(row.inode), &value)?;
             self.dbs.children.put(
                 &mut txn,
                 &dirent_key(row.parent, &row.name),

@@ -49,7 +49,10 @@ fn record_crc(header: &RecordHeader, payload: &[u8]) -> u32 {
 
 /// Appends one record to `out` (an in-memory batch, written by `Journal::append`).
 pub fn encode_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
-    assert!(payload.len() <= RECORD_PAYLOAD_MAX, "journal record too large");
+    assert!(
+        payload.len() <= RECORD_PAYLOAD_MAX,
+        "journal record too large"
+    );
     let mut header = RecordHeader {
         magic: MAGIC,
         payload_len: payload.len() as u32,
@@ -245,7 +248,13 @@ mod tests {
                 let mut damaged = bytes.clone();
                 damaged[position] ^= 1 << bit;
                 let (records, _) = parse_records(&damaged);
-                let record_index = if position < 29 { 0 } else if position < 59 { 1 } else { 2 };
+                let record_index = if position < 29 {
+                    0
+                } else if position < 59 {
+                    1
+                } else {
+                    2
+                };
                 // Records before the damaged one survive intact; the damaged one
                 // and everything after it are dropped.
                 assert!(records.len() <= record_index, "pos {position} bit {bit}");
@@ -270,7 +279,9 @@ mod tests {
         {
             let (mut journal, replay) = Journal::open(&path).expect("open");
             assert!(replay.records.is_empty());
-            journal.append(&batch(&[(1, b"one"), (2, b"two")])).expect("append");
+            journal
+                .append(&batch(&[(1, b"one"), (2, b"two")]))
+                .expect("append");
             journal.sync().expect("sync");
         }
         // A torn third record is dropped and cut off.
@@ -280,7 +291,10 @@ mod tests {
         let (mut journal, replay) = Journal::open(&path).expect("reopen");
         assert_eq!(replay.records.len(), 2);
         assert_eq!(replay.dropped_bytes, 10);
-        assert_eq!(std::fs::metadata(&path).expect("stat").len(), journal.len_bytes());
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            journal.len_bytes()
+        );
         journal.reset().expect("reset");
         let (_, replay) = Journal::open(&path).expect("reopen");
         assert!(replay.records.is_empty());

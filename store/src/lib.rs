@@ -15,6 +15,7 @@ mod op;
 pub mod path;
 mod row;
 mod session;
+mod sqlite;
 mod store;
 mod vmlist;
 
@@ -25,5 +26,6 @@ pub use locks::LOCK_TIMEOUT_SECS;
 pub use op::{Op, Origin};
 pub use row::{Row, VERSION_ROW_NAME};
 pub use session::{ApplyPermit, CheckpointLimits, Durability, Recovery, Session, Writer};
+pub use sqlite::{C_SCHEMA_SQL, read_rows, write_rows};
 pub use store::{FORMAT, Reader, Snapshot, Store};
 pub use vmlist::{Guest, VmList};

@@ -5,7 +5,8 @@
 
 /// The components of a path, skipping empty ones.
 pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
-    path.split(|byte| *byte == b'/').filter(|part| !part.is_empty())
+    path.split(|byte| *byte == b'/')
+        .filter(|part| !part.is_empty())
 }
 
 /// Splits a path into its parent components and its last component, the way
@@ -69,7 +70,10 @@ pub fn is_private(path: &[u8]) -> bool {
 }
 
 fn trim_leading_slashes(path: &[u8]) -> &[u8] {
-    let start = path.iter().position(|byte| *byte != b'/').unwrap_or(path.len());
+    let start = path
+        .iter()
+        .position(|byte| *byte != b'/')
+        .unwrap_or(path.len());
     &path[start..]
 }
 
@@ -191,7 +195,12 @@ mod tests {
             b"nodes/pve1/vz/100.conf",
             b"node/pve1/lxc/100.conf",
         ] {
-            assert_eq!(guest_config_of_path(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                guest_config_of_path(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -206,7 +215,12 @@ mod tests {
         ] {
             assert!(is_private(private), "{}", String::from_utf8_lossy(private));
         }
-        for public in [&b"privx"[..], b"nodes/pve1/privx", b"nodes/priv", b"storage.cfg"] {
+        for public in [
+            &b"privx"[..],
+            b"nodes/pve1/privx",
+            b"nodes/priv",
+            b"storage.cfg",
+        ] {
             assert!(!is_private(public), "{}", String::from_utf8_lossy(public));
         }
         assert!(is_lockdir(b"priv/lock/x"));

@@ -126,10 +126,12 @@ impl Store {
                 path: self.journal_path(),
                 reason: format!("record {} does not decode", record.seq),
             })?;
-            session.apply_op(&op, origin).map_err(|error| StoreError::Journal {
-                path: self.journal_path(),
-                reason: format!("record {} does not replay: {error}", record.seq),
-            })?;
+            session
+                .apply_op(&op, origin)
+                .map_err(|error| StoreError::Journal {
+                    path: self.journal_path(),
+                    reason: format!("record {} does not replay: {error}", record.seq),
+                })?;
             session.next_seq = record.seq + 1;
             session.records_since_checkpoint += 1;
             session.recovery.replayed_records += 1;
@@ -146,11 +148,15 @@ impl Store {
 
 impl<'s> Session<'s> {
     fn txn(&self) -> &RwTxn<'s> {
-        self.txn.as_ref().expect("the write transaction is open between calls")
+        self.txn
+            .as_ref()
+            .expect("the write transaction is open between calls")
     }
 
     fn txn_mut(&mut self) -> &mut RwTxn<'s> {
-        self.txn.as_mut().expect("the write transaction is open between calls")
+        self.txn
+            .as_mut()
+            .expect("the write transaction is open between calls")
     }
 
     /// Reads of the current state, including changes not yet checkpointed.
@@ -236,7 +242,10 @@ impl<'s> Session<'s> {
         }
         let last_seq = self.next_seq - 1;
         let store = self.store;
-        let mut txn = self.txn.take().expect("the write transaction is open between calls");
+        let mut txn = self
+            .txn
+            .take()
+            .expect("the write transaction is open between calls");
         let result = store
             .put_journal_seq(&mut txn, last_seq)
             .and_then(|()| txn.commit().map_err(StoreError::from));
@@ -353,10 +362,11 @@ impl<'s> Session<'s> {
 
     fn put_dirent(&mut self, parent: u64, name: &[u8], inode: u64) -> Result<()> {
         let store = self.store;
-        store
-            .dbs
-            .children
-            .put(self.txn_mut(), &dirent_key(parent, name), &inode.to_le_bytes())?;
+        store.dbs.children.put(
+            self.txn_mut(),
+            &dirent_key(parent, name),
+            &inode.to_le_bytes(),
+        )?;
         Ok(())
     }
 
@@ -521,7 +531,13 @@ impl<'s> Session<'s> {
         Ok(0)
     }
 
-    fn rename(&mut self, from: &[u8], to: &[u8], origin: Origin, changed: &mut bool) -> Result<u32> {
+    fn rename(
+        &mut self,
+        from: &[u8],
+        to: &[u8],
+        origin: Origin,
+        changed: &mut bool,
+    ) -> Result<u32> {
         let from_guest = path::guest_config_of_path(from);
         let to_guest = path::guest_config_of_path(to);
         let (from_meta, from_name, from_flags, from_has_children) = {
@@ -537,7 +553,9 @@ impl<'s> Session<'s> {
         if from_meta.kind == Kind::File
             && let Some(target) = &to_guest
             && self.vmlist.conflicts(target)
-            && from_guest.as_ref().is_none_or(|source| source.vmid != target.vmid)
+            && from_guest
+                .as_ref()
+                .is_none_or(|source| source.vmid != target.vmid)
         {
             return Err(StoreError::Exists);
         }

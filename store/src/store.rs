@@ -71,61 +71,39 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store in `dir` (created if missing, mode 0700). A new
+    /// Opens the store in `dir`, creating it if missing (mode 0700). A new
     /// store holds only the root, at global version 1 (spec/memdb.md §3).
     pub fn open(dir: &Path) -> Result<Store> {
         let lmdb_dir = dir.join("lmdb");
         std::fs::create_dir_all(&lmdb_dir).map_err(|error| StoreError::io(&lmdb_dir, error))?;
         restrict_permissions(dir)?;
-        // SAFETY: heed's open is unsafe because the map must not be modified
-        // by anything but LMDB; the directory is ours (mode 0700) and the
-        // daemon's single-instance lock keeps other writers away.
-        let env = unsafe {
-            EnvOpenOptions::new()
-                .read_txn_without_tls()
-                .map_size(MAP_SIZE_BYTES)
-                .max_dbs(4)
-                .max_readers(126)
-                .open(&lmdb_dir)?
-        };
-        let (entries, children, meta) = env
-            .create_databases_and_commit(env.write_txn()?, |opener, txn| {
-                let entries = opener.create_database(txn, Some("entries"))?;
-                let children = opener.create_database(txn, Some("children"))?;
-                let meta = opener.create_database(txn, Some("meta"))?;
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((entries, children, meta)))
-            })?
-            .unwrap_commit();
-        let dbs = Dbs {
-            entries,
-            children,
-            meta,
-        };
-        let mut txn = env.write_txn()?;
-        match dbs.meta.get(&txn, META_FORMAT)? {
-            None => {
-                let root = Meta {
-                    inode: ROOT_INODE,
-                    parent: 0,
-                    version: 1,
-                    writer: 0,
-                    mtime: 0,
-                    kind: Kind::Dir,
-                };
-                let value = crate::entry::encode_value(&root, 0, b"", b"");
-                dbs.entries.put(&mut txn, &inode_key(ROOT_INODE), &value)?;
-                dbs.meta.put(&mut txn, META_FORMAT, &FORMAT.to_le_bytes())?;
-                dbs.meta.put(&mut txn, META_JOURNAL_SEQ, &0u64.to_le_bytes())?;
-                tracing::info!(dir = %dir.display(), "created a new store");
-            }
-            Some(format) if format == FORMAT.to_le_bytes() => {}
-            Some(other) => {
-                return Err(StoreError::Corrupt(format!(
-                    "store format {other:?} is not {FORMAT}"
-                )));
-            }
+        let env = open_env(&lmdb_dir)?;
+        if let Some(dbs) = open_dbs(&env)? {
+            return Ok(Store {
+                env,
+                dbs,
+                dir: dir.to_path_buf(),
+            });
         }
-        txn.commit()?;
+        let dbs = create_dbs(&env)?;
+        tracing::info!(dir = %dir.display(), "created a new store");
+        Ok(Store {
+            env,
+            dbs,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing store for reading without taking LMDB's writer
+    /// lock and without changing anything on disk, so it works while a
+    /// daemon holds the store's write transaction (`pmxcfs dump`).
+    pub fn open_existing(dir: &Path) -> Result<Store> {
+        let lmdb_dir = dir.join("lmdb");
+        if !lmdb_dir.join("data.mdb").is_file() {
+            return Err(StoreError::Invalid("no store in this data directory"));
+        }
+        let env = open_env(&lmdb_dir)?;
+        let dbs = open_dbs(&env)?.ok_or(StoreError::Invalid("no store in this data directory"))?;
         Ok(Store {
             env,
             dbs,
@@ -169,10 +147,99 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a consistent copy of the last checkpoint to `lmdb_dir`. LMDB's
+    /// compacting copy runs in a read transaction; the plain copy would wait
+    /// for the writer lock, which a running daemon holds.
+    pub fn copy_checkpoint_to(&self, lmdb_dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(lmdb_dir).map_err(|error| StoreError::io(lmdb_dir, error))?;
+        let target = lmdb_dir.join("data.mdb");
+        self.env
+            .copy_to_path(&target, heed::CompactionOption::Enabled)?;
+        Ok(())
+    }
+
     /// Bytes the LMDB file occupies on disk.
     pub fn disk_size_bytes(&self) -> Result<u64> {
         Ok(self.env.real_disk_size()?)
     }
+}
+
+fn open_env(lmdb_dir: &Path) -> Result<Env<WithoutTls>> {
+    // SAFETY: heed's open is unsafe because the map must not be modified
+    // by anything but LMDB; the directory is ours (mode 0700) and the
+    // daemon's single-instance lock keeps other writers away.
+    let env = unsafe {
+        EnvOpenOptions::new()
+            .read_txn_without_tls()
+            .map_size(MAP_SIZE_BYTES)
+            .max_dbs(4)
+            .max_readers(126)
+            .open(lmdb_dir)?
+    };
+    Ok(env)
+}
+
+/// Opens the databases of an initialised store with a read transaction;
+/// `None` if the store was never initialised.
+fn open_dbs(env: &Env<WithoutTls>) -> Result<Option<Dbs>> {
+    let opened = env
+        .open_databases_and_commit(env.read_txn()?, |opener, txn| {
+            let entries = opener.open_database(txn, Some("entries"))?;
+            let children = opener.open_database(txn, Some("children"))?;
+            let meta = opener.open_database(txn, Some("meta"))?;
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(
+                entries.zip(children).zip(meta),
+            ))
+        })?
+        .unwrap_commit();
+    let Some(((entries, children), meta)) = opened else {
+        return Ok(None);
+    };
+    let dbs = Dbs {
+        entries,
+        children,
+        meta,
+    };
+    let txn = env.read_txn()?;
+    match dbs.meta.get(&txn, META_FORMAT)? {
+        None => Ok(None),
+        Some(format) if format == FORMAT.to_le_bytes() => Ok(Some(dbs)),
+        Some(other) => Err(StoreError::Corrupt(format!(
+            "store format {other:?} is not {FORMAT}"
+        ))),
+    }
+}
+
+/// Creates the databases and the root of a new store in one transaction.
+fn create_dbs(env: &Env<WithoutTls>) -> Result<Dbs> {
+    let (entries, children, meta) = env
+        .create_databases_and_commit(env.write_txn()?, |opener, txn| {
+            let entries: Database<'_, Bytes, Bytes> =
+                opener.create_database(txn, Some("entries"))?;
+            let children = opener.create_database(txn, Some("children"))?;
+            let meta: Database<'_, Bytes, Bytes> = opener.create_database(txn, Some("meta"))?;
+            if meta.get(txn, META_FORMAT)?.is_none() {
+                let root = Meta {
+                    inode: ROOT_INODE,
+                    parent: 0,
+                    version: 1,
+                    writer: 0,
+                    mtime: 0,
+                    kind: Kind::Dir,
+                };
+                let value = crate::entry::encode_value(&root, 0, b"", b"");
+                entries.put(txn, &inode_key(ROOT_INODE), &value)?;
+                meta.put(txn, META_FORMAT, &FORMAT.to_le_bytes())?;
+                meta.put(txn, META_JOURNAL_SEQ, &0u64.to_le_bytes())?;
+            }
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((entries, children, meta)))
+        })?
+        .unwrap_commit();
+    Ok(Dbs {
+        entries,
+        children,
+        meta,
+    })
 }
 
 fn restrict_permissions(dir: &Path) -> Result<()> {
@@ -393,7 +460,9 @@ impl<'t> Reader<'t> {
             };
         }
         let data = match entry.meta.kind {
-            Kind::File | Kind::Dir if entry.data.is_empty() && entry.flags & flags::EMPTY_BLOB != 0 => {
+            Kind::File | Kind::Dir
+                if entry.data.is_empty() && entry.flags & flags::EMPTY_BLOB != 0 =>
+            {
                 Some(Vec::new())
             }
             Kind::File if entry.data.is_empty() => None,

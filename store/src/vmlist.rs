@@ -40,9 +40,9 @@ impl VmList {
     /// True when `vmid` belongs to another node or another guest type: a
     /// write of `config` must then fail with EEXIST.
     pub fn conflicts(&self, config: &GuestConfig) -> bool {
-        self.guests.get(&config.vmid).is_some_and(|guest| {
-            guest.guest_type != config.guest_type || guest.node != config.node
-        })
+        self.guests
+            .get(&config.vmid)
+            .is_some_and(|guest| guest.guest_type != config.guest_type || guest.node != config.node)
     }
 
     pub fn register(&mut self, config: &GuestConfig) {

@@ -15,8 +15,17 @@ fn changes_survive_a_crash_through_the_journal() {
         let store = Store::open(dir.path()).expect("open");
         let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
         let mut writer = session.writer(&mut permit);
-        writer.apply(&Op::Mkdir { path: b"nodes" }, ORIGIN).expect("mkdir");
-        writer.apply(&Op::Create { path: b"nodes/a.cfg" }, ORIGIN).expect("create");
+        writer
+            .apply(&Op::Mkdir { path: b"nodes" }, ORIGIN)
+            .expect("mkdir");
+        writer
+            .apply(
+                &Op::Create {
+                    path: b"nodes/a.cfg",
+                },
+                ORIGIN,
+            )
+            .expect("create");
         let written = writer
             .apply(
                 &Op::Write {
@@ -30,7 +39,12 @@ fn changes_survive_a_crash_through_the_journal() {
             .expect("write");
         assert_eq!(written, 5);
         assert!(matches!(
-            writer.apply(&Op::Create { path: b"nodes/a.cfg" }, ORIGIN),
+            writer.apply(
+                &Op::Create {
+                    path: b"nodes/a.cfg"
+                },
+                ORIGIN
+            ),
             Err(StoreError::Exists)
         ));
         session.commit().expect("commit");
@@ -42,7 +56,10 @@ fn changes_survive_a_crash_through_the_journal() {
         let (session, _permit) = store.session(Durability::Relaxed).expect("session");
         assert_eq!(session.recovery().replayed_records, 3);
         let reader = session.reader();
-        let file = reader.resolve(b"nodes/a.cfg").expect("resolve").expect("exists");
+        let file = reader
+            .resolve(b"nodes/a.cfg")
+            .expect("resolve")
+            .expect("exists");
         assert_eq!(file.data, b"hello");
         assert_eq!(file.meta.inode, 3);
         assert_eq!(file.meta.version, 4);

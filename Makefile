@@ -1,0 +1,51 @@
+# pmxcfs in Rust: build, test, bench.
+#
+#   make test    install what is missing, build, run every test (CI runs this)
+#   make bench   criterion benchmarks + bytes written per change (BENCHMARKS.md)
+#   make deps    only install the Debian packages (idempotent)
+
+CARGO ?= cargo
+# Debian packages the build and the tests need: a C compiler for the bundled
+# LMDB and sqlite, fuse3 for the FUSE mount tests.
+DEB_PACKAGES := build-essential pkg-config fuse3
+
+.PHONY: all build test deps bench bench-bytes check fmt clippy clean
+
+all: build
+
+deps:
+	@missing=""; for pkg in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		[ "$$(id -u)" = 0 ] || { echo "need root to install:$$missing" >&2; exit 1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo (Rust 1.95) is required" >&2; exit 1; }
+
+build: deps
+	$(CARGO) build --workspace --locked
+
+test: deps
+	$(CARGO) build --workspace --locked --all-targets
+	$(CARGO) test --workspace --locked
+
+check: fmt clippy test
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+bench: deps
+	$(CARGO) bench -p pmxcfs-bench --locked
+	$(MAKE) bench-bytes
+
+bench-bytes: deps
+	$(CARGO) run -p pmxcfs-bench --release --locked --bin store-bytes
+
+clean:
+	$(CARGO) clean

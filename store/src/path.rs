@@ -10,14 +10,38 @@ pub fn components(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// Splits a path into its parent components and its last component, the way
-/// the C daemon's `split_path` does: trailing slashes are dropped; a path
-/// with no component has the basename `.` (which every operation refuses).
+/// the C daemon's `split_path` (GLib dirname/basename) does: trailing slashes
+/// are dropped; a path with no component has the basename `.` (which every
+/// operation refuses); a dirname of exactly `""`, `.` or `/` is the root,
+/// any other dirname is walked component by component (`.` taken literally).
 pub fn split(path: &[u8]) -> (Vec<&[u8]>, &[u8]) {
-    let mut parts: Vec<&[u8]> = components(path).collect();
-    match parts.pop() {
-        Some(base) => (parts, base),
-        None => (parts, b"."),
+    let end = path
+        .iter()
+        .rposition(|byte| *byte != b'/')
+        .map_or(0, |last| last + 1);
+    let trimmed = &path[..end];
+    if trimmed.is_empty() {
+        return (Vec::new(), b".");
     }
+    match trimmed.iter().rposition(|byte| *byte == b'/') {
+        None => (Vec::new(), trimmed),
+        Some(slash) => {
+            let dir_end = trimmed[..slash]
+                .iter()
+                .rposition(|byte| *byte != b'/')
+                .map_or(0, |last| last + 1);
+            (parts_of_lookup(&trimmed[..dir_end]), &trimmed[slash + 1..])
+        }
+    }
+}
+
+/// The components `memdb_lookup_path` walks for `path`: none for exactly
+/// `""`, `.` and `/` (the root), else the non-empty components.
+pub fn parts_of_lookup(path: &[u8]) -> Vec<&[u8]> {
+    if path.is_empty() || path == b"." || path == b"/" {
+        return Vec::new();
+    }
+    components(path).collect()
 }
 
 /// `""`, `.` and `..` cannot be created, written or touched (EACCES).
@@ -171,6 +195,13 @@ mod tests {
         assert_eq!(split(b"x"), (vec![], &b"x"[..]));
         assert_eq!(split(b""), (vec![], &b"."[..]));
         assert_eq!(split(b"/"), (vec![], &b"."[..]));
+        // GLib: dirname("./a") is "." (the root); "/./a" walks "." literally.
+        assert_eq!(split(b"./a"), (vec![], &b"a"[..]));
+        assert_eq!(split(b".//a/"), (vec![], &b"a"[..]));
+        assert_eq!(split(b"/./a"), (vec![&b"."[..]], &b"a"[..]));
+        assert_eq!(split(b"d/./b"), (vec![&b"d"[..], b"."], &b"b"[..]));
+        assert_eq!(parts_of_lookup(b"."), Vec::<&[u8]>::new());
+        assert_eq!(parts_of_lookup(b"./"), vec![&b"."[..]]);
     }
 
     #[test]

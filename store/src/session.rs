@@ -87,6 +87,9 @@ pub struct Session<'s> {
     /// Set when a write to disk failed: from then on every change is refused
     /// with EIO (the C daemon's memdb "errors" flag).
     poisoned: bool,
+    /// True while journal records are replayed: they are already in the
+    /// journal, and they passed the vmid checks when they were first applied.
+    replaying: bool,
     clock: Clock,
     recovery: Recovery,
 }
@@ -111,6 +114,7 @@ impl Store {
             vmlist: VmList::default(),
             locks: LockTable::default(),
             poisoned: false,
+            replaying: true,
             clock: Box::new(wall_clock_secs),
             recovery: Recovery {
                 replayed_records: 0,
@@ -126,17 +130,27 @@ impl Store {
                 path: self.journal_path(),
                 reason: format!("record {} does not decode", record.seq),
             })?;
-            session
-                .apply_op(&op, origin)
-                .map_err(|error| StoreError::Journal {
-                    path: self.journal_path(),
-                    reason: format!("record {} does not replay: {error}", record.seq),
-                })?;
+            // Only changes are journaled; the one refusal that changes the tree
+            // (the rename quirk) replays as the same refusal.
+            match session.apply_op(&op, origin) {
+                Ok(_) => {}
+                Err(error) if error.is_refusal() => {}
+                Err(error) => {
+                    return Err(StoreError::Journal {
+                        path: self.journal_path(),
+                        reason: format!("record {} does not replay: {error}", record.seq),
+                    });
+                }
+            }
             session.next_seq = record.seq + 1;
             session.records_since_checkpoint += 1;
             session.recovery.replayed_records += 1;
         }
+        session.replaying = false;
         if session.recovery.replayed_records > 0 {
+            // As the C daemon after loading its database: the guest index and
+            // the lock table come from the tree, not from the replayed history.
+            session.rebuild_derived()?;
             tracing::info!(
                 records = session.recovery.replayed_records,
                 "replayed the journal after an unclean stop"
@@ -306,7 +320,7 @@ impl<'s> Session<'s> {
             self.poisoned = true;
             return result;
         }
-        if changed {
+        if changed && !self.replaying {
             let mut payload = Vec::with_capacity(64 + op.path().len());
             op::encode(&mut payload, op, origin);
             journal::encode_record(&mut self.batch, self.next_seq, &payload);
@@ -410,6 +424,7 @@ impl<'s> Session<'s> {
             }
             let guest = path::guest_config(&parent_parts, base);
             if let Some(guest) = &guest
+                && !self.replaying
                 && self.vmlist.conflicts(guest)
             {
                 return Err(StoreError::Exists);
@@ -551,6 +566,7 @@ impl<'s> Session<'s> {
             (entry.meta, entry.name.to_vec(), entry.flags, has_children)
         };
         if from_meta.kind == Kind::File
+            && !self.replaying
             && let Some(target) = &to_guest
             && self.vmlist.conflicts(target)
             && from_guest
@@ -604,6 +620,11 @@ impl<'s> Session<'s> {
         };
         if from_has_children {
             return Err(StoreError::NotEmpty);
+        }
+        if target_parent == from_meta.inode {
+            // A directory into itself (the kernel answers EINVAL before asking
+            // us; the C daemon would link the entry under itself).
+            return Err(StoreError::Invalid("rename of a directory into itself"));
         }
         let data = {
             let reader = self.reader();

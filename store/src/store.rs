@@ -323,10 +323,11 @@ impl<'t> Reader<'t> {
         Ok(Some(current))
     }
 
-    /// Resolves a relative path (empty components ignored; `""` is the root).
+    /// Resolves a relative path like `memdb_lookup_path`: empty components
+    /// are ignored, exactly `""`, `.` and `/` are the root, any other `.` is
+    /// a literal name.
     pub fn resolve(&self, path: &[u8]) -> Result<Option<EntryRef<'t>>> {
-        let parts: Vec<&[u8]> = path::components(path).collect();
-        self.resolve_parts(&parts)
+        self.resolve_parts(&path::parts_of_lookup(path))
     }
 
     /// The directory that will hold a new or changed entry: missing ->

@@ -61,10 +61,10 @@ fn run(workload: &Workload) -> (f64, f64) {
                 truncate: true,
             });
         }
-        if (change + 1) % workload.group == 0 {
+        if (change + 1).is_multiple_of(workload.group) {
             tree.commit();
             commits += 1;
-            if workload.durability == Durability::Relaxed && commits % workload.sync_every == 0 {
+            if workload.durability == Durability::Relaxed && commits.is_multiple_of(workload.sync_every) {
                 tree.sync();
             }
         }

@@ -9,11 +9,15 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 Usage:
   pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--data-dir DIR] [--run-dir DIR]
-         [--nodename NAME] [--node-ip ADDR]
-      Run the cluster file system daemon (not built yet).
+         [--pid-file FILE] [--nodename NAME] [--node-ip ADDR]
+      Run the cluster file system daemon (local mode only so far).
       -d, --debug       turn on debug messages
-      -f, --foreground  do not daemonize
+      -f, --foreground  do not daemonize (log to stderr; otherwise syslog)
       -l, --local       force local mode (ignore corosync.conf, force quorum)
+      defaults: --mountpoint /etc/pve --data-dir /var/lib/pve-cluster
+                --run-dir /run/pve-cluster --pid-file /var/run/pve-cluster.pid
+                --nodename from uname (up to the first dot)
+      PMXCFS_LOCK_TIMEOUT_SECS replaces the 120 s lock lifetime (for tests).
   pmxcfs import-db --sqlite FILE --data-dir DIR
       Build the store in DIR from the C daemon's config.db FILE.
   pmxcfs export-db --sqlite FILE --data-dir DIR
@@ -83,6 +87,7 @@ pub struct DaemonOptions {
     pub mountpoint: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub run_dir: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
     pub nodename: Option<OsString>,
     pub node_ip: Option<OsString>,
 }
@@ -237,11 +242,12 @@ fn parse_daemon(args: Vec<OsString>) -> Result<Command, UsageError> {
                     "debug" => flag(&mut options.debug)?,
                     "foreground" => flag(&mut options.foreground)?,
                     "local" => flag(&mut options.local)?,
-                    "mountpoint" | "data-dir" | "run-dir" => {
+                    "mountpoint" | "data-dir" | "run-dir" | "pid-file" => {
                         let value = PathBuf::from(option_value(&name, glued, &mut tokens, USAGE)?);
                         let slot = match name.as_str() {
                             "mountpoint" => &mut options.mountpoint,
                             "data-dir" => &mut options.data_dir,
+                            "pid-file" => &mut options.pid_file,
                             _ => &mut options.run_dir,
                         };
                         set_once(slot, value, &name, USAGE)?;

@@ -9,12 +9,27 @@ use std::collections::HashMap;
 /// Lock lifetime in seconds (`CFS_LOCK_TIMEOUT`).
 pub const LOCK_TIMEOUT_SECS: u64 = 120;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LockTable {
     locks: HashMap<Vec<u8>, (u64, [u8; 32])>,
+    timeout_secs: u64,
+}
+
+impl Default for LockTable {
+    fn default() -> Self {
+        LockTable {
+            locks: HashMap::new(),
+            timeout_secs: LOCK_TIMEOUT_SECS,
+        }
+    }
 }
 
 impl LockTable {
+    /// Replaces the 120 s lifetime (tests).
+    pub fn set_timeout_secs(&mut self, timeout_secs: u64) {
+        self.timeout_secs = timeout_secs;
+    }
+
     /// (Re)starts the clock of a lock (mkdir, mtime update, rebuild).
     pub fn reset(&mut self, path: &[u8], checksum: [u8; 32], now_secs: u64) {
         self.locks.insert(path.to_vec(), (now_secs, checksum));
@@ -31,9 +46,10 @@ impl LockTable {
     /// `memdb_lock_expired`: an unknown lock or a changed checksum starts the
     /// clock and is not expired; otherwise expired after more than 120 s.
     pub fn expired(&mut self, path: &[u8], checksum: [u8; 32], now_secs: u64) -> bool {
+        let timeout_secs = self.timeout_secs;
         match self.locks.get_mut(path) {
             Some((first_seen, known)) if *known == checksum => {
-                now_secs > *first_seen && now_secs - *first_seen > LOCK_TIMEOUT_SECS
+                now_secs > *first_seen && now_secs - *first_seen > timeout_secs
             }
             Some(slot) => {
                 tracing::warn!(path = %String::from_utf8_lossy(path), "lock checksum changed, timeout restarted");

@@ -64,7 +64,7 @@ pub struct Recovery {
     pub dropped_journal_bytes: u64,
 }
 
-type Clock = Box<dyn Fn() -> u64>;
+type Clock = Box<dyn Fn() -> u64 + Send>;
 
 fn wall_clock_secs() -> u64 {
     SystemTime::now()
@@ -199,8 +199,13 @@ impl<'s> Session<'s> {
     }
 
     /// Replaces the clock of the lock table (seconds); for tests.
-    pub fn set_clock(&mut self, clock: impl Fn() -> u64 + 'static) {
+    pub fn set_clock(&mut self, clock: impl Fn() -> u64 + Send + 'static) {
         self.clock = Box::new(clock);
+    }
+
+    /// Replaces the 120 s lock lifetime (tests).
+    pub fn set_lock_timeout_secs(&mut self, timeout_secs: u64) {
+        self.locks.set_timeout_secs(timeout_secs);
     }
 
     pub fn set_checkpoint_limits(&mut self, limits: CheckpointLimits) {

@@ -1,0 +1,918 @@
+//! The `/etc/pve` view served through `fuse-backend-rs`: node ids, modes and
+//! ownership, the special root entries (symlinks and virtual files), and
+//! every FUSE operation with the C daemon's errno (spec/filesystem.md).
+//!
+//! Node ids: FUSE's root (1) is store inode 0, store inode `i` is node id
+//! `i + 1` (store inodes are stable across renames), and the ten special
+//! entries live above `SPECIAL_BASE`.
+//!
+//! Mutations become a `Proposal` (they need a `Quorate` proof) and are
+//! applied through the store's `Writer`; in local mode at once.
+
+use std::ffi::CStr;
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuse_backend_rs::abi::fuse_abi::{
+    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
+};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, ZeroCopyReader, ZeroCopyWriter,
+};
+use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Op, Origin, Reader, Session, StoreError, path};
+
+use crate::quorum::{Proposal, QuorumGate};
+use crate::status::{Status, vmlist_text};
+
+const ROOT_ID: u64 = 1;
+const SPECIAL_BASE: u64 = 1 << 62;
+/// How long the kernel may cache entries and attributes of tree entries.
+/// Every change of the tree goes through this process, which invalidates
+/// what the kernel did not change itself (see `Invalidation`).
+const TREE_TTL: Duration = Duration::from_secs(10);
+/// Virtual files change without a FUSE request: never cached.
+const VIRTUAL_TTL: Duration = Duration::ZERO;
+const BLOCK_SIZE: u64 = 4096;
+/// What statfs reports (never enforced, as in the C daemon).
+const FS_BLOCKS: u64 = 32768;
+const FS_FILES: u64 = 262_144;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Virtual {
+    Version,
+    Members,
+    Vmlist,
+    Rrd,
+    ClusterLog,
+    Debug,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Special {
+    /// A symlink to `nodes/<nodename>` plus the suffix.
+    Link(&'static str),
+    Virtual(Virtual),
+}
+
+/// The root's special entries, in the C daemon's readdir order.
+const SPECIALS: [(&str, Special); 10] = [
+    ("local", Special::Link("")),
+    ("qemu-server", Special::Link("/qemu-server")),
+    ("openvz", Special::Link("/openvz")),
+    ("lxc", Special::Link("/lxc")),
+    (".version", Special::Virtual(Virtual::Version)),
+    (".members", Special::Virtual(Virtual::Members)),
+    (".vmlist", Special::Virtual(Virtual::Vmlist)),
+    (".rrd", Special::Virtual(Virtual::Rrd)),
+    (".clusterlog", Special::Virtual(Virtual::ClusterLog)),
+    (".debug", Special::Virtual(Virtual::Debug)),
+];
+
+fn special_by_name(name: &[u8]) -> Option<(u64, Special)> {
+    SPECIALS
+        .iter()
+        .position(|(special, _)| special.as_bytes() == name)
+        .map(|index| (SPECIAL_BASE + index as u64, SPECIALS[index].1))
+}
+
+fn special_by_id(node_id: u64) -> Option<Special> {
+    let index = node_id.checked_sub(SPECIAL_BASE)?;
+    SPECIALS
+        .get(usize::try_from(index).ok()?)
+        .map(|(_, special)| *special)
+}
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+fn store_error(error: StoreError) -> io::Error {
+    if !error.is_refusal() {
+        tracing::error!(%error, "store failure");
+    }
+    errno(error.errno())
+}
+
+fn now_secs() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as u32)
+}
+
+/// A kernel cache entry to drop after the current reply was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidation {
+    Entry { parent: u64, name: Vec<u8> },
+    Inode { node_id: u64 },
+}
+
+/// Static facts of this node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub nodename: String,
+    pub www_data_gid: u32,
+}
+
+struct Core {
+    session: Session<'static>,
+    permit: ApplyPermit,
+    quorum: QuorumGate,
+    status: Status,
+    config: Config,
+    invalidations: Vec<Invalidation>,
+}
+
+/// The file system. All state is behind one mutex that only the loop thread
+/// ever takes (fuse-backend-rs wants `Sync`); it is never contended.
+pub struct PmxFs {
+    core: Mutex<Core>,
+}
+
+impl PmxFs {
+    pub fn new(session: Session<'static>, permit: ApplyPermit, config: Config) -> PmxFs {
+        let mut status = Status::new(&config.nodename, now_secs());
+        status.record_reload();
+        PmxFs {
+            core: Mutex::new(Core {
+                session,
+                permit,
+                quorum: QuorumGate::local(),
+                status,
+                config,
+                invalidations: Vec::new(),
+            }),
+        }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock aborts the daemon (panic = abort is
+        // not set, but the loop does not catch panics), so poisoning cannot
+        // be observed by a later request; take the data either way.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Kernel cache entries to invalidate, collected while serving requests.
+    pub fn take_invalidations(&self) -> Vec<Invalidation> {
+        std::mem::take(&mut self.core().invalidations)
+    }
+
+    /// `fdatasync`s the journal (the loop's timer); Err poisons the store.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.core().session.sync()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.core().session.is_synced()
+    }
+
+    /// Replaces the lock clock (tests).
+    pub fn set_lock_clock(&self, clock: impl Fn() -> u64 + Send + 'static) {
+        self.core().session.set_clock(clock);
+    }
+
+    /// Ends the session: checkpoint to LMDB (clean shutdown).
+    pub fn close(self) -> Result<(), StoreError> {
+        let core = self
+            .core
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        core.session.close()
+    }
+}
+
+impl Core {
+    fn reader(&self) -> Reader<'_> {
+        self.session.reader()
+    }
+
+    fn quorate(&self) -> bool {
+        self.quorum.is_quorate()
+    }
+
+    /// The path of a tree node id (`None` for specials and gone entries).
+    fn path_of(&self, node_id: u64) -> io::Result<Vec<u8>> {
+        if node_id >= SPECIAL_BASE {
+            return Err(errno(libc::EACCES));
+        }
+        self.reader()
+            .path_of(node_id - 1)
+            .map_err(store_error)?
+            .ok_or_else(|| errno(libc::ENOENT))
+    }
+
+    fn child_path(&self, parent: u64, name: &[u8]) -> io::Result<Vec<u8>> {
+        let mut path = self.path_of(parent)?;
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        Ok(path)
+    }
+
+    fn base_stat(&self, node_id: u64) -> stat64 {
+        // SAFETY: stat64 is a plain C struct for which all-zero is valid.
+        let mut stat: stat64 = unsafe { std::mem::zeroed() };
+        stat.st_ino = node_id;
+        stat.st_uid = 0;
+        stat.st_gid = self.config.www_data_gid;
+        stat.st_blksize = BLOCK_SIZE as i64;
+        stat
+    }
+
+    fn tree_stat(&self, entry: &EntryRef<'_>, path: &[u8]) -> stat64 {
+        let node_id = entry.meta.inode + 1;
+        let mut stat = self.base_stat(node_id);
+        let quorate = self.quorate();
+        let (kind_bits, mut mode, nlink) = match entry.meta.kind {
+            Kind::Dir => (libc::S_IFDIR, if quorate { 0o777 } else { 0o555 }, 2),
+            Kind::File => {
+                let mut mode = if quorate { 0o666 } else { 0o444 };
+                if is_openvz_script(entry.name) {
+                    mode |= 0o100;
+                }
+                (libc::S_IFREG, mode, 1)
+            }
+        };
+        if node_id == ROOT_ID {
+            mode = 0o777;
+        }
+        mode &= if path::is_private(path) {
+            0o700
+        } else if entry.meta.kind == Kind::Dir {
+            0o755
+        } else {
+            0o750
+        };
+        stat.st_mode = kind_bits | mode;
+        stat.st_nlink = nlink;
+        let size = entry.data.len() as u64;
+        stat.st_size = size as i64;
+        stat.st_blocks = size.div_ceil(BLOCK_SIZE) as i64;
+        let mtime = i64::from(entry.meta.mtime);
+        stat.st_mtime = mtime;
+        stat.st_atime = mtime;
+        stat.st_ctime = mtime;
+        stat
+    }
+
+    fn special_content(&self, special: Special) -> Vec<u8> {
+        match special {
+            Special::Link(suffix) => format!("nodes/{}{suffix}", self.config.nodename).into_bytes(),
+            Special::Virtual(file) => self.virtual_content(file).into_bytes(),
+        }
+    }
+
+    fn virtual_content(&self, file: Virtual) -> String {
+        match file {
+            Virtual::Version => self.status.version_text(self.session.vmlist()),
+            Virtual::Members => self.status.members_text(),
+            Virtual::Vmlist => vmlist_text(self.session.vmlist()),
+            Virtual::Rrd => String::new(),
+            Virtual::ClusterLog => self.status.clusterlog_text(),
+            Virtual::Debug => self.status.debug_text().to_string(),
+        }
+    }
+
+    fn special_stat(&self, node_id: u64, special: Special) -> stat64 {
+        let mut stat = self.base_stat(node_id);
+        let size = self.special_content(special).len() as i64;
+        stat.st_mode = match special {
+            Special::Link(_) => libc::S_IFLNK | if self.quorate() { 0o755 } else { 0o555 },
+            Special::Virtual(Virtual::Debug) => libc::S_IFREG | 0o640,
+            Special::Virtual(_) => libc::S_IFREG | 0o440,
+        };
+        stat.st_nlink = 1;
+        stat.st_size = size;
+        stat
+    }
+
+    fn getattr(&self, node_id: u64) -> io::Result<(stat64, Duration)> {
+        if let Some(special) = special_by_id(node_id) {
+            let ttl = match special {
+                Special::Link(_) => TREE_TTL,
+                Special::Virtual(_) => VIRTUAL_TTL,
+            };
+            return Ok((self.special_stat(node_id, special), ttl));
+        }
+        let path = self.path_of(node_id)?;
+        let reader = self.reader();
+        let entry = reader
+            .entry(node_id - 1)
+            .map_err(store_error)?
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        Ok((self.tree_stat(&entry, &path), TREE_TTL))
+    }
+
+    fn entry_out(&self, node_id: u64) -> io::Result<Entry> {
+        let (attr, ttl) = self.getattr(node_id)?;
+        Ok(Entry {
+            inode: node_id,
+            generation: 0,
+            attr,
+            attr_flags: 0,
+            attr_timeout: ttl,
+            entry_timeout: ttl,
+        })
+    }
+
+    fn lookup(&self, parent: u64, name: &[u8]) -> io::Result<Entry> {
+        if parent == ROOT_ID
+            && let Some((node_id, _)) = special_by_name(name)
+        {
+            return self.entry_out(node_id);
+        }
+        if parent >= SPECIAL_BASE {
+            return Err(errno(libc::ENOTDIR));
+        }
+        let child = self
+            .reader()
+            .child_inode(parent - 1, name)
+            .map_err(store_error)?
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        self.entry_out(child + 1)
+    }
+
+    /// Applies a proposal with this node's origin; the change is durable
+    /// (journal) when this returns.
+    fn apply(&mut self, proposal: Proposal<'_>) -> io::Result<u32> {
+        let op = *proposal.op();
+        let origin = Origin {
+            writer: 0,
+            mtime: now_secs(),
+        };
+        let result = self.session.writer(&mut self.permit).apply(&op, origin);
+        self.session.commit().map_err(store_error)?;
+        let count = result.map_err(store_error)?;
+        match op {
+            Op::Create { path }
+            | Op::Write { path, .. }
+            | Op::Delete { path }
+            | Op::Mtime { path, .. } => self.status.record_change(path),
+            Op::Rename { from, to } => {
+                self.status.record_change(from);
+                self.status.record_change(to);
+            }
+            Op::Mkdir { .. } => {}
+        }
+        Ok(count)
+    }
+
+    /// The quorum gate, then apply.
+    fn propose(&mut self, op: Op<'_>) -> io::Result<u32> {
+        let proof = self.quorum.check().map_err(errno)?;
+        self.apply(Proposal::new(op, proof))
+    }
+
+    /// Refuses changes of the root and of special entries (EACCES).
+    fn refuse_special(&self, parent: u64, name: &[u8]) -> io::Result<()> {
+        if parent >= SPECIAL_BASE || (parent == ROOT_ID && special_by_name(name).is_some()) {
+            return Err(errno(libc::EACCES));
+        }
+        Ok(())
+    }
+
+    fn setattr(&mut self, node_id: u64, attr: &stat64, valid: SetattrValid) -> io::Result<()> {
+        if let Some(special) = special_by_id(node_id) {
+            return self.setattr_special(special, attr, valid);
+        }
+        let path = self.path_of(node_id)?;
+        if valid.contains(SetattrValid::MODE) {
+            let wanted = if path::is_private(&path) {
+                0o600
+            } else {
+                0o640
+            };
+            if attr.st_mode & 0o7777 != wanted {
+                return Err(errno(libc::EPERM));
+            }
+        }
+        if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
+            let uid_ok = !valid.contains(SetattrValid::UID) || attr.st_uid == 0;
+            let gid_ok =
+                !valid.contains(SetattrValid::GID) || attr.st_gid == self.config.www_data_gid;
+            if !uid_ok || !gid_ok {
+                return Err(errno(libc::EPERM));
+            }
+        }
+        if valid.contains(SetattrValid::SIZE) {
+            self.propose(Op::Write {
+                path: &path,
+                offset: attr.st_size as u64,
+                data: &[],
+                truncate: true,
+            })?;
+        }
+        if valid.intersects(SetattrValid::MTIME | SetattrValid::MTIME_NOW) {
+            let mtime = if valid.contains(SetattrValid::MTIME_NOW) {
+                now_secs()
+            } else {
+                attr.st_mtime.clamp(0, i64::from(u32::MAX)) as u32
+            };
+            self.utime(node_id, &path, mtime)?;
+        }
+        Ok(())
+    }
+
+    fn setattr_special(
+        &mut self,
+        special: Special,
+        attr: &stat64,
+        valid: SetattrValid,
+    ) -> io::Result<()> {
+        if valid.contains(SetattrValid::SIZE) {
+            // truncate works only on a file with a write handler (.debug).
+            if special != Special::Virtual(Virtual::Debug) {
+                return Err(errno(libc::EIO));
+            }
+        }
+        if valid.contains(SetattrValid::MODE) && attr.st_mode & 0o7777 != 0o640 {
+            return Err(errno(libc::EPERM));
+        }
+        if valid.intersects(SetattrValid::MTIME | SetattrValid::MTIME_NOW | SetattrValid::ATIME) {
+            return Err(errno(libc::EACCES));
+        }
+        Ok(())
+    }
+
+    /// utimens: an mtime of 0 on a lock directory is an unlock request; in
+    /// local mode an expired lock is deleted right here (spec §8).
+    fn utime(&mut self, node_id: u64, path: &[u8], mtime: u32) -> io::Result<()> {
+        if mtime == 0 && path::is_lockdir(path) {
+            let mut writer = self.session.writer(&mut self.permit);
+            if let Some(checksum) = writer.lock_checksum(path).map_err(store_error)?
+                && writer.lock_expired(path, checksum)
+            {
+                let proof = self.quorum.check().map_err(errno)?;
+                let now = now_secs();
+                let result = writer.apply(
+                    &Op::Delete { path },
+                    Origin {
+                        writer: 0,
+                        mtime: now,
+                    },
+                );
+                self.session.commit().map_err(store_error)?;
+                result.map_err(store_error)?;
+                drop(proof);
+                tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
+                self.status.record_change(path);
+                let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {
+                    Some(slash) => (&path[..slash], &path[slash + 1..]),
+                    None => (&b""[..], path),
+                };
+                if let Ok(Some(dir)) = self.reader().resolve(parent) {
+                    self.invalidations.push(Invalidation::Entry {
+                        parent: dir.meta.inode + 1,
+                        name: name.to_vec(),
+                    });
+                }
+                self.invalidations.push(Invalidation::Inode { node_id });
+                return Ok(());
+            }
+        }
+        self.propose(Op::Mtime { path, mtime })?;
+        Ok(())
+    }
+
+    fn read(
+        &self,
+        node_id: u64,
+        size: u32,
+        offset: u64,
+        w: &mut dyn ZeroCopyWriter,
+    ) -> io::Result<usize> {
+        let copy = |data: &[u8], w: &mut dyn ZeroCopyWriter| -> io::Result<usize> {
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let end = start.saturating_add(size as usize).min(data.len());
+            w.write_all(&data[start..end])?;
+            Ok(end - start)
+        };
+        if let Some(special) = special_by_id(node_id) {
+            return copy(&self.special_content(special), w);
+        }
+        let reader = self.reader();
+        let entry = reader
+            .entry(node_id - 1)
+            .map_err(store_error)?
+            .ok_or_else(|| errno(libc::ENOENT))?;
+        if entry.meta.kind != Kind::File {
+            return Err(errno(libc::EISDIR));
+        }
+        copy(entry.data, w)
+    }
+
+    fn write(&mut self, node_id: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
+        if let Some(special) = special_by_id(node_id) {
+            return self.write_special(special, offset, data);
+        }
+        let path = self.path_of(node_id)?;
+        let count = self.propose(Op::Write {
+            path: &path,
+            offset,
+            data,
+            truncate: false,
+        })?;
+        Ok(count as usize)
+    }
+
+    fn write_special(&mut self, special: Special, offset: u64, data: &[u8]) -> io::Result<usize> {
+        if special != Special::Virtual(Virtual::Debug) || offset != 0 || data.len() < 2 {
+            return Err(errno(libc::EIO));
+        }
+        match &data[..2] {
+            b"0\n" => self.status.debug = false,
+            b"1\n" => self.status.debug = true,
+            _ => return Err(errno(libc::EIO)),
+        }
+        tracing::info!(
+            debug = self.status.debug,
+            "debug level changed through .debug"
+        );
+        // The C daemon answers 2 whatever the length of the write.
+        Ok(2)
+    }
+
+    fn readdir_entries(&self, node_id: u64) -> io::Result<Vec<(u64, u32, Vec<u8>)>> {
+        if node_id >= SPECIAL_BASE {
+            return Err(errno(libc::ENOTDIR));
+        }
+        let mut entries = vec![
+            (node_id, libc::DT_UNKNOWN as u32, b".".to_vec()),
+            (ROOT_ID, libc::DT_UNKNOWN as u32, b"..".to_vec()),
+        ];
+        if node_id == ROOT_ID {
+            for (index, (name, _)) in SPECIALS.iter().enumerate() {
+                entries.push((
+                    SPECIAL_BASE + index as u64,
+                    libc::DT_UNKNOWN as u32,
+                    name.as_bytes().to_vec(),
+                ));
+            }
+        }
+        let reader = self.reader();
+        reader
+            .for_each_child(node_id - 1, |child| {
+                if node_id == ROOT_ID && special_by_name(child.name).is_some() {
+                    return true;
+                }
+                let kind = match child.meta.kind {
+                    Kind::Dir => libc::DT_DIR,
+                    Kind::File => libc::DT_REG,
+                };
+                entries.push((child.meta.inode + 1, kind as u32, child.name.to_vec()));
+                true
+            })
+            .map_err(store_error)?;
+        Ok(entries)
+    }
+
+    fn statfs(&self) -> io::Result<statvfs64> {
+        let (count, bytes) = self.reader().usage().map_err(store_error)?;
+        // SAFETY: statvfs64 is a plain C struct for which all-zero is valid.
+        let mut stat: statvfs64 = unsafe { std::mem::zeroed() };
+        stat.f_bsize = BLOCK_SIZE;
+        stat.f_frsize = BLOCK_SIZE;
+        stat.f_blocks = FS_BLOCKS;
+        let used = bytes.div_ceil(BLOCK_SIZE);
+        stat.f_bfree = FS_BLOCKS.saturating_sub(used);
+        stat.f_bavail = stat.f_bfree;
+        stat.f_files = FS_FILES;
+        stat.f_ffree = FS_FILES.saturating_sub(count);
+        stat.f_favail = stat.f_ffree;
+        stat.f_namemax = 256;
+        Ok(stat)
+    }
+}
+
+/// `<vmid>.<x>` or `vps.<x>` with x one of the OpenVZ hook names.
+fn is_openvz_script(name: &[u8]) -> bool {
+    let Some(dot) = name.iter().position(|byte| *byte == b'.') else {
+        return false;
+    };
+    let (prefix, suffix) = (&name[..dot], &name[dot + 1..]);
+    let prefix_ok = prefix == b"vps"
+        || (!prefix.is_empty()
+            && (b'1'..=b'9').contains(&prefix[0])
+            && prefix.iter().all(u8::is_ascii_digit));
+    prefix_ok
+        && matches!(
+            suffix,
+            b"mount" | b"umount" | b"start" | b"stop" | b"premount" | b"postumount"
+        )
+}
+
+impl FileSystem for PmxFs {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        // Big writes (1 MiB per request, the file size limit), parallel
+        // directory operations, O_TRUNC folded into open, and symlinks cached
+        // by the kernel (their targets never change). No writeback cache: a
+        // write must be applied (and replicated) before it returns.
+        let wanted = FsOptions::ASYNC_READ
+            | FsOptions::BIG_WRITES
+            | FsOptions::MAX_PAGES
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::CACHE_SYMLINKS;
+        Ok(capable & wanted)
+    }
+
+    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        self.core().lookup(parent, name.to_bytes())
+    }
+
+    fn getattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: Option<u64>,
+    ) -> io::Result<(stat64, Duration)> {
+        self.core().getattr(inode)
+    }
+
+    fn setattr(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        attr: stat64,
+        _handle: Option<u64>,
+        valid: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
+        let mut core = self.core();
+        core.setattr(inode, &attr, valid)?;
+        core.getattr(inode)
+    }
+
+    fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        match special_by_id(inode) {
+            Some(special @ Special::Link(_)) => Ok(self.core().special_content(special)),
+            _ => Err(errno(libc::EINVAL)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        mode: u32,
+        _rdev: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        // Regular files only, as libfuse's fallback to create did for the C daemon.
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(errno(libc::ENOSYS));
+        }
+        let mut core = self.core();
+        let name = name.to_bytes();
+        core.refuse_special(parent, name)?;
+        let path = core.child_path(parent, name)?;
+        core.propose(Op::Create { path: &path })?;
+        core.lookup(parent, name)
+    }
+
+    fn mkdir(
+        &self,
+        _ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        _mode: u32,
+        _umask: u32,
+    ) -> io::Result<Entry> {
+        let mut core = self.core();
+        let name = name.to_bytes();
+        core.refuse_special(parent, name)?;
+        let path = core.child_path(parent, name)?;
+        core.propose(Op::Mkdir { path: &path })?;
+        core.lookup(parent, name)
+    }
+
+    fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        let mut core = self.core();
+        let name = name.to_bytes();
+        core.refuse_special(parent, name)?;
+        let path = core.child_path(parent, name)?;
+        core.propose(Op::Delete { path: &path })?;
+        Ok(())
+    }
+
+    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
+        self.unlink(ctx, parent, name)
+    }
+
+    fn rename(
+        &self,
+        _ctx: &Context,
+        olddir: u64,
+        oldname: &CStr,
+        newdir: u64,
+        newname: &CStr,
+        flags: u32,
+    ) -> io::Result<()> {
+        if flags != 0 {
+            return Err(errno(libc::EINVAL));
+        }
+        let mut core = self.core();
+        let (oldname, newname) = (oldname.to_bytes(), newname.to_bytes());
+        core.refuse_special(olddir, oldname)?;
+        core.refuse_special(newdir, newname)?;
+        let from = core.child_path(olddir, oldname)?;
+        let to = core.child_path(newdir, newname)?;
+        core.propose(Op::Rename {
+            from: &from,
+            to: &to,
+        })?;
+        Ok(())
+    }
+
+    fn open(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let core = self.core();
+        if let Some(special) = special_by_id(inode) {
+            return match special {
+                Special::Virtual(_) => Ok((None, OpenOptions::DIRECT_IO, None)),
+                Special::Link(_) => Err(errno(libc::ELOOP)),
+            };
+        }
+        core.getattr(inode)?;
+        // The page cache stays valid across opens: every change of the file
+        // either comes through this kernel or is invalidated by us.
+        Ok((None, OpenOptions::KEEP_CACHE, None))
+    }
+
+    fn create(
+        &self,
+        _ctx: &Context,
+        parent: u64,
+        name: &CStr,
+        _args: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        let mut core = self.core();
+        let name = name.to_bytes();
+        core.refuse_special(parent, name)?;
+        let path = core.child_path(parent, name)?;
+        core.propose(Op::Create { path: &path })?;
+        let entry = core.lookup(parent, name)?;
+        Ok((entry, None, OpenOptions::KEEP_CACHE, None))
+    }
+
+    fn read(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        self.core().read(inode, size, offset, w)
+    }
+
+    fn write(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        r: &mut dyn ZeroCopyReader,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _delayed_write: bool,
+        _flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<usize> {
+        let mut data = vec![0u8; size as usize];
+        r.read_exact(&mut data)?;
+        self.core().write(inode, offset, &data)
+    }
+
+    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
+        // Every acknowledged write is already in the journal; fsync asks for
+        // stable storage, which the journal sync gives.
+        self.core().session.sync().map_err(store_error)
+    }
+
+    fn release(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _flags: u32,
+        _handle: u64,
+        _flush: bool,
+        _flock_release: bool,
+        _lock_owner: Option<u64>,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
+        self.core().statfs()
+    }
+
+    fn opendir(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions)> {
+        let core = self.core();
+        let (stat, _) = core.getattr(inode)?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(errno(libc::ENOTDIR));
+        }
+        Ok((None, OpenOptions::empty()))
+    }
+
+    fn readdir(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let entries = self.core().readdir_entries(inode)?;
+        for (index, (ino, type_, name)) in entries.iter().enumerate().skip(offset as usize) {
+            let added = add_entry(DirEntry {
+                ino: *ino,
+                offset: index as u64 + 1,
+                type_: *type_,
+                name,
+            })?;
+            if added == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn fsyncdir(
+        &self,
+        _ctx: &Context,
+        _inode: u64,
+        _datasync: bool,
+        _handle: u64,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, _handle: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn access(&self, _ctx: &Context, inode: u64, _mask: u32) -> io::Result<()> {
+        // default_permissions: the kernel checks modes; existence only here.
+        self.core().getattr(inode).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openvz_script_names() {
+        for name in ["101.mount", "vps.umount", "9.premount", "100.postumount"] {
+            assert!(is_openvz_script(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "0101.mount",
+            "101.conf",
+            "vps.mountx",
+            "abc.stop",
+            ".mount",
+            "101",
+        ] {
+            assert!(!is_openvz_script(name.as_bytes()), "{name}");
+        }
+    }
+
+    #[test]
+    fn special_ids_round_trip() {
+        for (name, special) in SPECIALS {
+            let (id, found) = special_by_name(name.as_bytes()).expect("special");
+            assert_eq!(found, special);
+            assert_eq!(special_by_id(id), Some(special));
+        }
+        assert_eq!(special_by_id(SPECIAL_BASE + 10), None);
+        assert_eq!(special_by_id(5), None);
+    }
+}

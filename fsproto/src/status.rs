@@ -1,0 +1,282 @@
+//! Process-local status behind the virtual files: change counters of the
+//! tracked config paths (`.version`), the cluster log (`.clusterlog`), the
+//! debug switch (`.debug`), and the exact JSON texts of spec/status.md §6.
+//!
+//! In local mode there is no cluster information and no kvstore traffic, so
+//! `.members` has no cluster part and `.rrd` is empty.
+
+use std::fmt::Write as _;
+
+use pmxcfs_store::VmList;
+
+/// The config paths whose changes `.version` counts, in the C daemon's order.
+pub const TRACKED_PATHS: [&str; 43] = [
+    "corosync.conf",
+    "corosync.conf.new",
+    "storage.cfg",
+    "user.cfg",
+    "domains.cfg",
+    "notifications.cfg",
+    "priv/notifications.cfg",
+    "priv/shadow.cfg",
+    "priv/acme/plugins.cfg",
+    "priv/tfa.cfg",
+    "priv/token.cfg",
+    "priv/wg-keys.cfg",
+    "datacenter.cfg",
+    "vzdump.cron",
+    "vzdump.conf",
+    "jobs.cfg",
+    "ha/crm_commands",
+    "ha/manager_status",
+    "ha/resources.cfg",
+    "ha/rules.cfg",
+    "ha/groups.cfg",
+    "ha/fence.cfg",
+    "status.cfg",
+    "replication.cfg",
+    "ceph.conf",
+    "sdn/vnets.cfg",
+    "sdn/zones.cfg",
+    "sdn/controllers.cfg",
+    "sdn/subnets.cfg",
+    "sdn/ipams.cfg",
+    "sdn/mac-cache.json",
+    "sdn/pve-ipam-state.json",
+    "sdn/dns.cfg",
+    "sdn/fabrics.cfg",
+    "sdn/route-maps.cfg",
+    "sdn/prefix-lists.cfg",
+    "sdn/.running-config",
+    "virtual-guest/cpu-models.conf",
+    "virtual-guest/profiles.cfg",
+    "firewall/cluster.fw",
+    "mapping/directory.cfg",
+    "mapping/pci.cfg",
+    "mapping/usb.cfg",
+];
+
+/// Cluster log entries kept for the dump (the C ring holds ~131 KB).
+const CLUSTER_LOG_ENTRIES_MAX: usize = 2048;
+/// Entries `.clusterlog` prints.
+const CLUSTER_LOG_DUMP_MAX: usize = 50;
+
+#[derive(Clone, Debug)]
+struct LogEntry {
+    uid: u32,
+    time: u32,
+    priority: u8,
+    tag: String,
+    pid: u32,
+    node: String,
+    user: String,
+    message: String,
+}
+
+#[derive(Debug)]
+pub struct Status {
+    pub nodename: String,
+    pub start_time: u32,
+    pub clinfo_version: u32,
+    pub debug: bool,
+    counters: [u32; 43],
+    log: std::collections::VecDeque<LogEntry>,
+    log_uid: u32,
+}
+
+impl Status {
+    pub fn new(nodename: &str, now: u32) -> Status {
+        let mut status = Status {
+            nodename: nodename.to_string(),
+            start_time: now,
+            clinfo_version: 0,
+            debug: false,
+            counters: [0; 43],
+            log: std::collections::VecDeque::new(),
+            log_uid: 0,
+        };
+        status.log_local(
+            6,
+            "root",
+            "cluster",
+            std::process::id(),
+            "starting cluster log",
+            now,
+        );
+        status
+    }
+
+    /// `record_memdb_change`: a write/create/truncate/mtime/delete or either
+    /// side of a rename of exactly this path (mkdir does not count).
+    pub fn record_change(&mut self, path: &[u8]) {
+        if let Some(index) = TRACKED_PATHS
+            .iter()
+            .position(|tracked| tracked.as_bytes() == path)
+        {
+            self.counters[index] = self.counters[index].wrapping_add(1);
+        }
+    }
+
+    /// `record_memdb_reload`: every counter +1 (load at start, resync).
+    pub fn record_reload(&mut self) {
+        for counter in &mut self.counters {
+            *counter = counter.wrapping_add(1);
+        }
+    }
+
+    pub fn log_local(
+        &mut self,
+        priority: u8,
+        user: &str,
+        tag: &str,
+        pid: u32,
+        message: &str,
+        now: u32,
+    ) {
+        self.log_uid = self.log_uid.wrapping_add(1);
+        if self.log.len() == CLUSTER_LOG_ENTRIES_MAX {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogEntry {
+            uid: self.log_uid,
+            time: now,
+            priority,
+            tag: tag.to_string(),
+            pid,
+            node: self.nodename.clone(),
+            user: user.to_string(),
+            message: message.to_string(),
+        });
+    }
+
+    /// `.version` (spec/status.md §6.1), local mode: no remote kv tables.
+    pub fn version_text(&self, vmlist: &VmList) -> String {
+        let mut out = String::with_capacity(2048);
+        let _ = write!(
+            out,
+            "{{\n\"starttime\": {},\n\"clinfo\": {},\n\"vmlist\": {},\n",
+            self.start_time,
+            self.clinfo_version,
+            vmlist.version()
+        );
+        for (path, counter) in TRACKED_PATHS.iter().zip(self.counters) {
+            let _ = writeln!(out, "\"{path}\": {counter},");
+        }
+        let _ = write!(
+            out,
+            "\"kvstore\": {{\n\"{}\": {{\n}}\n}}\n}}\n",
+            self.nodename
+        );
+        out
+    }
+
+    /// `.members` without cluster configuration (local mode).
+    pub fn members_text(&self) -> String {
+        format!(
+            "{{\n\"nodename\": \"{}\",\n\"version\": {}\n}}\n",
+            self.nodename, self.clinfo_version
+        )
+    }
+
+    /// `.clusterlog`: newest first, at most 50 entries (spec/status.md §5.4).
+    pub fn clusterlog_text(&self) -> String {
+        let mut out = String::from("{\n\"data\": [\n");
+        let mut first = true;
+        for entry in self.log.iter().rev().take(CLUSTER_LOG_DUMP_MAX) {
+            if !first {
+                out.push_str(",\n");
+            }
+            first = false;
+            let _ = write!(
+                out,
+                "{{\"uid\": {}, \"time\": {}, \"pri\": {}, \"tag\": \"{}\", \"pid\": {}, \
+                 \"node\": \"{}\", \"user\": \"{}\", \"msg\": \"{}\"}}",
+                entry.uid,
+                entry.time,
+                entry.priority,
+                entry.tag,
+                entry.pid,
+                entry.node,
+                entry.user,
+                entry.message
+            );
+        }
+        if !first {
+            out.push('\n');
+        }
+        out.push_str("]\n}\n");
+        out
+    }
+
+    pub fn debug_text(&self) -> &'static str {
+        if self.debug { "1\n" } else { "0\n" }
+    }
+}
+
+/// `.vmlist` (spec/status.md §6.3).
+pub fn vmlist_text(vmlist: &VmList) -> String {
+    let guests = vmlist.guests();
+    if guests.is_empty() {
+        return format!("{{\n\"version\": {}\n\n}}\n", vmlist.version());
+    }
+    let mut out = format!("{{\n\"version\": {},\n\"ids\": {{\n", vmlist.version());
+    let mut first = true;
+    for (vmid, guest) in guests {
+        if !first {
+            out.push_str(",\n");
+        }
+        first = false;
+        let _ = write!(
+            out,
+            "\"{vmid}\": {{ \"node\": \"{}\", \"type\": \"{}\", \"version\": {} }}",
+            String::from_utf8_lossy(&guest.node),
+            guest.guest_type.label(),
+            guest.version
+        );
+    }
+    out.push_str("}\n\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_have_the_c_byte_format() {
+        let status = Status::new("pve1", 1_795_319_668);
+        assert_eq!(
+            status.members_text(),
+            "{\n\"nodename\": \"pve1\",\n\"version\": 0\n}\n"
+        );
+        let log = status.clusterlog_text();
+        assert!(log.starts_with("{\n\"data\": [\n{\"uid\": 1, \"time\": 1795319668, \"pri\": 6, \"tag\": \"cluster\", \"pid\": "));
+        assert!(log.ends_with(
+            ", \"node\": \"pve1\", \"user\": \"root\", \"msg\": \"starting cluster log\"}\n]\n}\n"
+        ));
+        let vmlist = VmList::default();
+        assert_eq!(vmlist_text(&vmlist), "{\n\"version\": 0\n\n}\n");
+        let version = status.version_text(&vmlist);
+        assert!(version.starts_with(
+            "{\n\"starttime\": 1795319668,\n\"clinfo\": 0,\n\"vmlist\": 0,\n\"corosync.conf\": 0,\n"
+        ));
+        assert!(
+            version.ends_with("\"mapping/usb.cfg\": 0,\n\"kvstore\": {\n\"pve1\": {\n}\n}\n}\n")
+        );
+    }
+
+    #[test]
+    fn the_version_file_matches_the_captured_c_shape() {
+        let shared = std::env::var("PMXCFS_SHARED")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared").into());
+        let captured = std::fs::read_to_string(format!("{shared}/vectors/config-db/dot.version"))
+            .expect("the shared vectors are next to the repository");
+        let ours = Status::new("pve1", 0).version_text(&VmList::default());
+        let keys = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|line| line.split('"').nth(1).map(str::to_string))
+                .collect()
+        };
+        assert_eq!(keys(&ours), keys(&captured));
+    }
+}

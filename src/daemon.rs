@@ -1,0 +1,437 @@
+//! The daemon: set-up as the C daemon does it (directories, single-instance
+//! lock, node name, www-data group, stale mount, daemonizing, pid file,
+//! restart flag), then one reactor loop that serves /dev/fuse, signals and
+//! the journal's sync timer on this thread.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pmxcfs_fsproto::{Channel, Config, PmxFs, REQUEST_BUFFER_BYTES};
+use pmxcfs_reactor::{DAEMON_SIGNALS, Reactor, Signals, Token};
+use pmxcfs_store::{Durability, Store};
+
+use crate::cli::DaemonOptions;
+use crate::lock::{DataDirLock, LockError};
+
+/// Requests the kernel may hand us at once (reads posted on /dev/fuse).
+const FUSE_READS_IN_FLIGHT: u64 = 4;
+/// In relaxed durability the journal is synced at most this long after a
+/// change was acknowledged (what a power loss can take; ARCHITECTURE.md).
+const SYNC_DELAY: Duration = Duration::from_millis(10);
+const TOKEN_SIGNAL: Token = Token(100);
+const TOKEN_SYNC: Token = Token(101);
+const TOKEN_FUSE_POLL: Token = Token(102);
+const TOKEN_STOP_DEADLINE: Token = Token(103);
+/// After SIGTERM the loop waits at most this long for the kernel to return
+/// its reads; then it leaves anyway (shutdown is bounded).
+const STOP_DEADLINE: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("store: {0}")]
+    Store(#[from] pmxcfs_store::StoreError),
+    #[error("FUSE: {0}")]
+    Channel(#[from] pmxcfs_fsproto::ChannelError),
+    #[error("event loop: {0}")]
+    Reactor(#[from] pmxcfs_reactor::ReactorError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let path = path.to_path_buf();
+    move |source| DaemonError::Io { what, path, source }
+}
+
+/// The resolved settings.
+struct Settings {
+    mountpoint: PathBuf,
+    data_dir: PathBuf,
+    run_dir: PathBuf,
+    pid_file: PathBuf,
+    nodename: String,
+    www_data_gid: u32,
+    lock_timeout_secs: Option<u64>,
+}
+
+fn nodename_from_uname() -> Result<String, DaemonError> {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return Err(DaemonError::Setup("uname failed".into()));
+    }
+    let bytes: Vec<u8> = uts
+        .nodename
+        .iter()
+        .take_while(|byte| **byte != 0)
+        .map(|byte| *byte as u8)
+        .collect();
+    let name = String::from_utf8_lossy(&bytes);
+    Ok(name.split('.').next().unwrap_or_default().to_string())
+}
+
+fn www_data_gid() -> Result<u32, DaemonError> {
+    let name = c"www-data";
+    // SAFETY: a NUL-terminated name; the result is read at once, before any
+    // other getgr* call (this thread is the only one).
+    let group = unsafe { libc::getgrnam(name.as_ptr()) };
+    if group.is_null() {
+        return Err(DaemonError::Setup(
+            "group www-data does not exist (the C daemon refuses to start too)".into(),
+        ));
+    }
+    // SAFETY: non-null pointer from getgrnam.
+    Ok(unsafe { (*group).gr_gid })
+}
+
+fn resolve(options: &DaemonOptions) -> Result<Settings, DaemonError> {
+    let nodename = match &options.nodename {
+        Some(name) => name.to_string_lossy().into_owned(),
+        None => nodename_from_uname()?,
+    };
+    if nodename.is_empty() {
+        return Err(DaemonError::Setup("empty node name".into()));
+    }
+    let lock_timeout_secs = match std::env::var("PMXCFS_LOCK_TIMEOUT_SECS") {
+        Ok(value) => Some(value.parse().map_err(|_| {
+            DaemonError::Setup(format!("PMXCFS_LOCK_TIMEOUT_SECS={value} is not a number"))
+        })?),
+        Err(_) => None,
+    };
+    let or = |value: &Option<PathBuf>, default: &str| {
+        value.clone().unwrap_or_else(|| PathBuf::from(default))
+    };
+    Ok(Settings {
+        mountpoint: or(&options.mountpoint, "/etc/pve"),
+        data_dir: or(&options.data_dir, "/var/lib/pve-cluster"),
+        run_dir: or(&options.run_dir, "/run/pve-cluster"),
+        pid_file: or(&options.pid_file, "/var/run/pve-cluster.pid"),
+        nodename,
+        www_data_gid: www_data_gid()?,
+        lock_timeout_secs,
+    })
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), DaemonError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(io_error("cannot create", path))
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), DaemonError> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_error("cannot chown", path))
+}
+
+/// A mountpoint left behind by a killed daemon answers ENOTCONN: detach it,
+/// as the C daemon does at start.
+fn recover_stale_mount(mountpoint: &Path) -> Result<(), DaemonError> {
+    match std::fs::metadata(mountpoint) {
+        Err(error) if error.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mountpoint = %mountpoint.display(), "detaching a stale mount");
+            let target = CString::new(mountpoint.as_os_str().as_bytes())
+                .map_err(|_| DaemonError::Setup("mountpoint contains NUL".into()))?;
+            // SAFETY: a NUL-terminated path.
+            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+                return Err(io_error("cannot detach stale mount", mountpoint)(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => make_dir(mountpoint, 0o750),
+        Err(error) => Err(io_error("cannot stat", mountpoint)(error)),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The C daemon retries its lock 11 times, 1 s apart.
+fn single_instance_lock(data_dir: &Path) -> Result<DataDirLock, DaemonError> {
+    let mut attempt = 0;
+    loop {
+        match DataDirLock::acquire(data_dir) {
+            Ok(lock) => return Ok(lock),
+            Err(LockError::Held(path)) if attempt < 10 => {
+                attempt += 1;
+                tracing::info!(path = %path.display(), attempt, "waiting for the instance lock");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn write_pid_file(path: &Path, pid: u32) -> Result<(), DaemonError> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, format!("{pid}\n")).map_err(io_error("cannot write", &temp))?;
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))
+        .map_err(io_error("cannot chmod", &temp))?;
+    std::fs::rename(&temp, path).map_err(io_error("cannot rename to", path))
+}
+
+fn restart_flag(run_dir: &Path) -> PathBuf {
+    run_dir.join("cfs-restart-flag")
+}
+
+/// Forks; the parent waits until the child says the mount serves, writes
+/// the pid file and exits. Returns the pipe end the child reports on.
+fn daemonize(pid_file: &Path) -> Result<OwnedFd, DaemonError> {
+    let mut fds = [0; 2];
+    // SAFETY: a valid array of two fds.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(DaemonError::Setup("pipe failed".into()));
+    }
+    // SAFETY: fresh fds owned by nothing else.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: this process has a single thread here (nothing spawned yet).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(DaemonError::Setup("fork failed".into()));
+    }
+    if pid > 0 {
+        drop(write_end);
+        let mut byte = [0u8; 1];
+        // SAFETY: reading one byte into a valid buffer.
+        let read = unsafe { libc::read(read_end.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        if read == 1 && byte[0] == b'1' {
+            let code = match write_pid_file(pid_file, pid as u32) {
+                Ok(()) => 0,
+                Err(error) => {
+                    eprintln!("pmxcfs: {error}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        eprintln!("pmxcfs: the daemon failed to start (see the system log)");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        std::process::exit(1);
+    }
+    drop(read_end);
+    // SAFETY: plain syscall in the child.
+    unsafe { libc::setsid() };
+    Ok(write_end)
+}
+
+fn detach_stdio() {
+    let null = c"/dev/null";
+    // SAFETY: open/dup2 on valid fds; failures leave stdio as it was.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::dup2(fd, 1);
+            libc::dup2(fd, 2);
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
+    if !options.local {
+        // Cluster mode needs corosync (issue 4). Without corosync.conf in the
+        // tree the C daemon also runs in local mode; until cluster mode
+        // exists we require the explicit -l rather than guessing.
+        return Err(DaemonError::Setup(
+            "cluster mode is not available yet; start with -l (local mode)".into(),
+        ));
+    }
+    let settings = resolve(options)?;
+    // SAFETY: plain syscall.
+    unsafe { libc::umask(0o027) };
+    // Signals are blocked before anything else so no thread ever gets them.
+    let signals = Signals::new(&DAEMON_SIGNALS)?;
+    let ready_pipe = if options.foreground {
+        None
+    } else {
+        Some(daemonize(&settings.pid_file)?)
+    };
+    make_dir(&settings.data_dir, 0o750)?;
+    make_dir(&settings.run_dir, 0o750)?;
+    chown(&settings.run_dir, 0, settings.www_data_gid)?;
+    let _lock = single_instance_lock(&settings.data_dir)?;
+    recover_stale_mount(&settings.mountpoint)?;
+
+    let store: &'static Store = Box::leak(Box::new(Store::open(&settings.data_dir)?));
+    let (mut session, permit) = store.session(Durability::Relaxed)?;
+    if let Some(timeout) = settings.lock_timeout_secs {
+        session.set_lock_timeout_secs(timeout);
+    }
+    let recovery = session.recovery().clone();
+    if recovery.replayed_records > 0 || recovery.dropped_journal_bytes > 0 {
+        tracing::warn!(
+            replayed = recovery.replayed_records,
+            dropped_bytes = recovery.dropped_journal_bytes,
+            "recovered from an unclean stop"
+        );
+    }
+    let fs = PmxFs::new(
+        session,
+        permit,
+        Config {
+            nodename: settings.nodename.clone(),
+            www_data_gid: settings.www_data_gid,
+        },
+    );
+    let mut channel = Channel::mount(&settings.mountpoint, fs)?;
+    tracing::info!(
+        mountpoint = %settings.mountpoint.display(),
+        data_dir = %settings.data_dir.display(),
+        nodename = %settings.nodename,
+        "serving in local mode"
+    );
+    if options.foreground {
+        write_pid_file(&settings.pid_file, std::process::id())?;
+    }
+    let _ = std::fs::remove_file(restart_flag(&settings.run_dir));
+    let mut reactor = Reactor::new(64)?;
+    for index in 0..FUSE_READS_IN_FLIGHT {
+        reactor.read(
+            channel.fd(),
+            Vec::with_capacity(REQUEST_BUFFER_BYTES),
+            Token(index),
+        )?;
+    }
+    signals.read(&mut reactor, TOKEN_SIGNAL)?;
+    reactor.submit()?;
+    if let Some(pipe) = ready_pipe {
+        // SAFETY: writing one byte from a valid buffer.
+        unsafe { libc::write(pipe.as_raw_fd(), b"1".as_ptr().cast(), 1) };
+        drop(pipe);
+        detach_stdio();
+    }
+
+    let result = serve(&mut reactor, &mut channel, &signals);
+    drop(reactor);
+    let flag = restart_flag(&settings.run_dir);
+    if std::fs::write(&flag, b"").is_ok() {
+        let _ = std::fs::set_permissions(&flag, std::fs::Permissions::from_mode(0o440));
+        let _ = chown(&flag, 0, settings.www_data_gid);
+    }
+    let fs = channel.into_fs()?;
+    fs.close()?;
+    tracing::info!("stopped cleanly");
+    result
+}
+
+/// The loop: one thread, everything through the reactor.
+fn serve(
+    reactor: &mut Reactor,
+    channel: &mut Channel,
+    signals: &Signals,
+) -> Result<(), DaemonError> {
+    let mut completions = Vec::new();
+    let mut fuse_reads = FUSE_READS_IN_FLIGHT;
+    let mut parked_buffers: Vec<Vec<u8>> = Vec::new();
+    let mut poll_armed = false;
+    let mut sync_armed = false;
+    let mut stopping = false;
+    while fuse_reads > 0 || poll_armed {
+        reactor.wait(&mut completions, None)?;
+        for completion in completions.drain(..) {
+            match completion.token {
+                TOKEN_SIGNAL => {
+                    let buffer = completion.buffer.unwrap_or_default();
+                    for info in Signals::decode(&buffer) {
+                        match info.signal {
+                            libc::SIGHUP => tracing::info!(
+                                "SIGHUP: logs go to stderr/syslog, nothing to reopen"
+                            ),
+                            signal => {
+                                if !stopping {
+                                    tracing::info!(
+                                        signal,
+                                        sender = info.sender_pid,
+                                        "shutting down"
+                                    );
+                                    stopping = true;
+                                    if let Err(error) = channel.unmount() {
+                                        tracing::error!(%error, "unmount failed");
+                                    }
+                                    reactor.timer(STOP_DEADLINE, TOKEN_STOP_DEADLINE)?;
+                                }
+                            }
+                        }
+                    }
+                    if !stopping {
+                        signals.read(reactor, TOKEN_SIGNAL)?;
+                    }
+                }
+                TOKEN_SYNC => {
+                    sync_armed = false;
+                    if let Err(error) = channel.fs().sync() {
+                        tracing::error!(%error, "journal sync failed");
+                    }
+                }
+                TOKEN_STOP_DEADLINE => {
+                    tracing::warn!(reads = fuse_reads, "the kernel kept reads; leaving anyway");
+                    return Ok(());
+                }
+                TOKEN_FUSE_POLL => {
+                    poll_armed = false;
+                    if stopping {
+                        continue;
+                    }
+                    for buffer in parked_buffers.drain(..) {
+                        reactor.read(channel.fd(), buffer, Token(0))?;
+                        fuse_reads += 1;
+                    }
+                }
+                Token(_) => {
+                    fuse_reads -= 1;
+                    let mut buffer = completion.buffer.unwrap_or_default();
+                    let result = completion.result;
+                    if result > 0 {
+                        if let Err(error) = channel.serve(&mut buffer[..result as usize]) {
+                            tracing::debug!(%error, "request not answered");
+                        }
+                    } else if result == -libc::ENODEV || stopping {
+                        // Unmounted: stop reading.
+                        continue;
+                    } else if result == -libc::EAGAIN || result == -libc::EINTR {
+                        parked_buffers.push(buffer);
+                        if !poll_armed {
+                            reactor.poll_once(
+                                channel.fd(),
+                                libc::POLLIN as u32,
+                                TOKEN_FUSE_POLL,
+                            )?;
+                            poll_armed = true;
+                        }
+                        continue;
+                    } else {
+                        tracing::error!(errno = -result, "reading /dev/fuse failed");
+                    }
+                    if !stopping {
+                        reactor.read(channel.fd(), buffer, completion.token)?;
+                        fuse_reads += 1;
+                    }
+                }
+            }
+        }
+        if !sync_armed && !channel.fs().is_synced() && !stopping {
+            reactor.timer(SYNC_DELAY, TOKEN_SYNC)?;
+            sync_armed = true;
+        }
+    }
+    Ok(())
+}

@@ -1,5 +1,7 @@
 # pmxcfs in Rust: build, test, bench.
 #
+#   make run     install what is missing, build, run the daemon in local mode on a
+#                temporary mountpoint and data dir (foreground; Ctrl-C stops it)
 #   make test    install what is missing, build, run every test (CI runs this)
 #   make bench   criterion benchmarks + bytes written per change (BENCHMARKS.md)
 #   make deps    only install the Debian packages (idempotent)
@@ -9,7 +11,7 @@ CARGO ?= cargo
 # LMDB and sqlite, fuse3 for the FUSE mount tests.
 DEB_PACKAGES := build-essential pkg-config fuse3
 
-.PHONY: all build test deps bench bench-bytes check fmt clippy clean
+.PHONY: all build run test deps bench bench-bytes bench-e2e perf check fmt clippy clean
 
 all: build
 
@@ -28,6 +30,14 @@ deps:
 build: deps
 	$(CARGO) build --workspace --locked
 
+run: deps
+	$(CARGO) build --locked --release -p pmxcfs
+	@dir=$$(mktemp -d /tmp/pmxcfs-run.XXXXXX); \
+	echo "pmxcfs: mountpoint $$dir/mnt  data dir $$dir/data  run dir $$dir/run"; \
+	echo "pmxcfs: local mode, node name $$(uname -n | cut -d. -f1); Ctrl-C unmounts and stops"; \
+	target/release/pmxcfs -f -l --mountpoint $$dir/mnt --data-dir $$dir/data \
+		--run-dir $$dir/run --pid-file $$dir/run/pmxcfs.pid
+
 test: deps
 	$(CARGO) build --workspace --locked --all-targets
 	$(CARGO) test --workspace --locked
@@ -43,6 +53,15 @@ clippy:
 bench: deps
 	$(CARGO) bench -p pmxcfs-bench --locked
 	$(MAKE) bench-bytes
+	$(MAKE) bench-e2e
+
+# End-to-end: fsload against the daemon and a tmpfs in one run (needs root).
+bench-e2e: deps
+	$(CARGO) build --release --locked -p pmxcfs -p pmxcfs-bench --bin pmxcfs --bin fsload
+	bench/e2e.sh
+
+perf: deps
+	perf/flamegraph.sh
 
 bench-bytes: deps
 	$(CARGO) run -p pmxcfs-bench --release --locked --bin store-bytes

@@ -45,18 +45,15 @@ fn connection_id(mountpoint: &Path) -> Option<u64> {
     let mountpoint = mountpoint.canonicalize().ok()?;
     let wanted = mountpoint.to_str()?;
     let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    table
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let separator = fields.iter().position(|field| *field == "-")?;
-            let fstype = fields.get(separator + 1)?;
-            let (major, minor) = fields.get(2)?.split_once(':')?;
-            (fields.get(4)? == &wanted && fstype.starts_with("fuse"))
-                .then(|| Some((major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?))
-                .flatten()
-        })
-        .last()
+    table.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let separator = fields.iter().position(|field| *field == "-")?;
+        let fstype = fields.get(separator + 1)?;
+        let (major, minor) = fields.get(2)?.split_once(':')?;
+        (fields.get(4)? == &wanted && fstype.starts_with("fuse"))
+            .then(|| Some((major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?))
+            .flatten()
+    })
 }
 
 impl Channel {

@@ -456,7 +456,7 @@ impl Core {
                 );
                 self.session.commit().map_err(store_error)?;
                 result.map_err(store_error)?;
-                drop(proof);
+                let _ = proof;
                 tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
                 self.status.record_change(path);
                 let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {

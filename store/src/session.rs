@@ -616,10 +616,10 @@ impl<'s> Session<'s> {
             }
             None => {
                 let (parts, base) = path::split(to);
+                let parent = self.reader().parent_dir(&parts)?;
                 if path::is_forbidden_name(base) {
                     return Err(StoreError::Access);
                 }
-                let parent = self.reader().parent_dir(&parts)?;
                 (parent.meta.inode, base.to_vec())
             }
         };

@@ -14,10 +14,10 @@
 //! The vectors are found under `$PMXCFS_SHARED/vectors/dcdb`, by default
 //! `<workspace>/../shared`.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use pmxcfs_store::{Durability, Op, Origin, Reader, Row, Store, VERSION_ROW_NAME};
 use serde_json::Value;
@@ -626,15 +626,15 @@ fn replay<'v>(initial: &[Row], messages: &[&'v Vector]) -> Replayed<'v> {
     let store = Store::open(dir.path()).expect("open");
     store.import_rows(initial).expect("import");
     let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
-    let clock = Rc::new(Cell::new(0u64));
-    let session_clock = Rc::clone(&clock);
-    session.set_clock(move || session_clock.get());
+    let clock = Arc::new(AtomicU64::new(0));
+    let session_clock = Arc::clone(&clock);
+    session.set_clock(move || session_clock.load(Ordering::Relaxed));
     let mut steps = Vec::new();
     for &vector in messages {
         let Message::Normal { base, payload, .. } = vector.message() else {
             panic!("{}: not a NORMAL message", vector.file);
         };
-        clock.set(u64::from(base.time));
+        clock.store(u64::from(base.time), Ordering::Relaxed);
         let origin = Origin {
             writer: vector.sender_node_id,
             mtime: base.time,

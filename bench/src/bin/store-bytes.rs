@@ -64,7 +64,9 @@ fn run(workload: &Workload) -> (f64, f64) {
         if (change + 1).is_multiple_of(workload.group) {
             tree.commit();
             commits += 1;
-            if workload.durability == Durability::Relaxed && commits.is_multiple_of(workload.sync_every) {
+            if workload.durability == Durability::Relaxed
+                && commits.is_multiple_of(workload.sync_every)
+            {
                 tree.sync();
             }
         }

@@ -1,0 +1,4 @@
+//! Replication over corosync: the DFSM protocol of the C daemon, its wire
+//! formats (dcdb and kvstore payloads), and the corosync bindings.
+
+pub mod wire;

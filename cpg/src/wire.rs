@@ -1,0 +1,1 @@
+//! DFSM wire formats (being written).

@@ -34,6 +34,7 @@ perf_pid=$!
 sleep 0.5
 target/release/fsload --target "$work/mnt" --files 1000 >"$work/fsload.txt"
 kill -INT "$perf_pid"; wait "$perf_pid" || true
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph >"$out"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"${out%.svg}.folded"
+inferno-flamegraph <"${out%.svg}.folded" >"$out"
 cat "$work/fsload.txt"
 echo "flamegraph: $out"

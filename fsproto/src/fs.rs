@@ -799,9 +799,8 @@ impl FileSystem for PmxFs {
         self.core().write(inode, offset, &data)
     }
 
-    fn flush(&self, _ctx: &Context, _inode: u64, _handle: u64, _lock_owner: u64) -> io::Result<()> {
-        Ok(())
-    }
+    // No `flush`: the default ENOSYS makes the kernel stop sending FLUSH on
+    // every close (writes are applied before they return; nothing to flush).
 
     fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
         // Every acknowledged write is already in the journal; fsync asks for
@@ -837,7 +836,10 @@ impl FileSystem for PmxFs {
         if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(errno(libc::ENOTDIR));
         }
-        Ok((None, OpenOptions::empty()))
+        // The kernel may keep directory listings: it drops them itself when
+        // it creates, removes or renames through this mount, and we
+        // invalidate the directory for changes it did not make.
+        Ok((None, OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE))
     }
 
     fn readdir(

@@ -440,41 +440,35 @@ impl Core {
     /// utimens: an mtime of 0 on a lock directory is an unlock request; in
     /// local mode an expired lock is deleted right here (spec §8).
     fn utime(&mut self, node_id: u64, path: &[u8], mtime: u32) -> io::Result<()> {
-        if mtime == 0 && path::is_lockdir(path) {
-            let mut writer = self.session.writer(&mut self.permit);
-            if let Some(checksum) = writer.lock_checksum(path).map_err(store_error)?
-                && writer.lock_expired(path, checksum)
-            {
-                let proof = self.quorum.check().map_err(errno)?;
-                let now = now_secs();
-                let result = writer.apply(
-                    &Op::Delete { path },
-                    Origin {
-                        writer: 0,
-                        mtime: now,
-                    },
-                );
-                self.session.commit().map_err(store_error)?;
-                result.map_err(store_error)?;
-                let _ = proof;
-                tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
-                self.status.record_change(path);
-                let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {
-                    Some(slash) => (&path[..slash], &path[slash + 1..]),
-                    None => (&b""[..], path),
-                };
-                if let Ok(Some(dir)) = self.reader().resolve(parent) {
-                    self.invalidations.push(Invalidation::Entry {
-                        parent: dir.meta.inode + 1,
-                        name: name.to_vec(),
-                    });
-                }
-                self.invalidations.push(Invalidation::Inode { node_id });
-                return Ok(());
+        if mtime == 0 && path::is_lockdir(path) && self.lock_is_expired(path)? {
+            self.propose(Op::Delete { path })?;
+            tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
+            // The kernel still has the directory cached: drop it.
+            let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {
+                Some(slash) => (&path[..slash], &path[slash + 1..]),
+                None => (&b""[..], path),
+            };
+            if let Ok(Some(dir)) = self.reader().resolve(parent) {
+                self.invalidations.push(Invalidation::Entry {
+                    parent: dir.meta.inode + 1,
+                    name: name.to_vec(),
+                });
             }
+            self.invalidations.push(Invalidation::Inode { node_id });
+            return Ok(());
         }
         self.propose(Op::Mtime { path, mtime })?;
         Ok(())
+    }
+
+    /// `memdb_lock_expired` for an existing lock directory (local mode: this
+    /// node's clock decides).
+    fn lock_is_expired(&mut self, path: &[u8]) -> io::Result<bool> {
+        let mut writer = self.session.writer(&mut self.permit);
+        Ok(match writer.lock_checksum(path).map_err(store_error)? {
+            Some(checksum) => writer.lock_expired(path, checksum),
+            None => false,
+        })
     }
 
     fn read(

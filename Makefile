@@ -8,8 +8,11 @@
 
 CARGO ?= cargo
 # Debian packages the build and the tests need: a C compiler for the bundled
-# LMDB and sqlite, fuse3 for the FUSE mount tests.
-DEB_PACKAGES := build-essential pkg-config fuse3
+# LMDB and sqlite (and the C-style CPG member of the cluster test), fuse3 for
+# the FUSE mount tests, corosync and its client libraries (rust-corosync links
+# -lcpg -lcfg -lcmap -lquorum -lvotequorum), iproute2 for the namespace lab.
+DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev \
+	libcmap-dev libquorum-dev libvotequorum-dev libcorosync-common-dev libqb-dev iproute2
 
 .PHONY: all build run test deps bench bench-bytes bench-e2e perf check fmt clippy clean
 

@@ -1,4 +1,5 @@
 //! Replication over corosync: the DFSM protocol of the C daemon, its wire
 //! formats (dcdb and kvstore payloads), and the corosync bindings.
 
+pub mod corosync;
 pub mod wire;

@@ -18,6 +18,7 @@ use crate::journal::{self, Journal};
 use crate::locks::LockTable;
 use crate::op::{self, Op, Origin};
 use crate::path::{self, GuestConfig};
+use crate::row::Row;
 use crate::store::{Reader, Store, dirent_key, inode_key};
 use crate::vmlist::VmList;
 
@@ -285,6 +286,108 @@ impl<'s> Session<'s> {
     pub fn close(mut self) -> Result<()> {
         self.commit()?;
         self.checkpoint()
+    }
+
+    /// Drops everything applied since the last checkpoint.
+    fn abort_to_checkpoint(&mut self) -> Result<()> {
+        self.batch.clear();
+        drop(self.txn.take());
+        self.txn = Some(self.store.env.write_txn()?);
+        self.rebuild_derived()
+    }
+
+    /// The body of `Writer::apply_resync`, inside the open transaction.
+    fn replace_tree(&mut self, master_index: &[u8], updates: &[Row]) -> Result<()> {
+        let master: Vec<u64> = index_inodes(master_index)?;
+        let master_set: std::collections::HashSet<u64> = master.iter().copied().collect();
+        // Unlink every entry that goes away or gets a new copy, then link the
+        // new copies: a name may move between inodes within one resync.
+        let mut unlink = Vec::new();
+        {
+            let reader = self.reader();
+            let mut local = Vec::new();
+            reader.for_each_entry(|entry| {
+                local.push((entry.meta.inode, entry.meta.parent, entry.name.to_vec()));
+                Ok(())
+            })?;
+            let updated: std::collections::HashSet<u64> =
+                updates.iter().map(|row| row.inode).collect();
+            for (inode, parent, name) in local {
+                if inode == ROOT_INODE {
+                    continue;
+                }
+                let gone = !master_set.contains(&inode);
+                if gone || updated.contains(&inode) {
+                    unlink.push((inode, parent, name, gone));
+                }
+            }
+        }
+        let store = self.store;
+        for (inode, parent, name, gone) in &unlink {
+            let txn = self.txn_mut();
+            store.dbs.children.delete(txn, &dirent_key(*parent, name))?;
+            if *gone {
+                store.dbs.entries.delete(txn, &inode_key(*inode))?;
+            }
+        }
+        for row in updates {
+            if row.inode == ROOT_INODE {
+                let meta = Meta {
+                    inode: ROOT_INODE,
+                    parent: 0,
+                    version: row.version,
+                    writer: row.writer,
+                    mtime: row.mtime,
+                    kind: Kind::Dir,
+                };
+                // The C daemon writes the root row with type 4 on a resync.
+                self.put_entry(&meta, flags::VERSION_ROW_DIR, b"", b"")?;
+                continue;
+            }
+            let kind = Kind::from_u8(row.kind).ok_or_else(|| {
+                StoreError::Corrupt(format!("update {} has type {}", row.inode, row.kind))
+            })?;
+            let data = row.data.as_deref().unwrap_or_default();
+            if kind == Kind::Dir && !data.is_empty() {
+                return Err(StoreError::Corrupt(format!(
+                    "update {} is a directory with data",
+                    row.inode
+                )));
+            }
+            let meta = Meta {
+                inode: row.inode,
+                parent: row.parent,
+                version: row.version,
+                writer: row.writer,
+                mtime: row.mtime,
+                kind,
+            };
+            let entry_flags = if row.data.as_ref().is_some_and(Vec::is_empty) {
+                flags::EMPTY_BLOB
+            } else {
+                0
+            };
+            self.put_entry(&meta, entry_flags, &row.name, data)?;
+            let key = dirent_key(row.parent, &row.name);
+            let txn = self.txn_mut();
+            if store.dbs.children.get(txn, &key)?.is_some() {
+                return Err(StoreError::Corrupt(format!(
+                    "update {} collides with another entry's name",
+                    row.inode
+                )));
+            }
+            store
+                .dbs
+                .children
+                .put(txn, &key, &row.inode.to_le_bytes())?;
+        }
+        let index = self.reader().index()?;
+        if index != master_index {
+            return Err(StoreError::Corrupt(
+                "the tree after the resync does not have the leader's index".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn rebuild_derived(&mut self) -> Result<()> {
@@ -713,6 +816,25 @@ impl<'s> Session<'s> {
     }
 }
 
+/// The inodes listed in an index blob (spec/memdb.md §6), validated.
+fn index_inodes(blob: &[u8]) -> Result<Vec<u64>> {
+    let bad = |reason: &str| StoreError::Corrupt(format!("leader index: {reason}"));
+    let header = blob.get(..32).ok_or_else(|| bad("shorter than 32 bytes"))?;
+    let count = u32::from_le_bytes([header[24], header[25], header[26], header[27]]) as usize;
+    let bytes = u32::from_le_bytes([header[28], header[29], header[30], header[31]]) as usize;
+    if bytes != blob.len() || count.checked_mul(40).and_then(|n| n.checked_add(32)) != Some(bytes) {
+        return Err(bad("length fields do not match"));
+    }
+    Ok(blob[32..]
+        .chunks_exact(40)
+        .map(|entry| {
+            let mut inode = [0u8; 8];
+            inode.copy_from_slice(&entry[..8]);
+            u64::from_le_bytes(inode)
+        })
+        .collect())
+}
+
 fn normalized(path: &[u8]) -> Vec<u8> {
     let parts: Vec<&[u8]> = path::components(path).collect();
     path::join(&parts)
@@ -828,6 +950,34 @@ impl<'s> Writer<'_, 's> {
             .resolve(path)?
             .filter(|entry| entry.meta.kind == Kind::Dir)
             .map(|entry| entry.checksum()))
+    }
+
+    /// The DCDB resync commit (spec/memdb.md §7): makes this tree the
+    /// leader's. `master_index` is the leader's index blob, `updates` the
+    /// entries the leader sent (the root as its `__version__` row, inode 0).
+    /// Entries the leader does not have are deleted. The result must have
+    /// exactly the leader's index, else nothing changes and the call fails
+    /// (the DFSM then leaves and rejoins). Durable when it returns: the
+    /// session checkpoints before and after.
+    pub fn apply_resync(&mut self, master_index: &[u8], updates: &[Row]) -> Result<()> {
+        let session = &mut *self.session;
+        session.commit()?;
+        session.checkpoint()?;
+        match session.replace_tree(master_index, updates) {
+            Ok(()) => {}
+            Err(error) => {
+                // Back to the checkpoint taken above.
+                session.abort_to_checkpoint()?;
+                return Err(error);
+            }
+        }
+        session.checkpoint()?;
+        session.rebuild_derived().inspect_err(|error| {
+            // As the C daemon's error flag: the tree is the leader's, but it
+            // breaks the vmid rule; refuse changes until restart.
+            tracing::error!(%error, "resync produced an invalid tree");
+            session.poisoned = true;
+        })
     }
 
     /// UNLOCK: deletes the lock directory if its checksum still matches.

@@ -854,7 +854,7 @@ fn leader_updates_import_to_the_leader_state_index() {
 /// (local CREATE and WRITE, writer 0, at the time its index header shows).
 /// The same two ops on a fresh store give n2's STATE byte for byte.
 #[test]
-fn a_fresh_store_with_corosync_conf_gives_the_joiners_state() {
+fn a_fresh_store_with_corosync_conf_gives_the_joiners_state_and_resyncs_to_the_leader() {
     let vectors = dcdb_vectors();
     let state = state_sent_by(&vectors, 2);
     let mtime = u32::from_le_bytes(state[20..24].try_into().expect("4 bytes"));
@@ -886,6 +886,22 @@ fn a_fresh_store_with_corosync_conf_gives_the_joiners_state() {
     );
     session.commit().expect("commit");
     assert_eq!(hex(&session.reader().index().expect("index")), hex(state));
+
+    // Then the join's resync: node 2 applies the 13 UPDATEs of the leader and
+    // must end with exactly the leader's STATE index (memdb.md §7).
+    let leader_index = state_sent_by(&vectors, 1);
+    let updates = synced_rows(&vectors);
+    session
+        .writer(&mut permit)
+        .apply_resync(leader_index, &updates)
+        .expect("resync to the leader's tree");
+    assert_eq!(
+        hex(&session.reader().index().expect("index")),
+        hex(leader_index)
+    );
+    let mut expected = updates.clone();
+    expected.sort_by_key(|row| row.inode);
+    assert_rows_equal(&rows_of(&session.reader()), &expected, "after the resync");
 }
 
 #[test]

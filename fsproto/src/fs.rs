@@ -9,6 +9,7 @@
 //! Mutations become a `Proposal` (they need a `Quorate` proof) and are
 //! applied through the store's `Writer`; in local mode at once.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::sync::{Mutex, MutexGuard};
@@ -37,6 +38,9 @@ const BLOCK_SIZE: u64 = 4096;
 /// What statfs reports (never enforced, as in the C daemon).
 const FS_BLOCKS: u64 = 32768;
 const FS_FILES: u64 = 262_144;
+/// Longest name accepted for new entries: the FUSE limit of the kernels the
+/// C daemon runs on (newer kernels allow 4096, which C nodes cannot open).
+const NAME_BYTES_MAX: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Virtual {
@@ -121,6 +125,18 @@ struct Core {
     status: Status,
     config: Config,
     invalidations: Vec<Invalidation>,
+    /// Open handles per tree node id.
+    open_counts: HashMap<u64, u32>,
+    /// Files removed (unlinked or renamed over) while open: served to their
+    /// open handles until the last one is released, as the C daemon (through
+    /// libfuse's hidden files) does. Not replicated, not persisted.
+    orphans: HashMap<u64, Orphan>,
+}
+
+#[derive(Debug)]
+struct Orphan {
+    stat: stat64,
+    data: Vec<u8>,
 }
 
 /// The file system. All state is behind one mutex that only the loop thread
@@ -141,6 +157,8 @@ impl PmxFs {
                 status,
                 config,
                 invalidations: Vec::new(),
+                open_counts: HashMap::new(),
+                orphans: HashMap::new(),
             }),
         }
     }
@@ -297,6 +315,9 @@ impl Core {
             };
             return Ok((self.special_stat(node_id, special), ttl));
         }
+        if let Some(orphan) = self.orphans.get(&node_id) {
+            return Ok((orphan.stat, VIRTUAL_TTL));
+        }
         let path = self.path_of(node_id)?;
         let reader = self.reader();
         let entry = reader
@@ -339,6 +360,10 @@ impl Core {
     /// (journal) when this returns.
     fn apply(&mut self, proposal: Proposal<'_>) -> io::Result<u32> {
         let op = *proposal.op();
+        let victim = match op {
+            Op::Delete { path } | Op::Rename { to: path, .. } => self.open_file_at(path),
+            _ => None,
+        };
         let origin = Origin {
             writer: 0,
             mtime: now_secs(),
@@ -346,6 +371,15 @@ impl Core {
         let result = self.session.writer(&mut self.permit).apply(&op, origin);
         self.session.commit().map_err(store_error)?;
         let count = result.map_err(store_error)?;
+        if let Some((node_id, orphan)) = victim
+            && self
+                .reader()
+                .entry(node_id - 1)
+                .map_err(store_error)?
+                .is_none()
+        {
+            self.orphans.insert(node_id, orphan);
+        }
         match op {
             Op::Create { path }
             | Op::Write { path, .. }
@@ -360,16 +394,54 @@ impl Core {
         Ok(count)
     }
 
+    /// A file at `path` that is open right now, with a copy of it, so that
+    /// its handles keep working if the change removes it.
+    fn open_file_at(&self, path: &[u8]) -> Option<(u64, Orphan)> {
+        let reader = self.reader();
+        let entry = reader.resolve(path).ok().flatten()?;
+        let node_id = entry.meta.inode + 1;
+        if entry.meta.kind != Kind::File || !self.open_counts.contains_key(&node_id) {
+            return None;
+        }
+        let mut stat = self.tree_stat(&entry, path);
+        stat.st_nlink = 0;
+        Some((
+            node_id,
+            Orphan {
+                stat,
+                data: entry.data.to_vec(),
+            },
+        ))
+    }
+
+    fn opened(&mut self, node_id: u64) {
+        *self.open_counts.entry(node_id).or_default() += 1;
+    }
+
+    fn released(&mut self, node_id: u64) {
+        if let Some(count) = self.open_counts.get_mut(&node_id) {
+            *count -= 1;
+            if *count == 0 {
+                self.open_counts.remove(&node_id);
+                self.orphans.remove(&node_id);
+            }
+        }
+    }
+
     /// The quorum gate, then apply.
     fn propose(&mut self, op: Op<'_>) -> io::Result<u32> {
         let proof = self.quorum.check().map_err(errno)?;
         self.apply(Proposal::new(op, proof))
     }
 
-    /// Refuses changes of the root and of special entries (EACCES).
+    /// Refuses changes of the root and of special entries (EACCES), and
+    /// names longer than the C nodes' kernels allow (ENAMETOOLONG).
     fn refuse_special(&self, parent: u64, name: &[u8]) -> io::Result<()> {
         if parent >= SPECIAL_BASE || (parent == ROOT_ID && special_by_name(name).is_some()) {
             return Err(errno(libc::EACCES));
+        }
+        if name.len() > NAME_BYTES_MAX {
+            return Err(errno(libc::ENAMETOOLONG));
         }
         Ok(())
     }
@@ -489,6 +561,9 @@ impl Core {
         if let Some(special) = special_by_id(node_id) {
             return copy(&self.special_content(special), w);
         }
+        if let Some(orphan) = self.orphans.get(&node_id) {
+            return copy(&orphan.data, w);
+        }
         let reader = self.reader();
         let entry = reader
             .entry(node_id - 1)
@@ -503,6 +578,20 @@ impl Core {
     fn write(&mut self, node_id: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
         if let Some(special) = special_by_id(node_id) {
             return self.write_special(special, offset, data);
+        }
+        if let Some(orphan) = self.orphans.get_mut(&node_id) {
+            // Written only to the copy its open handles see.
+            let end = usize::try_from(offset)
+                .ok()
+                .and_then(|start| start.checked_add(data.len()))
+                .filter(|end| *end <= pmxcfs_store::MAX_FILE_SIZE)
+                .ok_or_else(|| errno(libc::EFBIG))?;
+            if orphan.data.len() < end {
+                orphan.data.resize(end, 0);
+            }
+            orphan.data[end - data.len()..end].copy_from_slice(data);
+            orphan.stat.st_size = orphan.data.len() as i64;
+            return Ok(data.len());
         }
         let path = self.path_of(node_id)?;
         let count = self.propose(Op::Write {
@@ -739,7 +828,9 @@ impl FileSystem for PmxFs {
                 Special::Link(_) => Err(errno(libc::ELOOP)),
             };
         }
+        let mut core = core;
         core.getattr(inode)?;
+        core.opened(inode);
         // The page cache stays valid across opens: every change of the file
         // either comes through this kernel or is invalidated by us.
         Ok((None, OpenOptions::KEEP_CACHE, None))
@@ -758,6 +849,7 @@ impl FileSystem for PmxFs {
         let path = core.child_path(parent, name)?;
         core.propose(Op::Create { path: &path })?;
         let entry = core.lookup(parent, name)?;
+        core.opened(entry.inode);
         Ok((entry, None, OpenOptions::KEEP_CACHE, None))
     }
 
@@ -805,13 +897,14 @@ impl FileSystem for PmxFs {
     fn release(
         &self,
         _ctx: &Context,
-        _inode: u64,
+        inode: u64,
         _flags: u32,
         _handle: u64,
         _flush: bool,
         _flock_release: bool,
         _lock_owner: Option<u64>,
     ) -> io::Result<()> {
+        self.core().released(inode);
         Ok(())
     }
 

@@ -1,0 +1,1775 @@
+//! Black-box tests of the FUSE daemon in local mode (`pmxcfs -f -l`):
+//! the real binary on temporary directories, driven with plain std::fs and
+//! libc calls, checked against shared/spec/filesystem.md and status.md.
+//!
+//! Every test runs its own daemon (own mountpoint, data and run dirs, node
+//! name); `common::Daemon` tears it down also when an assertion fails.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use common::*;
+
+const SPECIAL_ENTRIES: [&str; 10] = [
+    ".version",
+    ".members",
+    ".vmlist",
+    ".rrd",
+    ".clusterlog",
+    ".debug",
+    "local",
+    "qemu-server",
+    "openvz",
+    "lxc",
+];
+
+/// status.md §6.1, in this order.
+const TRACKED_PATHS: [&str; 43] = [
+    "corosync.conf",
+    "corosync.conf.new",
+    "storage.cfg",
+    "user.cfg",
+    "domains.cfg",
+    "notifications.cfg",
+    "priv/notifications.cfg",
+    "priv/shadow.cfg",
+    "priv/acme/plugins.cfg",
+    "priv/tfa.cfg",
+    "priv/token.cfg",
+    "priv/wg-keys.cfg",
+    "datacenter.cfg",
+    "vzdump.cron",
+    "vzdump.conf",
+    "jobs.cfg",
+    "ha/crm_commands",
+    "ha/manager_status",
+    "ha/resources.cfg",
+    "ha/rules.cfg",
+    "ha/groups.cfg",
+    "ha/fence.cfg",
+    "status.cfg",
+    "replication.cfg",
+    "ceph.conf",
+    "sdn/vnets.cfg",
+    "sdn/zones.cfg",
+    "sdn/controllers.cfg",
+    "sdn/subnets.cfg",
+    "sdn/ipams.cfg",
+    "sdn/mac-cache.json",
+    "sdn/pve-ipam-state.json",
+    "sdn/dns.cfg",
+    "sdn/fabrics.cfg",
+    "sdn/route-maps.cfg",
+    "sdn/prefix-lists.cfg",
+    "sdn/.running-config",
+    "virtual-guest/cpu-models.conf",
+    "virtual-guest/profiles.cfg",
+    "firewall/cluster.fw",
+    "mapping/directory.cfg",
+    "mapping/pci.cfg",
+    "mapping/usb.cfg",
+];
+
+const MAX_FILE_SIZE: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+#[track_caller]
+fn mkdirs(daemon: &Daemon, dirs: &[&str]) {
+    for dir in dirs {
+        ok(
+            fs::create_dir_all(daemon.path(dir)),
+            &format!("mkdir -p {dir}"),
+        );
+    }
+}
+
+#[track_caller]
+fn put(daemon: &Daemon, rel: &str, content: impl AsRef<[u8]>) {
+    ok(
+        fs::write(daemon.path(rel), content),
+        &format!("write {rel}"),
+    );
+}
+
+#[track_caller]
+fn get(daemon: &Daemon, rel: &str) -> Vec<u8> {
+    ok(fs::read(daemon.path(rel)), &format!("read {rel}"))
+}
+
+#[track_caller]
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    ok(fs::read_dir(dir), &format!("readdir {}", dir.display()))
+        .map(|entry| {
+            entry
+                .expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+/// Attributes fresh from the daemon (statx with AT_STATX_FORCE_SYNC, no
+/// symlink following).
+#[derive(Debug, Clone, PartialEq)]
+struct Attr {
+    kind: u32,
+    perm: u32,
+    nlink: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    blocks: u64,
+    atime: i64,
+    mtime: i64,
+    ctime: i64,
+}
+
+#[track_caller]
+fn attr(path: &Path) -> Attr {
+    let st = ok(statx_sync(path), &format!("statx {}", path.display()));
+    Attr {
+        kind: u32::from(st.stx_mode) & libc::S_IFMT,
+        perm: u32::from(st.stx_mode) & 0o7777,
+        nlink: st.stx_nlink,
+        uid: st.stx_uid,
+        gid: st.stx_gid,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        atime: st.stx_atime.tv_sec,
+        mtime: st.stx_mtime.tv_sec,
+        ctime: st.stx_ctime.tv_sec,
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// `.vmlist` (status.md §6.3): checks the exact byte format and returns
+/// (version, vmid → (node, type, per-VM version)). Cross-checked with a
+/// JSON parser.
+#[track_caller]
+fn parse_vmlist(text: &str) -> (u64, BTreeMap<String, (String, String, u64)>) {
+    let json: Value = serde_json::from_str(text)
+        .unwrap_or_else(|error| panic!(".vmlist is not JSON ({error}): {text:?}"));
+    let rest = text
+        .strip_prefix("{\n\"version\": ")
+        .unwrap_or_else(|| panic!(".vmlist does not start with {{\\n\"version\": {text:?}"));
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .expect(".vmlist version");
+    let version: u64 = rest[..digits].parse().expect(".vmlist version number");
+    assert_eq!(json["version"].as_u64(), Some(version), "{text:?}");
+    let rest = &rest[digits..];
+    let mut ids = BTreeMap::new();
+    if rest == "\n\n}\n" {
+        assert!(json.get("ids").is_none(), "{text:?}");
+        return (version, ids);
+    }
+    let body = rest
+        .strip_prefix(",\n\"ids\": {\n")
+        .and_then(|rest| rest.strip_suffix("}\n\n}\n"))
+        .unwrap_or_else(|| panic!(".vmlist: unexpected layout {text:?}"));
+    for entry in body.split(",\n") {
+        let parsed = (|| {
+            let (vmid, tail) = entry.strip_prefix('"')?.split_once("\": { \"node\": \"")?;
+            let (node, tail) = tail.split_once("\", \"type\": \"")?;
+            let (kind, tail) = tail.split_once("\", \"version\": ")?;
+            let vm_version: u64 = tail.strip_suffix(" }")?.parse().ok()?;
+            Some((vmid, node, kind, vm_version))
+        })();
+        let (vmid, node, kind, vm_version) =
+            parsed.unwrap_or_else(|| panic!(".vmlist: bad entry line {entry:?} in {text:?}"));
+        let object = &json["ids"][vmid];
+        assert_eq!(object["node"].as_str(), Some(node), "{text:?}");
+        assert_eq!(object["type"].as_str(), Some(kind), "{text:?}");
+        assert_eq!(object["version"].as_u64(), Some(vm_version), "{text:?}");
+        ids.insert(
+            vmid.to_owned(),
+            (node.to_owned(), kind.to_owned(), vm_version),
+        );
+    }
+    assert_eq!(
+        json["ids"].as_object().map(|ids| ids.len()),
+        Some(ids.len()),
+        "{text:?}"
+    );
+    (version, ids)
+}
+
+#[track_caller]
+fn vmlist(daemon: &Daemon) -> (u64, BTreeMap<String, (String, String, u64)>) {
+    parse_vmlist(&read_fresh_string(&daemon.path(".vmlist")))
+}
+
+/// `.version` (status.md §6.1) in local mode with an empty kvstore: exact
+/// line layout and key order; returns the parsed JSON.
+#[track_caller]
+fn parse_version(text: &str, nodename: &str) -> Value {
+    let json: Value = serde_json::from_str(text)
+        .unwrap_or_else(|error| panic!(".version is not JSON ({error}): {text:?}"));
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines[0], "{", "{text}");
+    let mut keys = vec!["starttime", "clinfo", "vmlist"];
+    keys.extend(TRACKED_PATHS);
+    for (index, key) in keys.iter().enumerate() {
+        let line = lines[index + 1];
+        let value = line
+            .strip_prefix(&format!("\"{key}\": "))
+            .and_then(|value| value.strip_suffix(','))
+            .unwrap_or_else(|| panic!(".version line {}: {line:?}, want key {key}", index + 1));
+        assert!(
+            !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()),
+            ".version {key}: {value:?}"
+        );
+        assert_eq!(json[*key].as_u64(), value.parse().ok(), "{key}");
+    }
+    let tail = lines[keys.len() + 1..].join("\n");
+    assert_eq!(
+        tail,
+        format!("\"kvstore\": {{\n\"{nodename}\": {{\n}}\n}}\n}}\n"),
+        ".version kvstore part"
+    );
+    assert_eq!(
+        json.as_object().expect("object").len(),
+        keys.len() + 1,
+        "{text}"
+    );
+    json
+}
+
+#[track_caller]
+fn version_json(daemon: &Daemon) -> Value {
+    parse_version(
+        &read_fresh_string(&daemon.path(".version")),
+        &daemon.nodename,
+    )
+}
+
+// ---------------------------------------------------------------------------
+// 1. Layout, modes, ownership, attributes
+
+#[test]
+fn layout_modes_and_attributes() {
+    let before = now_secs();
+    let daemon = Daemon::started();
+    let node = daemon.nodename.clone();
+    let gid = www_data_gid();
+
+    // pmxcfs creates nothing in the tree: the root shows only the specials.
+    let expected: BTreeSet<String> = SPECIAL_ENTRIES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(names_in(&daemon.mountpoint), expected, "fresh root readdir");
+
+    for (link, target) in [
+        ("local", format!("nodes/{node}")),
+        ("qemu-server", format!("nodes/{node}/qemu-server")),
+        ("openvz", format!("nodes/{node}/openvz")),
+        ("lxc", format!("nodes/{node}/lxc")),
+    ] {
+        let read = ok(
+            fs::read_link(daemon.path(link)),
+            &format!("readlink {link}"),
+        );
+        assert_eq!(read, PathBuf::from(&target), "readlink {link}");
+        let link_attr = attr(&daemon.path(link));
+        assert_eq!(link_attr.size, target.len() as u64, "st_size of {link}");
+        assert_eq!(link_attr.mtime, 0, "special entry {link} reports mtime 0");
+    }
+
+    let n = |rel: &str| rel.replace("N", &node);
+    mkdirs(
+        &daemon,
+        &[
+            &n("nodes/N/qemu-server"),
+            &n("nodes/N/lxc"),
+            &n("nodes/N/openvz"),
+            &n("nodes/N/priv"),
+            "priv/lock",
+        ],
+    );
+    put(&daemon, "storage.cfg", "hello\n");
+    put(&daemon, "priv/authkey.key", "secret\n");
+    put(&daemon, &n("nodes/N/priv/pve-ssl.key"), "key\n");
+    put(&daemon, &n("nodes/N/openvz/101.mount"), "#!/bin/sh\n");
+    put(&daemon, &n("nodes/N/openvz/101.conf"), "");
+    put(&daemon, &n("nodes/N/openvz/0101.mount"), "");
+    put(&daemon, &n("nodes/N/openvz/101.mountx"), "");
+    put(&daemon, "vps.stop", "");
+    put(&daemon, &n("nodes/N/priv/102.start"), "");
+    put(&daemon, "big.bin", vec![7u8; 5000]);
+    // Through the `local` symlink (resolved by the kernel).
+    put(&daemon, "local/via-link.txt", "via link\n");
+    assert_eq!(get(&daemon, &n("nodes/N/via-link.txt")), b"via link\n");
+    let after = now_secs();
+
+    const DIR: u32 = libc::S_IFDIR;
+    const REG: u32 = libc::S_IFREG;
+    const LNK: u32 = libc::S_IFLNK;
+    let mut table: Vec<(String, u32, u32, u32)> = vec![
+        (String::new(), DIR, 0o755, 2),
+        ("nodes".into(), DIR, 0o755, 2),
+        (n("nodes/N"), DIR, 0o755, 2),
+        (n("nodes/N/qemu-server"), DIR, 0o755, 2),
+        ("priv".into(), DIR, 0o700, 2),
+        ("priv/lock".into(), DIR, 0o700, 2),
+        (n("nodes/N/priv"), DIR, 0o700, 2),
+        ("storage.cfg".into(), REG, 0o640, 1),
+        ("priv/authkey.key".into(), REG, 0o600, 1),
+        (n("nodes/N/priv/pve-ssl.key"), REG, 0o600, 1),
+        (n("nodes/N/openvz/101.mount"), REG, 0o740, 1),
+        (n("nodes/N/openvz/101.conf"), REG, 0o640, 1),
+        (n("nodes/N/openvz/0101.mount"), REG, 0o640, 1),
+        (n("nodes/N/openvz/101.mountx"), REG, 0o640, 1),
+        ("vps.stop".into(), REG, 0o740, 1),
+        (n("nodes/N/priv/102.start"), REG, 0o700, 1),
+        ("local".into(), LNK, 0o755, 1),
+        ("qemu-server".into(), LNK, 0o755, 1),
+        ("openvz".into(), LNK, 0o755, 1),
+        ("lxc".into(), LNK, 0o755, 1),
+        (".debug".into(), REG, 0o640, 1),
+    ];
+    for name in [".version", ".members", ".vmlist", ".rrd", ".clusterlog"] {
+        table.push((name.into(), REG, 0o440, 1));
+    }
+    for (rel, kind, perm, nlink) in &table {
+        let got = attr(&daemon.path(rel));
+        let what = format!("/{rel}: {got:?}");
+        assert_eq!(got.kind, *kind, "file type of {what}");
+        assert_eq!(got.perm, *perm, "mode of {what}: got {:o}", got.perm);
+        assert_eq!(got.nlink, *nlink, "st_nlink of {what}");
+        assert_eq!(got.uid, 0, "owner of {what}");
+        assert_eq!(got.gid, gid, "group (www-data) of {what}");
+    }
+
+    // Sizes and blocks (st_blocks in 4096-byte units, filesystem.md §3.2).
+    let storage = attr(&daemon.path("storage.cfg"));
+    assert_eq!((storage.size, storage.blocks), (6, 1), "storage.cfg");
+    let big = attr(&daemon.path("big.bin"));
+    assert_eq!((big.size, big.blocks), (5000, 2), "big.bin");
+    assert_eq!(attr(&daemon.path("priv/authkey.key")).size, 7);
+    assert_eq!(attr(&daemon.path("nodes")).size, 0, "directory size");
+
+    // mtime = now for new entries; atime = ctime = mtime.
+    assert!(
+        (before - 1..=after + 1).contains(&storage.mtime),
+        "mtime of a new file {} not within [{before}, {after}]",
+        storage.mtime
+    );
+    assert_eq!(
+        (storage.atime, storage.ctime),
+        (storage.mtime, storage.mtime)
+    );
+
+    // utime: mtime taken, atime ignored, all three report the new mtime.
+    ok(
+        utime(&daemon.path("storage.cfg"), 1_600_000_000, 1_705_314_600),
+        "utime storage.cfg",
+    );
+    let touched = attr(&daemon.path("storage.cfg"));
+    assert_eq!(
+        (touched.atime, touched.mtime, touched.ctime),
+        (1_705_314_600, 1_705_314_600, 1_705_314_600),
+        "times after utime"
+    );
+    ok(utime(&daemon.path("nodes"), 0, 0), "utime 0 on a directory");
+    assert_eq!(attr(&daemon.path("nodes")).mtime, 0, "mtime 0 is stored");
+
+    // Virtual files: mtime 0, size = content length.
+    for name in [".version", ".members", ".vmlist", ".clusterlog", ".debug"] {
+        let path = daemon.path(name);
+        let got = attr(&path);
+        let content = ok(fs::read(&path), name);
+        assert_eq!(got.size, content.len() as u64, "st_size of {name}");
+        assert_eq!(got.mtime, 0, "mtime of {name}");
+    }
+
+    // Root readdir: specials plus the memdb root entries.
+    let mut expected = expected;
+    for name in ["storage.cfg", "priv", "nodes", "vps.stop", "big.bin"] {
+        expected.insert(name.to_owned());
+    }
+    assert_eq!(names_in(&daemon.mountpoint), expected, "root readdir");
+}
+
+// ---------------------------------------------------------------------------
+// 2. Operations and errnos
+
+#[test]
+fn file_data_operations() {
+    let daemon = Daemon::started();
+    let p = |rel: &str| daemon.path(rel);
+
+    // create / read / overwrite (O_TRUNC) / append
+    put(&daemon, "a.cfg", "abc");
+    assert_eq!(get(&daemon, "a.cfg"), b"abc");
+    put(&daemon, "a.cfg", "0123456789");
+    put(&daemon, "a.cfg", "xy");
+    assert_eq!(
+        get(&daemon, "a.cfg"),
+        b"xy",
+        "overwrite with shorter content"
+    );
+    {
+        let mut file = ok(
+            OpenOptions::new().append(true).open(p("a.cfg")),
+            "open append",
+        );
+        ok(file.write_all(b"def"), "append");
+    }
+    assert_eq!(get(&daemon, "a.cfg"), b"xydef");
+    {
+        let _file = ok(
+            OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(p("a.cfg")),
+            "open O_TRUNC",
+        );
+    }
+    assert_eq!(get(&daemon, "a.cfg"), b"", "O_TRUNC empties the file");
+    assert_eq!(attr(&p("a.cfg")).size, 0);
+
+    // pwrite past the end: gap is zero-filled
+    put(&daemon, "gap.cfg", "abc");
+    {
+        let file = ok(OpenOptions::new().write(true).open(p("gap.cfg")), "open");
+        ok(file.write_at(b"Z", 10), "pwrite at 10");
+        ok(file.write_at(b"B", 1), "pwrite inside");
+    }
+    assert_eq!(get(&daemon, "gap.cfg"), b"aBc\0\0\0\0\0\0\0Z");
+
+    // truncate grow (zero-filled) and shrink
+    put(&daemon, "t.cfg", "abc");
+    {
+        let file = ok(OpenOptions::new().write(true).open(p("t.cfg")), "open");
+        ok(file.set_len(8), "truncate grow");
+    }
+    assert_eq!(get(&daemon, "t.cfg"), b"abc\0\0\0\0\0");
+    assert_eq!(attr(&p("t.cfg")).size, 8);
+    {
+        let file = ok(OpenOptions::new().write(true).open(p("t.cfg")), "open");
+        ok(file.set_len(2), "truncate shrink");
+    }
+    assert_eq!(get(&daemon, "t.cfg"), b"ab");
+    // growing an empty file by truncate zero-fills too (filesystem.md §6.3)
+    put(&daemon, "empty.cfg", "");
+    {
+        let file = ok(OpenOptions::new().write(true).open(p("empty.cfg")), "open");
+        ok(file.set_len(5), "truncate grow empty");
+    }
+    assert_eq!(get(&daemon, "empty.cfg"), vec![0u8; 5]);
+
+    // mknod(S_IFREG) makes a normal empty file
+    ok(
+        mknod(&p("node.cfg"), libc::S_IFREG | 0o640),
+        "mknod S_IFREG",
+    );
+    let node = attr(&p("node.cfg"));
+    assert_eq!((node.kind, node.perm, node.size), (libc::S_IFREG, 0o640, 0));
+    put(&daemon, "node.cfg", "made by mknod");
+    assert_eq!(get(&daemon, "node.cfg"), b"made by mknod");
+
+    // 1 MiB limit
+    let big: Vec<u8> = (0..MAX_FILE_SIZE).map(|i| (i % 251) as u8).collect();
+    put(&daemon, "big.bin", &big);
+    assert_eq!(get(&daemon, "big.bin"), big, "1 MiB file content");
+    let big_attr = attr(&p("big.bin"));
+    assert_eq!(
+        (big_attr.size, big_attr.blocks),
+        (MAX_FILE_SIZE as u64, 256)
+    );
+    {
+        let mut file = ok(OpenOptions::new().append(true).open(p("big.bin")), "open");
+        assert_errno(file.write_all(b"x"), libc::EFBIG, "append past 1 MiB");
+        let file = ok(OpenOptions::new().write(true).open(p("big.bin")), "open");
+        assert_errno(
+            file.write_at(b"yz", MAX_FILE_SIZE as u64 - 1),
+            libc::EFBIG,
+            "pwrite crossing 1 MiB",
+        );
+        ok(file.write_at(b"!", MAX_FILE_SIZE as u64 - 1), "last byte");
+        assert_errno(
+            file.set_len(MAX_FILE_SIZE as u64 + 1),
+            libc::EFBIG,
+            "truncate past 1 MiB",
+        );
+    }
+    let mut expected = big.clone();
+    expected[MAX_FILE_SIZE - 1] = b'!';
+    assert_eq!(get(&daemon, "big.bin"), expected, "after refused writes");
+    assert_errno(
+        fs::write(p("big2.bin"), vec![1u8; MAX_FILE_SIZE + 1]),
+        libc::EFBIG,
+        "write_all of 1 MiB + 1",
+    );
+}
+
+#[test]
+fn tree_operations_and_errnos() {
+    let daemon = Daemon::started();
+    let p = |rel: &str| daemon.path(rel);
+
+    mkdirs(&daemon, &["dir", "priv/lock/x"]);
+    put(&daemon, "file.cfg", "f");
+    put(&daemon, "dir/inner.cfg", "i");
+
+    assert_errno(fs::create_dir(p("dir")), libc::EEXIST, "mkdir existing dir");
+    assert_errno(fs::create_dir(p("file.cfg")), libc::EEXIST, "mkdir on file");
+    assert_errno(
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p("file.cfg")),
+        libc::EEXIST,
+        "O_EXCL create of existing file",
+    );
+    assert_errno(
+        fs::write(p("missing/x.cfg"), "x"),
+        libc::ENOENT,
+        "create in missing dir",
+    );
+    assert_errno(
+        fs::create_dir(p("missing/sub")),
+        libc::ENOENT,
+        "mkdir in missing dir",
+    );
+    assert_errno(
+        fs::write(p("file.cfg/x.cfg"), "x"),
+        libc::ENOTDIR,
+        "file as parent (create)",
+    );
+    assert_errno(
+        fs::create_dir(p("file.cfg/sub")),
+        libc::ENOTDIR,
+        "file as parent (mkdir)",
+    );
+    assert_errno(fs::remove_dir(p("dir")), libc::ENOTEMPTY, "rmdir non-empty");
+    assert_errno(fs::remove_file(p("dir")), libc::EISDIR, "unlink(dir)");
+    assert_errno(fs::remove_dir(p("file.cfg")), libc::ENOTDIR, "rmdir(file)");
+    assert_errno(
+        fs::remove_file(p("nothing.cfg")),
+        libc::ENOENT,
+        "unlink missing",
+    );
+    assert_errno(fs::read(p("nothing.cfg")), libc::ENOENT, "read missing");
+
+    // rename a file
+    put(&daemon, "r1.cfg", "one");
+    ok(fs::rename(p("r1.cfg"), p("r2.cfg")), "rename file");
+    assert_errno(fs::metadata(p("r1.cfg")), libc::ENOENT, "old name gone");
+    assert_eq!(get(&daemon, "r2.cfg"), b"one");
+    // rename over an existing file replaces it
+    put(&daemon, "r3.cfg", "three");
+    ok(fs::rename(p("r3.cfg"), p("r2.cfg")), "rename over file");
+    assert_eq!(get(&daemon, "r2.cfg"), b"three");
+    assert_errno(fs::metadata(p("r3.cfg")), libc::ENOENT, "source gone");
+    // rename into another directory
+    ok(
+        fs::rename(p("r2.cfg"), p("dir/r2.cfg")),
+        "rename across dirs",
+    );
+    assert_eq!(get(&daemon, "dir/r2.cfg"), b"three");
+    assert_errno(
+        fs::rename(p("dir/r2.cfg"), p("missing/r2.cfg")),
+        libc::ENOENT,
+        "rename into missing dir",
+    );
+
+    // rename gives the moved entry a new mtime (now); creating a child
+    // leaves the directory's mtime alone (filesystem.md §9a)
+    let start = now_secs();
+    put(&daemon, "m.cfg", "m");
+    ok(utime(&p("m.cfg"), 1000, 1000), "utime m.cfg");
+    ok(fs::rename(p("m.cfg"), p("m2.cfg")), "rename m.cfg");
+    let moved = attr(&p("m2.cfg")).mtime;
+    assert!(moved >= start - 1, "mtime after rename {moved}, want now");
+    ok(utime(&p("dir"), 1000, 1000), "utime dir");
+    put(&daemon, "dir/child.cfg", "c");
+    assert_eq!(
+        attr(&p("dir")).mtime,
+        1000,
+        "dir mtime after creating a child"
+    );
+
+    // rename directories: only empty ones
+    mkdirs(&daemon, &["e1", "e2"]);
+    ok(fs::rename(p("e1"), p("e1moved")), "rename empty dir");
+    assert!(p("e1moved").is_dir());
+    assert_errno(fs::metadata(p("e1")), libc::ENOENT, "old dir name gone");
+    ok(
+        fs::rename(p("e1moved"), p("e2")),
+        "rename empty dir over empty dir",
+    );
+    assert!(p("e2").is_dir());
+    assert_errno(fs::metadata(p("e1moved")), libc::ENOENT, "source dir gone");
+    assert_errno(
+        fs::rename(p("dir"), p("dirmoved")),
+        libc::ENOTEMPTY,
+        "rename non-empty dir",
+    );
+    assert_eq!(
+        get(&daemon, "dir/inner.cfg"),
+        b"i",
+        "refused rename kept dir"
+    );
+    assert_errno(
+        fs::rename(p("e2"), p("dir")),
+        libc::ENOTEMPTY,
+        "rename dir over non-empty dir",
+    );
+    assert_eq!(get(&daemon, "dir/inner.cfg"), b"i", "target dir kept");
+    mkdirs(&daemon, &["nested/sub"]);
+    assert_errno(
+        fs::rename(p("nested"), p("nested2")),
+        libc::ENOTEMPTY,
+        "rename dir holding an empty dir",
+    );
+
+    // lock directories cannot be renamed
+    assert_errno(
+        fs::rename(p("priv/lock/x"), p("priv/lock/y")),
+        libc::EACCES,
+        "rename lock dir",
+    );
+    assert_errno(
+        fs::rename(p("priv/lock/x"), p("xlock")),
+        libc::EACCES,
+        "rename lock dir out",
+    );
+    assert!(p("priv/lock/x").is_dir());
+
+    // unlink and rmdir of empty things work
+    ok(fs::remove_file(p("file.cfg")), "unlink");
+    assert_errno(fs::metadata(p("file.cfg")), libc::ENOENT, "unlinked");
+    ok(fs::remove_dir(p("e2")), "rmdir");
+    assert_errno(fs::metadata(p("e2")), libc::ENOENT, "removed dir");
+
+    // readdir over many buffers: every entry exactly once
+    mkdirs(&daemon, &["many"]);
+    let mut wanted = BTreeSet::new();
+    for i in 0..300 {
+        let name = format!("{i:04}-{}", "e".repeat(110));
+        ok(
+            fs::write(p(&format!("many/{name}")), b""),
+            "create in many/",
+        );
+        wanted.insert(name);
+    }
+    let listed: Vec<String> = ok(fs::read_dir(p("many")), "readdir many")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert_eq!(listed.len(), 300, "readdir count (duplicates?)");
+    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), wanted);
+
+    // names: 255 and 1000 bytes work (no limit in the daemon, §6.1)
+    for length in [255, 1000] {
+        let name = "n".repeat(length);
+        put(&daemon, &name, format!("{length}"));
+        assert_eq!(get(&daemon, &name), format!("{length}").as_bytes());
+        assert!(
+            names_in(&daemon.mountpoint).contains(&name),
+            "readdir {length}"
+        );
+        let renamed = "r".repeat(length);
+        ok(fs::rename(p(&name), p(&renamed)), "rename long name");
+        assert_eq!(get(&daemon, &renamed), format!("{length}").as_bytes());
+    }
+    // 1025 bytes: ENAMETOOLONG, the limit the C daemon's kernels set
+    // (FUSE_NAME_MAX 1024). Newer kernels pass longer names on; the daemon
+    // refuses them itself, so every node of a mixed cluster can open every name.
+    let long = "n".repeat(1025);
+    assert_errno(
+        fs::write(p(&long), "x"),
+        libc::ENAMETOOLONG,
+        "create 1025-byte name",
+    );
+    assert_errno(
+        fs::create_dir(p(&long)),
+        libc::ENAMETOOLONG,
+        "mkdir 1025-byte name",
+    );
+    put(&daemon, "short.cfg", "x");
+    assert_errno(
+        fs::rename(p("short.cfg"), p(&long)),
+        libc::ENAMETOOLONG,
+        "rename to a 1025-byte name",
+    );
+    // A name of PATH_MAX bytes is refused by the VFS in any case.
+    let too_long = "n".repeat(4096);
+    assert_errno(
+        fs::write(p(&too_long), "x"),
+        libc::ENAMETOOLONG,
+        "create 4096-byte name",
+    );
+    assert_errno(
+        fs::create_dir(p(&too_long)),
+        libc::ENAMETOOLONG,
+        "mkdir 4096-byte name",
+    );
+}
+
+#[test]
+fn special_entries_permissions_and_unsupported_ops() {
+    let daemon = Daemon::started();
+    let p = |rel: &str| daemon.path(rel);
+    let gid = www_data_gid();
+    mkdirs(&daemon, &["priv", "nodes"]);
+    put(&daemon, "file.cfg", "f");
+    put(&daemon, "priv/secret.cfg", "s");
+
+    // special entries
+    assert_errno(
+        fs::remove_file(p(".version")),
+        libc::EACCES,
+        "unlink .version",
+    );
+    assert_errno(fs::remove_file(p("local")), libc::EACCES, "unlink local");
+    assert_errno(
+        fs::rename(p(".version"), p("v.cfg")),
+        libc::EACCES,
+        "rename .version",
+    );
+    assert_errno(
+        fs::rename(p("file.cfg"), p(".members")),
+        libc::EACCES,
+        "rename onto a virtual file",
+    );
+    assert_errno(
+        fs::create_dir(p(".version")),
+        libc::EEXIST,
+        "mkdir .version",
+    );
+    assert_errno(fs::create_dir(p("local")), libc::EEXIST, "mkdir local");
+    assert_errno(
+        fs::remove_dir(p(".version")),
+        libc::ENOTDIR,
+        "rmdir .version",
+    );
+    assert_errno(
+        fs::read(p(".version/x")),
+        libc::ENOTDIR,
+        "path below a virtual file",
+    );
+    assert_errno(
+        fs::remove_dir(&daemon.mountpoint),
+        libc::EBUSY,
+        "rmdir mount root",
+    );
+    assert_errno(
+        utime(&p(".version"), 5, 5),
+        libc::EACCES,
+        "utime of a virtual file",
+    );
+    assert!(p("file.cfg").exists() && p(".version").exists());
+
+    // chmod: only the reported state is accepted
+    ok(
+        fs::set_permissions(p("file.cfg"), fs::Permissions::from_mode(0o640)),
+        "chmod 0640",
+    );
+    assert_errno(
+        fs::set_permissions(p("file.cfg"), fs::Permissions::from_mode(0o644)),
+        libc::EPERM,
+        "chmod 0644",
+    );
+    assert_errno(
+        fs::set_permissions(p("file.cfg"), fs::Permissions::from_mode(0o600)),
+        libc::EPERM,
+        "chmod 0600 on a non-private file",
+    );
+    ok(
+        fs::set_permissions(p("priv/secret.cfg"), fs::Permissions::from_mode(0o600)),
+        "chmod 0600 private",
+    );
+    assert_errno(
+        fs::set_permissions(p("priv/secret.cfg"), fs::Permissions::from_mode(0o640)),
+        libc::EPERM,
+        "chmod 0640 on a private file",
+    );
+    assert_errno(
+        fs::set_permissions(p("nodes"), fs::Permissions::from_mode(0o755)),
+        libc::EPERM,
+        "chmod 0755 on a dir (only 0640/0600 are accepted, filesystem.md §3.4)",
+    );
+    assert_eq!(attr(&p("file.cfg")).perm, 0o640, "mode unchanged");
+
+    // chown: only (0 or -1, www-data or -1)
+    use std::os::unix::fs::chown;
+    ok(chown(p("file.cfg"), Some(0), Some(gid)), "chown 0:www-data");
+    ok(chown(p("file.cfg"), None, None), "chown -1:-1");
+    ok(chown(p("file.cfg"), Some(0), None), "chown 0:-1");
+    assert_errno(
+        chown(p("file.cfg"), Some(1), Some(gid)),
+        libc::EPERM,
+        "chown uid 1",
+    );
+    assert_errno(
+        chown(p("file.cfg"), Some(0), Some(0)),
+        libc::EPERM,
+        "chown gid 0",
+    );
+
+    // unsupported operations
+    assert_errno(
+        std::os::unix::fs::symlink("file.cfg", p("sym")),
+        libc::ENOSYS,
+        "symlink()",
+    );
+    assert_errno(
+        fs::hard_link(p("file.cfg"), p("hard")),
+        libc::EPERM,
+        "link()",
+    );
+    assert_errno(mkfifo(&p("fifo"), 0o640), libc::ENOSYS, "mkfifo");
+    assert_errno(
+        mknod(&p("chr"), libc::S_IFCHR | 0o640),
+        libc::ENOSYS,
+        "mknod char device",
+    );
+    assert_errno(
+        mknod(&p("sock"), libc::S_IFSOCK | 0o640),
+        libc::ENOSYS,
+        "mknod socket",
+    );
+    assert_errno(
+        lgetxattr(&p("file.cfg"), "user.test"),
+        libc::EOPNOTSUPP,
+        "getxattr",
+    );
+    assert_errno(
+        lsetxattr(&p("file.cfg"), "user.test", b"v"),
+        libc::EOPNOTSUPP,
+        "setxattr",
+    );
+    // renameat2: RENAME_NOREPLACE onto an existing name is refused by the
+    // VFS; RENAME_EXCHANGE cannot be done (libfuse 2 has no rename2).
+    put(&daemon, "other.cfg", "o");
+    assert_errno(
+        renameat2(&p("file.cfg"), &p("other.cfg"), libc::RENAME_NOREPLACE),
+        libc::EEXIST,
+        "RENAME_NOREPLACE onto an existing file",
+    );
+    assert_errno(
+        renameat2(&p("file.cfg"), &p("other.cfg"), libc::RENAME_EXCHANGE),
+        libc::EINVAL,
+        "RENAME_EXCHANGE",
+    );
+    assert_eq!(get(&daemon, "file.cfg"), b"f");
+    assert_eq!(get(&daemon, "other.cfg"), b"o");
+
+    // fsync, directory fsync, flock and posix_fallocate succeed
+    {
+        let file = ok(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p("other.cfg")),
+            "open",
+        );
+        ok(file.sync_all(), "fsync");
+        ok(file.sync_data(), "fdatasync");
+        ok(flock(&file, libc::LOCK_EX), "flock");
+        ok(flock(&file, libc::LOCK_UN), "unlock flock");
+        ok(posix_fallocate(&file, 0, 100), "posix_fallocate");
+    }
+    let mut grown = b"o".to_vec();
+    grown.resize(100, 0);
+    assert_eq!(get(&daemon, "other.cfg"), grown, "fallocate grew the file");
+    ok(
+        ok(fs::File::open(p("nodes")), "open dir").sync_all(),
+        "fsync dir",
+    );
+
+    for name in ["sym", "hard", "fifo", "chr", "sock"] {
+        assert_errno(
+            fs::symlink_metadata(p(name)),
+            libc::ENOENT,
+            "refused op left nothing",
+        );
+    }
+}
+
+#[test]
+fn debug_version_writes_and_statfs() {
+    let daemon = Daemon::started();
+    let p = |rel: &str| daemon.path(rel);
+
+    // statfs of a fresh tree (root only), then with a 5000-byte file
+    let st = ok(statfs(&daemon.mountpoint), "statfs");
+    assert_eq!(st.f_bsize, 4096, "f_bsize");
+    assert_eq!(st.f_blocks, 32768, "f_blocks");
+    assert_eq!(st.f_namelen, 256, "f_namemax");
+    assert_eq!(st.f_files, 262_144, "f_files");
+    assert_eq!((st.f_bfree, st.f_bavail), (32768, 32768), "empty tree");
+    assert_eq!(st.f_ffree, 262_143, "f_ffree counts the root");
+    put(&daemon, "blob.bin", vec![1u8; 5000]);
+    let st = ok(statfs(&daemon.mountpoint), "statfs");
+    assert_eq!(
+        (st.f_bfree, st.f_bavail),
+        (32766, 32766),
+        "5000 bytes = 2 blocks"
+    );
+    assert_eq!(st.f_ffree, 262_142, "one more entry");
+
+    // .debug
+    assert_eq!(read_fresh_string(&p(".debug")), "0\n");
+    ok(fs::write(p(".debug"), "1\n"), "write 1 to .debug");
+    assert_eq!(read_fresh_string(&p(".debug")), "1\n");
+    assert_errno(
+        fs::write(p(".debug"), "x\n"),
+        libc::EIO,
+        "write x to .debug",
+    );
+    assert_eq!(read_fresh_string(&p(".debug")), "1\n", "unchanged");
+    {
+        // One byte is too short; a longer write counts as 2 bytes.
+        let mut file = ok(OpenOptions::new().write(true).open(p(".debug")), "open");
+        assert_errno(file.write(b"0"), libc::EIO, "1-byte write to .debug");
+        assert_eq!(
+            ok(file.write(b"1\nxyz"), "long write"),
+            2,
+            "write returns 2"
+        );
+        ok(file.set_len(0), "truncate .debug (has a write handler)");
+    }
+    assert_eq!(read_fresh_string(&p(".debug")), "1\n", "truncate keeps it");
+    {
+        let mut file = ok(OpenOptions::new().append(true).open(p(".debug")), "open");
+        assert_errno(file.write_all(b"0\n"), libc::EIO, "O_APPEND to .debug");
+    }
+    ok(fs::write(p(".debug"), "0\n"), "write 0 to .debug");
+    assert_eq!(read_fresh_string(&p(".debug")), "0\n");
+
+    // read-only virtual files: no write handler → EIO (root bypasses modes)
+    for name in [".version", ".vmlist"] {
+        let before = read_fresh_string(&p(name));
+        {
+            let mut file = ok(OpenOptions::new().write(true).open(p(name)), "open");
+            assert_errno(file.write_all(b"{}"), libc::EIO, &format!("write {name}"));
+        }
+        assert_errno(
+            OpenOptions::new().write(true).truncate(true).open(p(name)),
+            libc::EIO,
+            &format!("O_TRUNC {name}"),
+        );
+        assert_errno(
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_TRUNC)
+                .open(p(name)),
+            libc::EIO,
+            &format!("O_RDONLY|O_TRUNC {name}"),
+        );
+        assert_eq!(read_fresh_string(&p(name)), before, "{name} unchanged");
+    }
+}
+
+/// An fd opened before its file was unlinked or replaced by a rename keeps
+/// reading the old content (the C daemon via libfuse's `.fuse_hidden`
+/// files, filesystem.md §9a); no leftovers once the fd is closed.
+#[test]
+fn open_files_survive_unlink_and_replace() {
+    use std::io::Read;
+    let daemon = Daemon::started();
+    let p = |rel: &str| daemon.path(rel);
+    mkdirs(&daemon, &["d"]);
+    // A write through an fd after a rename goes to the new name.
+    put(&daemon, "d/w.cfg", "aaa");
+    let writer = ok(OpenOptions::new().write(true).open(p("d/w.cfg")), "open w");
+    ok(fs::rename(p("d/w.cfg"), p("d/w2.cfg")), "rename open file");
+    ok(writer.write_at(b"XY", 0), "write after rename");
+    drop(writer);
+    assert_eq!(get(&daemon, "d/w2.cfg"), b"XYa");
+    ok(fs::remove_file(p("d/w2.cfg")), "unlink w2");
+    put(&daemon, "d/keep.cfg", "old content\n");
+    put(&daemon, "d/gone.cfg", "bye\n");
+    let mut replaced = ok(fs::File::open(p("d/keep.cfg")), "open keep.cfg");
+    let mut unlinked = ok(fs::File::open(p("d/gone.cfg")), "open gone.cfg");
+
+    put(&daemon, "d/keep.cfg.tmp", "new\n");
+    ok(fs::rename(p("d/keep.cfg.tmp"), p("d/keep.cfg")), "replace");
+    ok(fs::remove_file(p("d/gone.cfg")), "unlink open file");
+    assert_eq!(get(&daemon, "d/keep.cfg"), b"new\n");
+    assert_errno(fs::metadata(p("d/gone.cfg")), libc::ENOENT, "unlinked");
+
+    let mut old = Vec::new();
+    ok(replaced.read_to_end(&mut old), "read replaced fd");
+    assert_eq!(old, b"old content\n", "fd of the replaced file");
+    let mut old = Vec::new();
+    ok(unlinked.read_to_end(&mut old), "read unlinked fd");
+    assert_eq!(old, b"bye\n", "fd of the unlinked file");
+    drop(replaced);
+    drop(unlinked);
+
+    let wanted = BTreeSet::from(["keep.cfg".to_owned()]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let names = names_in(&p("d"));
+        if names == wanted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leftovers after close: {names:?}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    ok(fs::remove_file(p("d/keep.cfg")), "unlink");
+    ok(
+        fs::remove_dir(p("d")),
+        "rmdir after the hidden files are gone",
+    );
+}
+
+/// The mount is `allow_other` + `default_permissions`: a www-data process
+/// (what pveproxy runs as) reads non-private files and virtual files, but
+/// cannot read private ones or write anything (filesystem.md §3.4).
+#[test]
+fn www_data_reads_but_cannot_write() {
+    let daemon = Daemon::started();
+    // Let other users traverse the (root-only) temporary base directory.
+    ok(
+        fs::set_permissions(&daemon.base, fs::Permissions::from_mode(0o711)),
+        "chmod base",
+    );
+    mkdirs(&daemon, &["priv", "ha"]);
+    put(&daemon, "storage.cfg", "shared\n");
+    put(&daemon, "priv/authkey.key", "secret\n");
+    let as_www_data = |script: &str| {
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(&daemon.mountpoint)
+            .uid(www_data_uid())
+            .gid(www_data_gid())
+            .output()
+            .expect("run sh as www-data");
+        (output.status.success(), output.stdout)
+    };
+    let allowed = [
+        "cat \"$1/storage.cfg\"",
+        "cat \"$1/.members\" \"$1/.version\" \"$1/.vmlist\" \"$1/.debug\" >/dev/null",
+        "ls \"$1/\" \"$1/ha\" >/dev/null",
+        "test -r \"$1/storage.cfg\" && ! test -w \"$1/storage.cfg\"",
+    ];
+    for script in allowed {
+        let (success, _) = as_www_data(script);
+        assert!(success, "www-data: {script} failed");
+    }
+    assert_eq!(as_www_data("cat \"$1/storage.cfg\"").1, b"shared\n");
+    let refused = [
+        "cat \"$1/priv/authkey.key\"",
+        "ls \"$1/priv\"",
+        "echo x >> \"$1/storage.cfg\"",
+        "echo x > \"$1/new.cfg\"",
+        "mkdir \"$1/newdir\"",
+        "rm \"$1/storage.cfg\"",
+        "echo 1 > \"$1/.debug\"",
+    ];
+    for script in refused {
+        let (success, _) = as_www_data(script);
+        assert!(!success, "www-data: {script} succeeded");
+    }
+    assert_eq!(get(&daemon, "storage.cfg"), b"shared\n");
+    assert_errno(
+        fs::symlink_metadata(daemon.path("new.cfg")),
+        libc::ENOENT,
+        "nothing created by www-data",
+    );
+    assert_eq!(read_fresh_string(&daemon.path(".debug")), "0\n");
+}
+
+// ---------------------------------------------------------------------------
+// 3. Virtual files
+
+#[test]
+fn virtual_files() {
+    let before = now_secs();
+    let daemon = Daemon::started();
+    let node = daemon.nodename.clone();
+    let p = |rel: &str| daemon.path(rel);
+
+    // .members without a cluster
+    let members = read_fresh_string(&p(".members"));
+    let version = members
+        .strip_prefix(&format!("{{\n\"nodename\": \"{node}\",\n\"version\": "))
+        .and_then(|rest| rest.strip_suffix("\n}\n"))
+        .unwrap_or_else(|| panic!(".members: {members:?}"));
+    assert!(
+        !version.is_empty() && version.bytes().all(|byte| byte.is_ascii_digit()),
+        ".members version {version:?}"
+    );
+    let _: Value = serde_json::from_str(&members).expect(".members is JSON");
+
+    // .version: layout, start time, all tracked counters 1 after the load
+    let json = version_json(&daemon);
+    let starttime = json["starttime"].as_i64().expect("starttime");
+    assert!(
+        (before - 1..=now_secs() + 1).contains(&starttime),
+        "starttime {starttime}"
+    );
+    for key in TRACKED_PATHS {
+        assert_eq!(json[key].as_u64(), Some(1), "fresh counter of {key}");
+    }
+    put(&daemon, "storage.cfg", "dir: local\n");
+    let after_write = version_json(&daemon);
+    let storage_count = after_write["storage.cfg"].as_u64().expect("counter");
+    assert!(
+        storage_count > 1,
+        "storage.cfg counter after write: {storage_count}"
+    );
+    assert_eq!(
+        after_write["user.cfg"].as_u64(),
+        Some(1),
+        "other counters stay"
+    );
+    assert_eq!(after_write["starttime"].as_i64(), Some(starttime));
+    put(&daemon, "storage.cfg.tmp.1", "dir: local\n\tpath /var\n");
+    ok(
+        fs::rename(p("storage.cfg.tmp.1"), p("storage.cfg")),
+        "rename onto storage.cfg",
+    );
+    let after_rename = version_json(&daemon)["storage.cfg"].as_u64().unwrap();
+    assert!(after_rename > storage_count, "counter after rename onto it");
+
+    // .vmlist: empty, then two guests
+    let (empty_version, ids) = vmlist(&daemon);
+    assert!(ids.is_empty(), "fresh .vmlist has no ids");
+    mkdirs(
+        &daemon,
+        &[
+            &format!("nodes/{node}/qemu-server"),
+            &format!("nodes/{node}/lxc"),
+            "nodes/other/qemu-server",
+            "nodes/other/lxc",
+        ],
+    );
+    put(
+        &daemon,
+        &format!("nodes/{node}/qemu-server/100.conf"),
+        "memory: 512\n",
+    );
+    put(
+        &daemon,
+        &format!("nodes/{node}/lxc/200.conf"),
+        "arch: amd64\n",
+    );
+    let text = read_fresh_string(&p(".vmlist"));
+    assert!(text.starts_with("{\n\"version\": "), "{text:?}");
+    let (version, ids) = parse_vmlist(&text);
+    assert!(version > empty_version, "vmlist version grows");
+    let summary: BTreeMap<&str, (&str, &str)> = ids
+        .iter()
+        .map(|(vmid, (node, kind, _))| (vmid.as_str(), (node.as_str(), kind.as_str())))
+        .collect();
+    assert_eq!(
+        summary,
+        BTreeMap::from([
+            ("100", (node.as_str(), "qemu")),
+            ("200", (node.as_str(), "lxc"))
+        ]),
+        "{text}"
+    );
+    assert_eq!(version_json(&daemon)["vmlist"].as_u64(), Some(version));
+    let text_size = attr(&p(".vmlist")).size;
+    assert_eq!(text_size, read_fresh(&p(".vmlist")).unwrap().len() as u64);
+
+    // vmid uniqueness: another node or another type → EEXIST
+    assert_errno(
+        fs::write(p("nodes/other/qemu-server/100.conf"), "x"),
+        libc::EEXIST,
+        "vmid 100 on another node",
+    );
+    assert_errno(
+        fs::write(p(&format!("nodes/{node}/lxc/100.conf")), "x"),
+        libc::EEXIST,
+        "vmid 100 with another type",
+    );
+    assert_errno(
+        fs::symlink_metadata(p("nodes/other/qemu-server/100.conf")),
+        libc::ENOENT,
+        "refused create left nothing",
+    );
+    // ...rewriting one's own config is fine
+    put(
+        &daemon,
+        &format!("nodes/{node}/qemu-server/100.conf"),
+        "memory: 1024\n",
+    );
+
+    // migration: rename to another node
+    ok(
+        fs::rename(
+            p(&format!("nodes/{node}/qemu-server/100.conf")),
+            p("nodes/other/qemu-server/100.conf"),
+        ),
+        "migrate 100.conf",
+    );
+    assert_eq!(
+        get(&daemon, "nodes/other/qemu-server/100.conf"),
+        b"memory: 1024\n"
+    );
+    let (_, ids) = vmlist(&daemon);
+    assert_eq!(ids["100"].0, "other", "vmid 100 moved");
+    assert_eq!(ids["100"].1, "qemu");
+    // utime of a guest config changes neither vmlist nor per-VM version
+    let (list_version, ids) = vmlist(&daemon);
+    ok(
+        utime(&p("nodes/other/qemu-server/100.conf"), 5, 5),
+        "utime 100.conf",
+    );
+    let (list_version_after, ids_after) = vmlist(&daemon);
+    assert_eq!(
+        list_version_after, list_version,
+        "vmlist version after utime"
+    );
+    assert_eq!(ids_after, ids, "per-VM versions after utime");
+    // Not guest config paths (§6.4): no registration, no EEXIST.
+    mkdirs(
+        &daemon,
+        &[
+            "nodes/bad_name/qemu-server",
+            "nodes/other/qemu-server/sub",
+            "nodes/other/misc",
+        ],
+    );
+    for rel in [
+        "nodes/other/qemu-server/0100.conf",
+        "nodes/other/qemu-server/100.conf.bak",
+        "nodes/other/qemu-server/4294967296.conf",
+        "nodes/other/qemu-server/sub/100.conf",
+        "nodes/bad_name/qemu-server/300.conf",
+        "nodes/other/misc/301.conf",
+    ] {
+        put(&daemon, rel, "x");
+    }
+    let (_, ids_now) = vmlist(&daemon);
+    assert_eq!(ids_now, ids, "non-guest paths left the vmlist alone");
+    // delete removes the vmid
+    ok(
+        fs::remove_file(p(&format!("nodes/{node}/lxc/200.conf"))),
+        "rm 200.conf",
+    );
+    let (_, ids) = vmlist(&daemon);
+    assert_eq!(ids.keys().collect::<Vec<_>>(), ["100"], "after delete");
+    // the vmid is free again
+    put(&daemon, "nodes/other/lxc/200.conf", "arch: amd64\n");
+    assert_eq!(vmlist(&daemon).1["200"].0, "other");
+
+    // .clusterlog: JSON with the start entry (status.md §5.1, §5.4)
+    let log = read_fresh_string(&p(".clusterlog"));
+    assert!(log.starts_with("{\n\"data\": [\n"), "{log:?}");
+    assert!(log.ends_with("]\n}\n"), "{log:?}");
+    let json: Value = serde_json::from_str(&log).expect(".clusterlog is JSON");
+    let data = json["data"].as_array().expect("data array");
+    let first = data.last().expect("a start entry");
+    assert_eq!(first["msg"], "starting cluster log", "{log}");
+    assert_eq!(first["tag"], "cluster");
+    assert_eq!(first["user"], "root");
+    assert_eq!(first["pri"], 6);
+    assert_eq!(first["uid"], 1);
+    assert_eq!(first["node"].as_str(), Some(node.as_str()));
+    assert_eq!(first["pid"].as_i64(), Some(i64::from(daemon.pid())));
+    let time = first["time"].as_i64().expect("time");
+    let line = format!(
+        "{{\"uid\": 1, \"time\": {time}, \"pri\": 6, \"tag\": \"cluster\", \"pid\": {}, \
+         \"node\": \"{node}\", \"user\": \"root\", \"msg\": \"starting cluster log\"}}",
+        daemon.pid()
+    );
+    assert!(
+        log.ends_with(&format!("{line}\n]\n}}\n")),
+        "exact start entry {line:?} in {log:?}"
+    );
+    assert!((before - 1..=now_secs() + 1).contains(&time), "time {time}");
+
+    // .rrd: nothing reported yet, or `key:data` lines
+    let rrd = read_fresh_string(&p(".rrd"));
+    for line in rrd.lines() {
+        assert!(line.contains(':'), ".rrd line {line:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. Locks
+
+#[test]
+fn lock_directories() {
+    let mut daemon = Daemon::new().env("PMXCFS_LOCK_TIMEOUT_SECS", "2");
+    daemon.start();
+    let lock = daemon.path("priv/lock/a");
+    mkdirs(&daemon, &["priv/lock"]);
+
+    ok(fs::create_dir(&lock), "acquire lock");
+    assert_errno(fs::create_dir(&lock), libc::EEXIST, "lock held");
+    assert_errno(
+        utime(&lock, 0, 0),
+        libc::EACCES,
+        "unlock request, not expired",
+    );
+    assert!(lock.is_dir(), "lock still there");
+
+    // The holder extends it (same writer, mtime not older).
+    let now = now_secs();
+    ok(utime(&lock, now, now), "refresh by the holder");
+    assert_eq!(attr(&lock).mtime, now);
+    assert_errno(
+        utime(&lock, now - 100, now - 100),
+        libc::EACCES,
+        "older mtime on a lock dir",
+    );
+    // A plain directory takes any mtime, also 0.
+    mkdirs(&daemon, &["priv/notalock"]);
+    ok(
+        utime(&daemon.path("priv/notalock"), 0, 0),
+        "utime 0 on a plain dir",
+    );
+
+    // The listing is read (and may be cached by the kernel) before the
+    // daemon itself deletes the lock below.
+    let listed = names_in(&daemon.path("priv/lock"));
+    assert_eq!(
+        listed,
+        BTreeSet::from(["a".to_owned()]),
+        "priv/lock listing"
+    );
+
+    // Expiry: > 2 s after the last refresh an unlock request deletes it.
+    thread::sleep(Duration::from_millis(3500));
+    let result = utime(&lock, 0, 0);
+    // Either return is acceptable; the effect is what counts. The kernel
+    // may keep the entry cached for a moment (entry timeout), so poll.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match fs::symlink_metadata(&lock) {
+            Err(error) if error.raw_os_error() == Some(libc::ENOENT) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "expired lock still there after utime(0,0) (returned {result:?}): {other:?}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    // A deletion the kernel did not ask for must show in listings too (in
+    // cluster mode every remote change is such a change).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let listed = names_in(&daemon.path("priv/lock"));
+        if listed.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "readdir priv/lock still lists {listed:?} after the lock expired"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    ok(fs::create_dir(&lock), "re-acquire expired lock");
+    assert_errno(utime(&lock, 0, 0), libc::EACCES, "new lock not expired");
+    ok(fs::remove_dir(&lock), "release lock");
+    assert_errno(fs::metadata(&lock), libc::ENOENT, "released");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Persistence
+
+#[test]
+fn persistence_across_clean_restart() {
+    let mut daemon = Daemon::started();
+    let node = daemon.nodename.clone();
+    mkdirs(
+        &daemon,
+        &[
+            &format!("nodes/{node}/qemu-server"),
+            &format!("nodes/{node}/priv"),
+            "priv/lock/held",
+            "sdn/deep/dir",
+            "emptydir",
+        ],
+    );
+    let big: Vec<u8> = (0..MAX_FILE_SIZE).map(|i| (i * 7 % 256) as u8).collect();
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("storage.cfg".into(), b"dir: local\n".to_vec()),
+        ("priv/authkey.key".into(), b"-----KEY-----\n".to_vec()),
+        (format!("nodes/{node}/priv/pve-ssl.key"), b"ssl\n".to_vec()),
+        (
+            format!("nodes/{node}/qemu-server/100.conf"),
+            b"memory: 512\n".to_vec(),
+        ),
+        ("sdn/deep/dir/marker.txt".into(), b"deep".to_vec()),
+        ("empty.cfg".into(), Vec::new()),
+        ("big.bin".into(), big),
+        ("weird name \t\u{e9}.cfg".into(), b"odd".to_vec()),
+    ];
+    for (rel, content) in &files {
+        put(&daemon, rel, content);
+    }
+    ok(
+        utime(&daemon.path("storage.cfg"), 1_705_314_600, 1_705_314_600),
+        "utime",
+    );
+    let mut paths: Vec<String> = files.iter().map(|(rel, _)| rel.clone()).collect();
+    paths.extend(
+        [
+            "priv",
+            "priv/lock/held",
+            "sdn/deep/dir",
+            "emptydir",
+            "nodes",
+        ]
+        .map(String::from),
+    );
+    let before: Vec<Attr> = paths.iter().map(|rel| attr(&daemon.path(rel))).collect();
+    let vmlist_before = vmlist(&daemon).1;
+    let root_before = names_in(&daemon.mountpoint);
+
+    daemon.stop_clean();
+    let dump_stopped = daemon.dump();
+    daemon.start();
+    assert_eq!(
+        daemon.dump(),
+        dump_stopped,
+        "a restart alone changes nothing in the store"
+    );
+
+    for (rel, content) in &files {
+        assert_eq!(
+            &get(&daemon, rel),
+            content,
+            "content of {rel} after restart"
+        );
+    }
+    for (rel, old) in paths.iter().zip(&before) {
+        assert_eq!(&attr(&daemon.path(rel)), old, "attributes of {rel}");
+    }
+    assert_eq!(attr(&daemon.path("storage.cfg")).mtime, 1_705_314_600);
+    let strip =
+        |ids: BTreeMap<String, (String, String, u64)>| -> BTreeMap<String, (String, String)> {
+            ids.into_iter()
+                .map(|(vmid, (node, kind, _))| (vmid, (node, kind)))
+                .collect()
+        };
+    assert_eq!(strip(vmlist(&daemon).1), strip(vmlist_before), "vmlist");
+    assert_eq!(names_in(&daemon.mountpoint), root_before, "root readdir");
+    // The lock table restarts its clock: the lock is not expired.
+    assert_errno(
+        utime(&daemon.path("priv/lock/held"), 0, 0),
+        libc::EACCES,
+        "lock after restart",
+    );
+}
+
+#[test]
+fn persistence_after_kill9_on_stale_mount() {
+    let mut daemon = Daemon::started();
+    mkdirs(&daemon, &["stream"]);
+    let mountpoint = daemon.mountpoint.clone();
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut done: Vec<(String, String)> = Vec::new();
+        let mut failure = None;
+        for i in 0.. {
+            if start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let name = format!("stream/f{i:05}.cfg");
+            let content = format!("write {i}\n{}", "x".repeat(i % 400));
+            match fs::write(mountpoint.join(&name), &content) {
+                Ok(()) => done.push((name, content)),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let _ = sender.send((done, failure));
+    });
+    thread::sleep(Duration::from_millis(1000));
+    daemon.kill9();
+    let (done, failure) = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("writer blocked after kill -9 (it must see errors, e.g. ENOTCONN)");
+    let failure = failure.expect("writer kept succeeding after kill -9");
+    assert!(
+        done.len() >= 5,
+        "only {} writes succeeded in 1 s (failure: {failure})",
+        done.len()
+    );
+    eprintln!(
+        "kill -9 after {} acknowledged writes; the writer then got: {failure}",
+        done.len()
+    );
+    // The mount is stale now.
+    assert!(daemon.is_mounted(), "kernel keeps the dead mount");
+    assert_errno(
+        fs::metadata(&daemon.mountpoint),
+        libc::ENOTCONN,
+        "stale mount",
+    );
+
+    // The daemon must cope with the stale mount itself.
+    daemon.start();
+    let mut missing = Vec::new();
+    for (name, content) in &done {
+        match fs::read(daemon.path(name)) {
+            Ok(data) if data == content.as_bytes() => {}
+            other => missing.push(format!("{name}: {other:?}")),
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged writes lost or wrong after kill -9 (writer stopped with \
+         {failure}): {:?}",
+        missing.len(),
+        done.len(),
+        &missing[..missing.len().min(5)]
+    );
+    daemon.stop_clean();
+}
+
+// ---------------------------------------------------------------------------
+// 6. Shutdown
+
+#[test]
+fn repeated_clean_shutdown() {
+    let mut daemon = Daemon::new();
+    for round in 0..10 {
+        daemon.start();
+        for earlier in 0..round {
+            assert_eq!(
+                get(&daemon, &format!("round{earlier}.cfg")),
+                format!("round {earlier}\n").as_bytes(),
+                "round {round}"
+            );
+        }
+        put(
+            &daemon,
+            &format!("round{round}.cfg"),
+            format!("round {round}\n"),
+        );
+        mkdirs(&daemon, &[&format!("dir{round}")]);
+        put(&daemon, &format!("dir{round}/x"), "x");
+        daemon.stop_clean();
+    }
+}
+
+#[test]
+fn sigint_stops_cleanly() {
+    let mut daemon = Daemon::started();
+    put(&daemon, "a.cfg", "a");
+    let stopped = daemon.stop(libc::SIGINT);
+    assert!(stopped.exited, "still running after SIGINT");
+    assert!(
+        stopped.status.expect("foreground status").success(),
+        "{stopped:?}"
+    );
+    assert!(stopped.elapsed < Duration::from_secs(2), "{stopped:?}");
+    assert!(!daemon.is_mounted(), "still mounted after SIGINT");
+}
+
+#[test]
+fn clean_shutdown_under_load() {
+    let mut daemon = Daemon::started();
+    mkdirs(&daemon, &["load"]);
+    let mountpoint = daemon.mountpoint.clone();
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut done: Vec<(String, String)> = Vec::new();
+        for i in 0.. {
+            if start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            let name = format!("load/f{i:05}.cfg");
+            let content = format!("load {i}\n{}", "y".repeat(i % 300));
+            // After the unmount "load" is missing in the plain directory,
+            // so the writer stops with an error.
+            if fs::write(mountpoint.join(&name), &content).is_err() {
+                break;
+            }
+            done.push((name, content));
+        }
+        let _ = sender.send(done);
+    });
+    thread::sleep(Duration::from_millis(700));
+    daemon.stop_clean();
+    let done = receiver
+        .recv_timeout(Duration::from_secs(10))
+        .expect("writer blocked after the daemon stopped");
+    assert!(!done.is_empty(), "no write succeeded");
+    eprintln!("SIGTERM after {} acknowledged writes", done.len());
+
+    daemon.start();
+    for (name, content) in &done {
+        assert_eq!(
+            fs::read(daemon.path(name)).ok().as_deref(),
+            Some(content.as_bytes()),
+            "acknowledged write {name} after a clean shutdown under load"
+        );
+    }
+    daemon.stop_clean();
+}
+
+// ---------------------------------------------------------------------------
+// 7. Concurrency
+
+#[test]
+fn concurrent_writers_tmp_and_rename() {
+    const THREADS: usize = 8;
+    let mut daemon = Daemon::started();
+    mkdirs(&daemon, &["conc"]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let conc = daemon.path("conc");
+            thread::spawn(move || -> Result<(Vec<u8>, usize), String> {
+                let target = conc.join(format!("t{t}.cfg"));
+                let mut last = None;
+                let mut round = 0usize;
+                while Instant::now() < deadline {
+                    let content = format!("thread {t} round {round}\n")
+                        .repeat(1 + (round * 7 + t) % 60)
+                        .into_bytes();
+                    let tmp = conc.join(format!("t{t}.cfg.tmp.{round}"));
+                    fs::write(&tmp, &content).map_err(|e| format!("t{t} write tmp: {e}"))?;
+                    fs::rename(&tmp, &target).map_err(|e| format!("t{t} rename: {e}"))?;
+                    let back = fs::read(&target).map_err(|e| format!("t{t} read: {e}"))?;
+                    if back != content {
+                        return Err(format!("t{t} round {round}: read back other content"));
+                    }
+                    last = Some(content);
+                    if round.is_multiple_of(10) {
+                        let dir = conc.join(format!("d{t}"));
+                        fs::create_dir(&dir).map_err(|e| format!("t{t} mkdir: {e}"))?;
+                        fs::write(dir.join("x"), b"x").map_err(|e| format!("t{t} x: {e}"))?;
+                        fs::remove_file(dir.join("x")).map_err(|e| format!("t{t} rm: {e}"))?;
+                        fs::remove_dir(&dir).map_err(|e| format!("t{t} rmdir: {e}"))?;
+                    }
+                    round += 1;
+                }
+                Ok((last.ok_or(format!("t{t}: no round"))?, round))
+            })
+        })
+        .collect();
+    let mut last: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut rounds = 0;
+    for (t, handle) in handles.into_iter().enumerate() {
+        match handle.join().expect("thread panicked") {
+            Ok((content, count)) => {
+                last.insert(format!("t{t}.cfg"), content);
+                rounds += count;
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    assert!(errors.is_empty(), "errors: {errors:?}");
+    assert!(rounds >= THREADS, "{rounds} rounds in total");
+
+    for (name, content) in &last {
+        assert_eq!(&get(&daemon, &format!("conc/{name}")), content, "{name}");
+    }
+    let names: BTreeSet<String> = last.keys().cloned().collect();
+    assert_eq!(names_in(&daemon.path("conc")), names, "no leftovers");
+
+    let mut expected: BTreeMap<String, Option<&Vec<u8>>> = BTreeMap::new();
+    expected.insert(String::new(), None);
+    expected.insert("conc".into(), None);
+    for (name, content) in &last {
+        expected.insert(format!("conc/{name}"), Some(content));
+    }
+    let compare = |tree: BTreeMap<String, Value>, when: &str| {
+        let paths: BTreeSet<&String> = tree.keys().collect();
+        assert_eq!(
+            paths,
+            expected.keys().collect::<BTreeSet<_>>(),
+            "dump paths ({when})"
+        );
+        for (path, content) in &expected {
+            let row = &tree[path];
+            match content {
+                // The root is the C `__version__` row (type 8).
+                None if path.is_empty() => {}
+                None => assert_eq!(row["type"], 4, "{path} is a dir ({when})"),
+                Some(content) => {
+                    assert_eq!(row["type"], 8, "{path} ({when})");
+                    assert_eq!(row["size"].as_u64(), Some(content.len() as u64), "{path}");
+                    assert_eq!(
+                        row["sha256"].as_str(),
+                        Some(sha256_hex(content).as_str()),
+                        "{path} content ({when})"
+                    );
+                }
+            }
+        }
+    };
+    compare(daemon.dump(), "while running");
+    daemon.stop_clean();
+    compare(daemon.dump(), "after shutdown");
+}
+
+// ---------------------------------------------------------------------------
+// 8. Daemonize
+
+#[test]
+fn daemonize_writes_pid_file_and_serves() {
+    let mut daemon = Daemon::new();
+    let status = daemon.start_daemonized();
+    assert!(status.success(), "parent exit status {status}");
+    let text = fs::read_to_string(&daemon.pid_file).expect("pid file");
+    let pid: i32 = text
+        .strip_suffix('\n')
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("pid file content {text:?}"));
+    assert!(pid_alive(pid), "pid {pid} from the pid file is not running");
+    let mode = fs::metadata(&daemon.pid_file)
+        .expect("pid file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o644, "pid file mode {mode:o}");
+    assert_eq!(daemon.pid(), pid);
+    assert!(
+        daemon.is_mounted(),
+        "parent exited before the mount existed"
+    );
+    assert!(
+        daemon.serves(Instant::now() + Duration::from_secs(5)),
+        "mount does not serve after the parent exited"
+    );
+    put(&daemon, "d.cfg", "daemonized\n");
+    assert_eq!(get(&daemon, "d.cfg"), b"daemonized\n");
+
+    let stopped = daemon.stop(libc::SIGTERM);
+    assert!(stopped.exited, "daemon {pid} still running after SIGTERM");
+    assert!(stopped.elapsed < Duration::from_secs(2), "{stopped:?}");
+    assert!(
+        !daemon.is_mounted(),
+        "still mounted after the daemon exited"
+    );
+}

@@ -2,4 +2,5 @@
 //! formats (dcdb and kvstore payloads), and the corosync bindings.
 
 pub mod corosync;
+pub mod dfsm;
 pub mod wire;

@@ -1,0 +1,1397 @@
+//! The DFSM replication state machine of the C daemon (dfsm.c), sans-IO.
+//!
+//! Spec: spec/dfsm.md §3–§8 (modes, confchg and epochs, delivery rules,
+//! queues, synchronous results, lifecycle). The machine is deterministic: it
+//! owns no threads, sockets or clocks. The caller feeds it
+//!
+//! * [`Dfsm::on_confchg`] for every CPG configuration change,
+//! * [`Dfsm::on_deliver`] for every delivered CPG message (already decoded
+//!   into a [`Message`]; the byte adapter lives elsewhere),
+//! * [`Dfsm::send_normal`] / [`Dfsm::send_normal_async`] for local proposals,
+//! * [`Dfsm::request_verify`] from the verify timer,
+//! * [`Dfsm::restart`] when re-initialising after a LEAVE,
+//! * [`Dfsm::on_send_failed`] when a multicast it asked for failed,
+//!
+//! each with the current wall-clock seconds (`now`, `time(NULL)` truncated to
+//! u32 as in the C headers). After every input the caller drains the
+//! [`Action`]s ([`Dfsm::poll_action`]) and executes them **in order and before
+//! feeding the next input**: C sends synchronously inside its callbacks, so
+//! a multicast must enter the CPG total order before anything this process
+//! does in reaction to a later event.
+//!
+//! The application side (DCDB, kvstore) implements [`Application`]; its
+//! callbacks get a [`Ctx`] through which they may send asynchronous NORMAL
+//! messages (kvstore updates, DCDB unlock messages), exactly as the C
+//! callbacks call `dfsm_send_message`.
+//!
+//! Deliberate differences from C, all local to this node (see also the notes
+//! at the items):
+//! * VERIFY_REQUEST / VERIFY received in START_SYNC or UPDATE mode are
+//!   ignored. C logs "ignore verify message while not synced" and then falls
+//!   through into its leave path (spec §6.2 "C quirk"); that only makes the
+//!   local node rejoin, nobody else can observe the difference.
+//! * Entering ERROR or VERSION_ERROR fails all waiting writers at once
+//!   (C leaves them blocked until the process exits, spec §7.4).
+//! * [`Dfsm::send_normal`] refuses in an error mode (C would multicast if the
+//!   CPG handle is still joined and keep the writer blocked until the restart,
+//!   which ends in the same `-EACCES`).
+//! * Send failures are reported back asynchronously through
+//!   [`Dfsm::on_send_failed`], so e.g. a failed SYNC_START still ran the
+//!   application's confchg callback (C skips it).
+//!
+//! Protocol properties kept from C on purpose (a Rust node must order and
+//! apply exactly like the C nodes in its group); found and reproduced by
+//! `tests/dfsm_sim.rs` (`c_quirk_*` tests), see its module docs:
+//! * a NORMAL message of a member that is not synced yet, delivered between
+//!   the last STATE and UPDATE_COMPLETE, is applied in CPG order by the
+//!   SYNCED members but after queue 2 by the updating ones: SYNCED members of
+//!   one configuration can diverge (until a VERIFY round or a resync), and a
+//!   join before UPDATE_COMPLETE makes the SYNCED members apply it twice;
+//! * queue 2 is discarded by every confchg, and the resync leader's state
+//!   replaces the others' wholesale (highest version, then mtime): writes
+//!   acknowledged on one branch of a forked history (queue-2 discard, or a
+//!   quorate partition whose group lacks the holders) are lost at the merge.
+
+use std::collections::{BTreeSet, VecDeque};
+
+#[cfg(test)]
+mod tests;
+
+/// DFSM message type values (base header `type`, spec §3).
+pub mod msg_type {
+    /// Application message.
+    pub const NORMAL: u16 = 0;
+    /// Start of a state exchange, sent by the lowest node id.
+    pub const SYNC_START: u16 = 1;
+    /// A member's state blob.
+    pub const STATE: u16 = 2;
+    /// One update from the leader.
+    pub const UPDATE: u16 = 3;
+    /// End of the leader's updates.
+    pub const UPDATE_COMPLETE: u16 = 4;
+    /// Checksum round request (payload: csum_id).
+    pub const VERIFY_REQUEST: u16 = 5;
+    /// The requester's checksum (payload: csum_id, 32 checksum bytes).
+    pub const VERIFY: u16 = 6;
+}
+
+/// `-EACCES`: the answer of a local writer whose message was not processed
+/// (the DFSM was re-initialised, shut down or broke down first, a local
+/// message with a higher count was delivered first, or the send failed).
+pub const RESULT_ABORTED: i32 = -13;
+
+/// `-EPERM`: the result slot value the DFSM pre-sets before the application
+/// callback runs; a callback failing without a result leaves it there.
+pub const RESULT_UNSET: i32 = -1;
+
+/// A CPG member: node id and process id.
+///
+/// The order (node id, then pid) is the member table order of the C daemon
+/// (`dfsm_sync_info_compare`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberId {
+    /// Corosync node id.
+    pub nodeid: u32,
+    /// Process id of the member on that node.
+    pub pid: u32,
+}
+
+impl MemberId {
+    /// Builds a member id.
+    pub const fn new(nodeid: u32, pid: u32) -> Self {
+        Self { nodeid, pid }
+    }
+}
+
+impl std::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.nodeid, self.pid)
+    }
+}
+
+/// A synchronisation epoch (state header bytes 16..32). Compared as a whole.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Epoch {
+    /// Per-process counter of the creator, incremented on every confchg.
+    pub epoch: u32,
+    /// Creator's wall clock at the confchg.
+    pub time: u32,
+    /// Creator node id.
+    pub nodeid: u32,
+    /// Creator pid.
+    pub pid: u32,
+}
+
+/// The DFSM mode (spec §4). Values ≥ 128 are error modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Mode {
+    /// Initialised/joined, no configuration seen yet.
+    Start = 0,
+    /// Configuration changed, state exchange in progress.
+    StartSync = 1,
+    /// In sync; NORMAL messages are applied immediately.
+    Synced = 2,
+    /// State exchange done, waiting for the leader's updates.
+    Update = 3,
+    /// Leave the group and rejoin later (restartable).
+    Leave = 253,
+    /// Saw a newer protocol version (permanent).
+    VersionError = 254,
+    /// Serious internal error (permanent).
+    Error = 255,
+}
+
+impl Mode {
+    /// The numeric value used by the C daemon.
+    pub const fn value(self) -> u8 {
+        self as u8
+    }
+
+    /// Error modes are LEAVE, VERSION_ERROR and ERROR.
+    pub const fn is_error(self) -> bool {
+        self.value() >= 128
+    }
+
+    /// LEAVE can be restarted; VERSION_ERROR and ERROR cannot.
+    pub const fn is_restartable(self) -> bool {
+        !matches!(self, Mode::VersionError | Mode::Error)
+    }
+}
+
+/// A decoded DFSM message: the base header fields every message has, plus
+/// the type-specific part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Base header `protocol_version` (1 DCDB, 0 kvstore).
+    pub protocol_version: u32,
+    /// Base header `time`: the sender's wall clock when it built the message.
+    pub time: u32,
+    /// Type-specific part.
+    pub body: MessageBody,
+}
+
+/// The type-specific part of a [`Message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessageBody {
+    /// Type 0: application message.
+    Normal {
+        /// Application message type.
+        subtype: u16,
+        /// Per-sender message counter (spec §7.4).
+        count: u64,
+        /// Bytes after the 24-byte header.
+        payload: Vec<u8>,
+    },
+    /// Type 1.
+    SyncStart {
+        /// Epoch of the lowest node, adopted by everybody.
+        epoch: Epoch,
+    },
+    /// Type 2.
+    State {
+        /// Epoch of the state exchange.
+        epoch: Epoch,
+        /// The sender's application state.
+        blob: Vec<u8>,
+    },
+    /// Type 3.
+    Update {
+        /// Epoch of the state exchange.
+        epoch: Epoch,
+        /// One application update.
+        payload: Vec<u8>,
+    },
+    /// Type 4.
+    UpdateComplete {
+        /// Epoch of the state exchange.
+        epoch: Epoch,
+    },
+    /// Type 5 with exactly 8 payload bytes.
+    VerifyRequest {
+        /// Epoch of the current configuration.
+        epoch: Epoch,
+        /// Verification round id.
+        csum_id: u64,
+    },
+    /// Type 6 with exactly 40 payload bytes.
+    Verify {
+        /// Epoch of the current configuration.
+        epoch: Epoch,
+        /// Verification round id.
+        csum_id: u64,
+        /// The requester's checksum.
+        checksum: [u8; 32],
+    },
+    /// Bytes the decoder could not turn into one of the above; the DFSM reacts
+    /// exactly as C does to such a message.
+    Malformed(Malformed),
+}
+
+/// How a received message was malformed (see [`MessageBody::Malformed`]).
+///
+/// Mapping for the byte adapter: fewer than 16 bytes → [`Malformed::Runt`]
+/// (its `protocol_version`/`time` are ignored); type 0 with fewer than 24
+/// bytes, or any other type with fewer than 32 bytes →
+/// [`Malformed::ShortHeader`]; a complete 32-byte state header with an
+/// unknown type (≥ 7), or VERIFY_REQUEST/VERIFY whose payload is not exactly
+/// 8/40 bytes → [`Malformed::BadState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// Shorter than the 16-byte base header.
+    Runt,
+    /// Shorter than the header its type needs.
+    ShortHeader {
+        /// Base header `type`.
+        msg_type: u16,
+    },
+    /// Complete state header, unusable type or payload.
+    BadState {
+        /// Base header `type`.
+        msg_type: u16,
+        /// State header epoch.
+        epoch: Epoch,
+    },
+}
+
+impl Message {
+    /// The base header `type` value.
+    pub fn msg_type(&self) -> u16 {
+        self.body.msg_type()
+    }
+
+    /// The state header epoch, for state messages.
+    pub fn epoch(&self) -> Option<Epoch> {
+        self.body.epoch()
+    }
+}
+
+impl MessageBody {
+    /// The base header `type` value (`u16::MAX` for [`Malformed::Runt`]).
+    pub fn msg_type(&self) -> u16 {
+        match self {
+            MessageBody::Normal { .. } => msg_type::NORMAL,
+            MessageBody::SyncStart { .. } => msg_type::SYNC_START,
+            MessageBody::State { .. } => msg_type::STATE,
+            MessageBody::Update { .. } => msg_type::UPDATE,
+            MessageBody::UpdateComplete { .. } => msg_type::UPDATE_COMPLETE,
+            MessageBody::VerifyRequest { .. } => msg_type::VERIFY_REQUEST,
+            MessageBody::Verify { .. } => msg_type::VERIFY,
+            MessageBody::Malformed(Malformed::Runt) => u16::MAX,
+            MessageBody::Malformed(
+                Malformed::ShortHeader { msg_type } | Malformed::BadState { msg_type, .. },
+            ) => *msg_type,
+        }
+    }
+
+    /// The state header epoch, for state messages.
+    pub fn epoch(&self) -> Option<Epoch> {
+        match self {
+            MessageBody::SyncStart { epoch }
+            | MessageBody::State { epoch, .. }
+            | MessageBody::Update { epoch, .. }
+            | MessageBody::UpdateComplete { epoch }
+            | MessageBody::VerifyRequest { epoch, .. }
+            | MessageBody::Verify { epoch, .. }
+            | MessageBody::Malformed(Malformed::BadState { epoch, .. }) => Some(*epoch),
+            _ => None,
+        }
+    }
+}
+
+/// What the caller must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Encode and `cpg_mcast_joined(CPG_TYPE_AGREED)` this message. On
+    /// failure call [`Dfsm::on_send_failed`].
+    Multicast(Message),
+    /// The DFSM entered an error mode: leave the CPG group (`cpg_leave`).
+    /// LEAVE is restartable ([`Dfsm::restart`], C waits at least 6 s).
+    Leave,
+    /// Answer for the local writer of message `count` (registered by
+    /// [`Dfsm::send_normal`]): the application result when the message was
+    /// processed (the pre-set [`RESULT_UNSET`] if the callback failed without
+    /// one), [`RESULT_ABORTED`] when it was not.
+    Result {
+        /// Message counter of the write.
+        count: u64,
+        /// Result for the writer.
+        result: i32,
+    },
+    /// The mode changed (only emitted on actual changes).
+    ModeChanged(Mode),
+}
+
+/// Failure reported by an application callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppError {
+    /// Switch to the permanent ERROR mode instead of LEAVE (C:
+    /// `dfsm_set_errormode`, e.g. after a database failure).
+    pub fatal: bool,
+    /// Only for [`Application::deliver`] of a local message: the result the
+    /// writer gets (C: whatever the callback stored in its result slot before
+    /// failing; [`RESULT_UNSET`] if nothing).
+    pub result: i32,
+}
+
+impl AppError {
+    /// Leave the group (restartable), writer result [`RESULT_UNSET`].
+    pub const LEAVE: AppError = AppError {
+        fatal: false,
+        result: RESULT_UNSET,
+    };
+    /// Permanent ERROR mode, writer result [`RESULT_UNSET`].
+    pub const FATAL: AppError = AppError {
+        fatal: true,
+        result: RESULT_UNSET,
+    };
+}
+
+/// Outcome of [`Application::process_state_update`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateDecision {
+    /// Synced flag per member, in the order of the members passed in.
+    pub synced: Vec<bool>,
+    /// `Some` if this node is the leader: the DFSM multicasts one UPDATE per
+    /// element and then UPDATE_COMPLETE (sent even when the list is empty).
+    /// `None`: send nothing (non-leaders, kvstore).
+    pub updates: Option<Vec<Vec<u8>>>,
+}
+
+/// The application callbacks (dfsm.h `dfsm_callbacks_t`).
+pub trait Application {
+    /// A NORMAL message delivered in SYNCED mode (live or from a queue).
+    /// `Ok(result)`: the result for the writer (the originating node);
+    /// `Err`: the DFSM leaves (or enters ERROR if `fatal`).
+    fn deliver(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        subtype: u16,
+        time: u32,
+        payload: &[u8],
+    ) -> Result<i32, AppError>;
+
+    /// The local state blob for a STATE message; empty or `Err` → LEAVE.
+    fn get_state(&mut self, ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError>;
+
+    /// All members' states arrived (sorted by node id, pid). Decide who is
+    /// synced; the leader returns its updates.
+    fn process_state_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        states: &[(MemberId, &[u8])],
+    ) -> Result<StateDecision, AppError>;
+
+    /// One UPDATE (mode UPDATE).
+    fn process_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        payload: &[u8],
+    ) -> Result<(), AppError>;
+
+    /// UPDATE_COMPLETE in mode UPDATE: apply the collected updates.
+    fn commit(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AppError>;
+
+    /// Free per-round data (called when sync resources are released after
+    /// [`Application::process_state_update`] ran).
+    fn cleanup(&mut self) {}
+
+    /// Whole-state checksum for VERIFY. `None` if the application has no
+    /// checksum (kvstore): VERIFY_REQUEST/VERIFY are then ignored.
+    fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
+        None
+    }
+
+    /// The DFSM entered SYNCED.
+    fn synced(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    /// A configuration change was processed (not called when the DFSM
+    /// ignored it or left, spec §5 step 10).
+    fn confchg(&mut self, _ctx: &mut Ctx<'_>, _members: &[MemberId]) {}
+}
+
+/// What application callbacks may do with the DFSM.
+pub struct Ctx<'a> {
+    core: &'a mut Core,
+}
+
+impl Ctx<'_> {
+    /// The local member.
+    pub fn local(&self) -> MemberId {
+        self.core.local
+    }
+
+    /// The `now` of the input being processed.
+    pub fn now(&self) -> u32 {
+        self.core.now
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.core.mode
+    }
+
+    /// `dfsm_lowest_nodeid`: the local node has the lowest node id of the
+    /// current configuration.
+    pub fn lowest_nodeid_is_local(&self) -> bool {
+        self.core.lowest_nodeid != 0 && self.core.lowest_nodeid == self.core.local.nodeid
+    }
+
+    /// Multicasts an asynchronous NORMAL message (no result slot) and returns
+    /// its count.
+    pub fn send_normal(&mut self, subtype: u16, payload: Vec<u8>) -> u64 {
+        self.core.send_normal(subtype, payload, false)
+    }
+}
+
+/// Why [`Dfsm::send_normal`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The DFSM is in an error mode; the writer gets `-EACCES`.
+    #[error("dfsm is in error mode {0:?}")]
+    ErrorMode(Mode),
+}
+
+/// Why [`Dfsm::restart`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestartError {
+    /// ERROR and VERSION_ERROR are permanent for the process lifetime.
+    #[error("dfsm is not restartable (mode {0:?})")]
+    NotRestartable(Mode),
+}
+
+/// A NORMAL message held in one of the two queues (spec §7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// CPG sender.
+    pub sender: MemberId,
+    /// Message counter from the NORMAL header.
+    pub count: u64,
+    /// The whole message (resent unchanged, spec §5 step 8).
+    pub msg: Message,
+}
+
+#[derive(Clone, Debug)]
+struct MemberInfo {
+    id: MemberId,
+    synced: bool,
+    state: Option<Vec<u8>>,
+}
+
+/// Everything except the application, so that callbacks can borrow it.
+#[derive(Debug)]
+struct Core {
+    local: MemberId,
+    protocol_version: u32,
+    now: u32,
+    mode: Mode,
+    /// Member table, sorted by (nodeid, pid). `None` before the first confchg.
+    /// Like C it survives restarts; only a confchg rebuilds it.
+    members: Option<Vec<MemberInfo>>,
+    lowest_nodeid: u32,
+    local_epoch_counter: u32,
+    sync_epoch: Epoch,
+    /// Queue 1, sorted by count (stable: after equal counts).
+    queue: Vec<QueuedMessage>,
+    /// Queue 2, arrival order.
+    sync_queue: Vec<QueuedMessage>,
+    /// The application has per-round data (C: `sync_info->data`).
+    app_sync_data: bool,
+    msgcount: u64,
+    msgcount_rcvd: u64,
+    /// Result slots of waiting local writers.
+    waiters: BTreeSet<u64>,
+    /// Counts re-multicast by the last resend (a failure of those → LEAVE).
+    resent: BTreeSet<u64>,
+    csum: [u8; 32],
+    csum_epoch: Epoch,
+    csum_id: u64,
+    csum_counter: u64,
+    actions: VecDeque<Action>,
+}
+
+impl Core {
+    fn lookup(&self, id: MemberId) -> Option<&MemberInfo> {
+        let members = self.members.as_ref()?;
+        members
+            .binary_search_by(|m| m.id.cmp(&id))
+            .ok()
+            .map(|i| &members[i])
+    }
+
+    fn send_normal(&mut self, subtype: u16, payload: Vec<u8>, wait: bool) -> u64 {
+        self.msgcount += 1;
+        let count = self.msgcount;
+        if wait {
+            self.waiters.insert(count);
+        }
+        let msg = Message {
+            protocol_version: self.protocol_version,
+            time: self.now,
+            body: MessageBody::Normal {
+                subtype,
+                count,
+                payload,
+            },
+        };
+        self.actions.push_back(Action::Multicast(msg));
+        count
+    }
+
+    fn state_message(&self, body: MessageBody) -> Message {
+        Message {
+            protocol_version: self.protocol_version,
+            time: self.now,
+            body,
+        }
+    }
+
+    fn multicast_state(&mut self, body: MessageBody) {
+        let msg = self.state_message(body);
+        self.actions.push_back(Action::Multicast(msg));
+    }
+
+    /// `dfsm_record_local_result`: a local NORMAL message was processed.
+    /// Every waiter with a count ≤ `count` is released; only the slot of
+    /// `count` itself counts as processed.
+    fn record_local_result(&mut self, count: u64, result: i32) {
+        if self.waiters.remove(&count) {
+            self.actions.push_back(Action::Result { count, result });
+        }
+        self.msgcount_rcvd = count;
+        self.release_waiters_upto(count);
+    }
+
+    fn release_waiters_upto(&mut self, upto: u64) {
+        while let Some(&first) = self.waiters.first() {
+            if first > upto {
+                break;
+            }
+            self.waiters.remove(&first);
+            self.actions.push_back(Action::Result {
+                count: first,
+                result: RESULT_ABORTED,
+            });
+        }
+    }
+
+    /// `dfsm_send_sync_message_abort`.
+    fn abort_waiters(&mut self) {
+        self.msgcount_rcvd = self.msgcount;
+        self.release_waiters_upto(u64::MAX);
+    }
+
+    /// Queue a NORMAL message received while not SYNCED (`dfsm_queue_add_message`).
+    /// `false` if the sender is not a member. Queue 1 is kept sorted by count
+    /// with a new message after equal counts, which is where GLib's
+    /// `g_sequence_insert_sorted` puts it (its search continues past equal
+    /// elements). C compares with the u64 difference truncated to `int`, which
+    /// only differs for counts 2^31 or more apart.
+    fn queue_add(&mut self, qm: QueuedMessage) -> bool {
+        let Some(sender_synced) = self.lookup(qm.sender).map(|m| m.synced) else {
+            return false;
+        };
+        if self.mode == Mode::Update && sender_synced {
+            self.sync_queue.push(qm);
+        } else {
+            let pos = self.queue.partition_point(|q| q.count <= qm.count);
+            self.queue.insert(pos, qm);
+        }
+        true
+    }
+}
+
+/// The DFSM of one CPG group (one per DCDB / kvstore).
+pub struct Dfsm<A: Application> {
+    app: A,
+    core: Core,
+}
+
+impl<A: Application> std::fmt::Debug for Dfsm<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dfsm")
+            .field("core", &self.core)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Application> Dfsm<A> {
+    /// A DFSM in mode START for the member `local` (own node id from
+    /// `cpg_local_get`, own pid).
+    pub fn new(local: MemberId, protocol_version: u32, app: A) -> Self {
+        Self {
+            app,
+            core: Core {
+                local,
+                protocol_version,
+                now: 0,
+                mode: Mode::Start,
+                members: None,
+                lowest_nodeid: 0,
+                local_epoch_counter: 0,
+                sync_epoch: Epoch::default(),
+                queue: Vec::new(),
+                sync_queue: Vec::new(),
+                app_sync_data: false,
+                msgcount: 0,
+                msgcount_rcvd: 0,
+                waiters: BTreeSet::new(),
+                resent: BTreeSet::new(),
+                csum: [0; 32],
+                csum_epoch: Epoch::default(),
+                csum_id: 0,
+                csum_counter: 0,
+                actions: VecDeque::new(),
+            },
+        }
+    }
+
+    // ----- accessors -------------------------------------------------------
+
+    /// The local member.
+    pub fn local(&self) -> MemberId {
+        self.core.local
+    }
+
+    /// The current mode.
+    pub fn mode(&self) -> Mode {
+        self.core.mode
+    }
+
+    /// The application.
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+
+    /// The application, mutably (e.g. to update quorum information).
+    pub fn app_mut(&mut self) -> &mut A {
+        &mut self.app
+    }
+
+    /// Consumes the DFSM, returning the application.
+    pub fn into_app(self) -> A {
+        self.app
+    }
+
+    /// The member table (sorted) with the synced flags.
+    pub fn members(&self) -> impl Iterator<Item = (MemberId, bool)> + '_ {
+        self.core.members.iter().flatten().map(|m| (m.id, m.synced))
+    }
+
+    /// The synced flag of `member`, `None` if it is not in the member table.
+    pub fn member_synced(&self, member: MemberId) -> Option<bool> {
+        self.core.lookup(member).map(|m| m.synced)
+    }
+
+    /// Lowest node id of the last configuration (0 before the first).
+    pub fn lowest_nodeid(&self) -> u32 {
+        self.core.lowest_nodeid
+    }
+
+    /// `dfsm_lowest_nodeid`.
+    pub fn lowest_nodeid_is_local(&self) -> bool {
+        self.core.lowest_nodeid != 0 && self.core.lowest_nodeid == self.core.local.nodeid
+    }
+
+    /// The epoch state messages are currently sent with and accepted in.
+    pub fn sync_epoch(&self) -> Epoch {
+        self.core.sync_epoch
+    }
+
+    /// Queue 1 (NORMAL messages waiting for their sender to be synced).
+    pub fn queued(&self) -> &[QueuedMessage] {
+        &self.core.queue
+    }
+
+    /// Queue 2 (messages of synced senders held while in UPDATE mode).
+    pub fn sync_queued(&self) -> &[QueuedMessage] {
+        &self.core.sync_queue
+    }
+
+    /// Counts of local writers still waiting for their result.
+    pub fn waiting(&self) -> impl Iterator<Item = u64> + '_ {
+        self.core.waiters.iter().copied()
+    }
+
+    /// Counter of the last NORMAL message sent.
+    pub fn msgcount(&self) -> u64 {
+        self.core.msgcount
+    }
+
+    /// Next pending action, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.core.actions.pop_front()
+    }
+
+    /// All pending actions, in order.
+    pub fn drain_actions(&mut self) -> impl Iterator<Item = Action> + '_ {
+        self.core.actions.drain(..)
+    }
+
+    // ----- inputs ----------------------------------------------------------
+
+    /// Local proposal with a result slot (`dfsm_send_message_sync`): returns
+    /// its count; an [`Action::Result`] for that count follows eventually.
+    pub fn send_normal(
+        &mut self,
+        subtype: u16,
+        payload: Vec<u8>,
+        now: u32,
+    ) -> Result<u64, SendError> {
+        self.send(subtype, payload, now, true)
+    }
+
+    /// Asynchronous proposal without a result slot (`dfsm_send_message`,
+    /// kvstore and DCDB unlock messages).
+    pub fn send_normal_async(
+        &mut self,
+        subtype: u16,
+        payload: Vec<u8>,
+        now: u32,
+    ) -> Result<u64, SendError> {
+        self.send(subtype, payload, now, false)
+    }
+
+    fn send(
+        &mut self,
+        subtype: u16,
+        payload: Vec<u8>,
+        now: u32,
+        wait: bool,
+    ) -> Result<u64, SendError> {
+        self.core.now = now;
+        if self.core.mode.is_error() {
+            return Err(SendError::ErrorMode(self.core.mode));
+        }
+        Ok(self.core.send_normal(subtype, payload, wait))
+    }
+
+    /// Verify timer (`dfsm_verify_request`): multicasts a VERIFY_REQUEST if
+    /// this node has the lowest node id, is SYNCED and the previous round
+    /// completed. Returns whether it did.
+    pub fn request_verify(&mut self, now: u32) -> bool {
+        self.core.now = now;
+        if !self.lowest_nodeid_is_local() || self.core.mode != Mode::Synced {
+            return false;
+        }
+        if self.core.csum_counter != self.core.csum_id {
+            tracing::info!(
+                "delay verify request {:016X}",
+                self.core.csum_counter.wrapping_add(1)
+            );
+            return false;
+        }
+        self.core.csum_counter += 1;
+        let body = MessageBody::VerifyRequest {
+            epoch: self.core.sync_epoch,
+            csum_id: self.core.csum_counter,
+        };
+        self.core.multicast_state(body);
+        true
+    }
+
+    /// Re-initialisation after a LEAVE, or after the CPG connection was lost
+    /// (`dfsm_initialize`): queue 1 dropped, all waiters fail, mode START.
+    /// The caller joins the group again afterwards.
+    pub fn restart(&mut self, now: u32) -> Result<(), RestartError> {
+        self.core.now = now;
+        if !self.core.mode.is_restartable() {
+            return Err(RestartError::NotRestartable(self.core.mode));
+        }
+        self.core.queue.clear();
+        self.core.abort_waiters();
+        self.set_mode(Mode::Start);
+        Ok(())
+    }
+
+    /// Shutdown (`dfsm_finalize`): all waiters fail.
+    pub fn shutdown(&mut self) {
+        self.core.abort_waiters();
+    }
+
+    /// `dfsm_set_errormode`: permanent ERROR (e.g. the database broke).
+    pub fn set_error_mode(&mut self) {
+        self.set_mode(Mode::Error);
+    }
+
+    /// A multicast this DFSM asked for failed (after the caller's retries).
+    ///
+    /// NORMAL: the writer of a first send gets [`RESULT_ABORTED`] (C removes
+    /// the slot and returns `-EACCES`); a failed resend of queue 1 → LEAVE.
+    /// UPDATE and VERIFY_REQUEST failures are only logged (as in C). Every
+    /// other state message → LEAVE.
+    pub fn on_send_failed(&mut self, msg: &Message, now: u32) {
+        self.core.now = now;
+        match &msg.body {
+            MessageBody::Normal { count, .. } => {
+                if self.core.resent.contains(count) {
+                    tracing::error!("dfsm_resend_queue failed");
+                    self.leave();
+                } else if self.core.waiters.remove(count) {
+                    self.core.actions.push_back(Action::Result {
+                        count: *count,
+                        result: RESULT_ABORTED,
+                    });
+                }
+            }
+            MessageBody::Update { .. } => tracing::error!("sending update failed"),
+            MessageBody::VerifyRequest { .. } => {
+                tracing::error!("failed to send VERIFY_REQUEST message")
+            }
+            MessageBody::Malformed(_) => {}
+            _ => {
+                tracing::error!("failed to send state message type {}", msg.msg_type());
+                self.leave();
+            }
+        }
+    }
+
+    /// CPG configuration change (`dfsm_cpg_confchg_callback`, spec §5).
+    /// `joined` only matters for being non-empty.
+    pub fn on_confchg(&mut self, members: &[MemberId], joined: &[MemberId], now: u32) {
+        self.core.now = now;
+        let local = self.core.local;
+
+        self.core.local_epoch_counter = self.core.local_epoch_counter.wrapping_add(1);
+        self.core.sync_epoch = Epoch {
+            epoch: self.core.local_epoch_counter,
+            time: now,
+            nodeid: local.nodeid,
+            pid: local.pid,
+        };
+        self.core.csum_id = self.core.csum_counter;
+        self.core.csum_epoch = Epoch::default();
+        self.core.sync_queue.clear();
+        self.core.resent.clear();
+
+        let mode = self.core.mode;
+        if mode.is_error() {
+            return;
+        }
+
+        let lowest = members.iter().map(|m| m.nodeid).min().unwrap_or(0);
+        let we_are_member = members.contains(&local);
+        if we_are_member || mode != Mode::Start {
+            tracing::info!("members: {}", join_members(members));
+        }
+        self.core.lowest_nodeid = lowest;
+        self.release_sync_resources(Some(members));
+
+        if !we_are_member {
+            if mode == Mode::Start {
+                return;
+            }
+            tracing::info!("we ({local}) left the process group");
+            self.set_mode(Mode::Leave);
+            return;
+        }
+
+        if members.len() > 1 {
+            if !joined.is_empty() && !self.core.queue.is_empty() {
+                tracing::info!(
+                    "queue not empty - resending {} messages",
+                    self.core.queue.len()
+                );
+                let queue = std::mem::take(&mut self.core.queue);
+                for qm in queue.into_iter().filter(|qm| qm.sender == local) {
+                    self.core.resent.insert(qm.count);
+                    self.core.actions.push_back(Action::Multicast(qm.msg));
+                }
+            }
+            self.set_mode(Mode::StartSync);
+            if lowest == local.nodeid {
+                let epoch = self.core.sync_epoch;
+                self.core.multicast_state(MessageBody::SyncStart { epoch });
+            }
+        } else {
+            self.set_mode(Mode::Synced);
+            if let Some(me) = self.local_info_mut() {
+                me.synced = true;
+            }
+            if !self.deliver_queue() {
+                self.set_mode(Mode::Leave);
+                return;
+            }
+        }
+
+        let member_list: Vec<MemberId> = members.to_vec();
+        self.app.confchg(
+            &mut Ctx {
+                core: &mut self.core,
+            },
+            &member_list,
+        );
+    }
+
+    /// A delivered CPG message (`dfsm_cpg_deliver_callback`, spec §6).
+    pub fn on_deliver(&mut self, sender: MemberId, msg: Message, now: u32) {
+        self.core.now = now;
+        self.deliver(sender, msg);
+    }
+
+    // ----- internals -------------------------------------------------------
+
+    fn local_info_mut(&mut self) -> Option<&mut MemberInfo> {
+        let local = self.core.local;
+        self.core
+            .members
+            .as_mut()?
+            .iter_mut()
+            .find(|m| m.id == local)
+    }
+
+    /// `dfsm_set_mode` (spec §4).
+    fn set_mode(&mut self, new: Mode) {
+        let old = self.core.mode;
+        if old == new {
+            return;
+        }
+        if new.is_error() && old.is_error() && new.value() < old.value() {
+            return;
+        }
+        self.core.mode = new;
+        self.core.actions.push_back(Action::ModeChanged(new));
+        match new {
+            Mode::Start => tracing::info!("start cluster connection"),
+            Mode::StartSync => tracing::info!("starting data synchronisation"),
+            Mode::Synced => {
+                tracing::info!("all data is up to date");
+                self.app.synced(&mut Ctx {
+                    core: &mut self.core,
+                });
+            }
+            Mode::Update => tracing::info!("waiting for updates from leader"),
+            Mode::Leave => tracing::error!("leaving CPG group"),
+            Mode::Error => tracing::error!("serious internal error - stop cluster connection"),
+            Mode::VersionError => {
+                tracing::error!("detected newer protocol - please update this node")
+            }
+        }
+        if new.is_error() && !old.is_error() {
+            self.core.actions.push_back(Action::Leave);
+        }
+        if !new.is_restartable() {
+            self.core.abort_waiters();
+        }
+    }
+
+    /// The deliver callback's `leave:` label.
+    fn leave(&mut self) {
+        self.set_mode(Mode::Leave);
+        self.release_sync_resources(None);
+    }
+
+    fn app_failed(&mut self, err: AppError) {
+        if err.fatal {
+            self.set_mode(Mode::Error);
+        }
+        self.leave();
+    }
+
+    /// `dfsm_release_sync_resources`: application cleanup, per-member states
+    /// dropped; with a member list also the member table rebuilt.
+    fn release_sync_resources(&mut self, rebuild: Option<&[MemberId]>) {
+        if self.core.members.is_some() {
+            if self.core.app_sync_data {
+                self.core.app_sync_data = false;
+                self.app.cleanup();
+            }
+            for m in self.core.members.iter_mut().flatten() {
+                m.state = None;
+            }
+        }
+        if let Some(list) = rebuild {
+            let mut table: Vec<MemberInfo> = list
+                .iter()
+                .map(|&id| MemberInfo {
+                    id,
+                    synced: false,
+                    state: None,
+                })
+                .collect();
+            table.sort_by_key(|m| m.id);
+            self.core.members = Some(table);
+        }
+    }
+
+    fn deliver(&mut self, sender: MemberId, msg: Message) {
+        let mode = self.core.mode;
+        if mode.is_error() {
+            return;
+        }
+        if self.core.members.is_none() {
+            tracing::error!("no dfsm_sync_info - internal error");
+            self.leave();
+            return;
+        }
+        if matches!(msg.body, MessageBody::Malformed(Malformed::Runt)) {
+            tracing::error!("received short message");
+            self.leave();
+            return;
+        }
+        if msg.protocol_version > self.core.protocol_version {
+            tracing::error!(
+                "received message with protocol version {}",
+                msg.protocol_version
+            );
+            self.set_mode(Mode::VersionError);
+            return;
+        }
+        if msg.protocol_version < self.core.protocol_version {
+            tracing::info!(
+                "ignore message with wrong protocol version {}",
+                msg.protocol_version
+            );
+            return;
+        }
+        match msg.body {
+            MessageBody::Normal { .. } => self.deliver_normal(sender, msg),
+            MessageBody::Malformed(Malformed::ShortHeader { msg_type }) => {
+                tracing::error!("received short message (type = {msg_type})");
+                self.leave();
+            }
+            _ => self.deliver_state(sender, msg),
+        }
+    }
+
+    fn deliver_normal(&mut self, sender: MemberId, msg: Message) {
+        let MessageBody::Normal { subtype, count, .. } = msg.body else {
+            return;
+        };
+        if self.core.mode != Mode::Synced {
+            if !self.core.queue_add(QueuedMessage { sender, count, msg }) {
+                tracing::error!("dfsm_node_info_lookup failed");
+                self.leave();
+            }
+            return;
+        }
+        let MessageBody::Normal { payload, .. } = &msg.body else {
+            return;
+        };
+        let res = self.app.deliver(
+            &mut Ctx {
+                core: &mut self.core,
+            },
+            sender,
+            subtype,
+            msg.time,
+            payload,
+        );
+        let result = match res {
+            Ok(r) => r,
+            Err(e) => e.result,
+        };
+        if sender == self.core.local {
+            self.core.record_local_result(count, result);
+        }
+        if let Err(e) = res {
+            self.app_failed(e);
+        }
+    }
+
+    fn deliver_state(&mut self, sender: MemberId, msg: Message) {
+        let Some(epoch) = msg.epoch() else {
+            return;
+        };
+        let ty = msg.msg_type();
+        if ty != msg_type::SYNC_START && epoch != self.core.sync_epoch {
+            tracing::debug!("ignore message (type {ty}) with wrong epoch {epoch:?}");
+            return;
+        }
+        match self.core.mode {
+            Mode::Synced => self.deliver_state_synced(sender, msg.body),
+            Mode::StartSync => match msg.body {
+                MessageBody::SyncStart { epoch } => self.on_sync_start(sender, epoch),
+                MessageBody::State { blob, .. } => self.on_state(sender, blob),
+                body => self.not_handled(body),
+            },
+            Mode::Update => match msg.body {
+                MessageBody::Update { payload, .. } => {
+                    if let Err(e) = self.app.process_update(
+                        &mut Ctx {
+                            core: &mut self.core,
+                        },
+                        sender,
+                        &payload,
+                    ) {
+                        self.app_failed(e);
+                    }
+                }
+                MessageBody::UpdateComplete { .. } => self.on_update_complete(),
+                body => self.not_handled(body),
+            },
+            Mode::Start | Mode::Leave | Mode::VersionError | Mode::Error => {
+                tracing::error!("internal error - unknown mode {:?}", self.core.mode);
+                self.leave();
+            }
+        }
+    }
+
+    /// State message types a START_SYNC/UPDATE member does not handle.
+    fn not_handled(&mut self, body: MessageBody) {
+        let ty = body.msg_type();
+        if ty == msg_type::VERIFY_REQUEST || ty == msg_type::VERIFY {
+            // C logs this and then leaves (spec §6.2 "C quirk"); ignoring only
+            // spares the local node a rejoin.
+            tracing::debug!("ignore verify message {ty} while not synced");
+        } else {
+            tracing::error!("received unknown state message type (type = {ty})");
+            self.leave();
+        }
+    }
+
+    fn deliver_state_synced(&mut self, sender: MemberId, body: MessageBody) {
+        match body {
+            MessageBody::UpdateComplete { .. } => {
+                for m in self.core.members.iter_mut().flatten() {
+                    m.synced = true;
+                }
+                if !self.deliver_queue() {
+                    self.leave();
+                }
+            }
+            MessageBody::VerifyRequest { epoch, csum_id } => {
+                let Some(res) = self.app.checksum() else {
+                    return;
+                };
+                let csum = match res {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("unable to compute data checksum");
+                        self.app_failed(e);
+                        return;
+                    }
+                };
+                self.core.csum = csum;
+                self.core.csum_epoch = epoch;
+                self.core.csum_id = csum_id;
+                if sender == self.core.local {
+                    let body = MessageBody::Verify {
+                        epoch: self.core.sync_epoch,
+                        csum_id,
+                        checksum: csum,
+                    };
+                    self.core.multicast_state(body);
+                }
+            }
+            MessageBody::Verify {
+                epoch,
+                csum_id,
+                checksum,
+            } => {
+                // Nodes without a checksum callback never store a checksum
+                // epoch, so the comparison below is skipped for them.
+                if self.core.csum_id == csum_id && self.core.csum_epoch == epoch {
+                    if checksum != self.core.csum {
+                        tracing::error!("wrong checksum - restarting");
+                        self.leave();
+                    } else {
+                        tracing::info!("data verification successful");
+                    }
+                } else {
+                    tracing::info!("skip verification - no checksum saved");
+                }
+            }
+            MessageBody::Malformed(Malformed::BadState { msg_type: ty, .. })
+                if ty == msg_type::VERIFY_REQUEST =>
+            {
+                tracing::error!("received verify request with wrong length from {sender}");
+                self.leave();
+            }
+            MessageBody::Malformed(Malformed::BadState { msg_type: ty, .. })
+                if ty == msg_type::VERIFY =>
+            {
+                if self.app.checksum().is_some() {
+                    tracing::error!("received verify message with wrong length");
+                    self.leave();
+                }
+            }
+            _ => tracing::debug!("ignore state sync message"),
+        }
+    }
+
+    fn on_sync_start(&mut self, sender: MemberId, epoch: Epoch) {
+        if sender.nodeid != self.core.lowest_nodeid {
+            tracing::error!("ignore sync request from wrong member {sender}");
+        }
+        tracing::info!("received sync request (epoch {epoch:?})");
+        self.core.sync_epoch = epoch;
+        self.release_sync_resources(None);
+        let state = self.app.get_state(&mut Ctx {
+            core: &mut self.core,
+        });
+        match state {
+            Ok(blob) if !blob.is_empty() => {
+                let epoch = self.core.sync_epoch;
+                self.core
+                    .multicast_state(MessageBody::State { epoch, blob });
+            }
+            Ok(_) => {
+                tracing::error!("dfsm_get_state_fn failed");
+                self.leave();
+            }
+            Err(e) => {
+                tracing::error!("dfsm_get_state_fn failed");
+                self.app_failed(e);
+            }
+        }
+    }
+
+    fn on_state(&mut self, sender: MemberId, blob: Vec<u8>) {
+        let Some(members) = self.core.members.as_mut() else {
+            return;
+        };
+        let Some(info) = members.iter_mut().find(|m| m.id == sender) else {
+            tracing::error!("received state for non-member {sender}");
+            self.leave();
+            return;
+        };
+        if info.state.is_some() {
+            tracing::error!("received duplicate state for member {sender}");
+            self.leave();
+            return;
+        }
+        info.state = Some(blob);
+        if members.iter().any(|m| m.state.is_none()) {
+            return;
+        }
+        tracing::info!("received all states");
+
+        // Move the states out while the application (which may send through
+        // the Ctx) looks at them; they are put back afterwards.
+        let mut states: Vec<(MemberId, Vec<u8>)> = members
+            .iter_mut()
+            .map(|m| (m.id, m.state.take().unwrap_or_default()))
+            .collect();
+        self.core.app_sync_data = true;
+        let views: Vec<(MemberId, &[u8])> =
+            states.iter().map(|(id, s)| (*id, s.as_slice())).collect();
+        let res = self.app.process_state_update(
+            &mut Ctx {
+                core: &mut self.core,
+            },
+            &views,
+        );
+        drop(views);
+        if let Some(members) = self.core.members.as_mut() {
+            for (m, (_, s)) in members.iter_mut().zip(states.iter_mut()) {
+                m.state = Some(std::mem::take(s));
+            }
+        }
+        let decision = match res {
+            Ok(d) => d,
+            Err(e) => {
+                self.app_failed(e);
+                return;
+            }
+        };
+        let member_count = self.core.members.as_ref().map_or(0, Vec::len);
+        if decision.synced.len() != member_count {
+            tracing::error!(
+                "process_state_update returned {} flags",
+                decision.synced.len()
+            );
+            self.leave();
+            return;
+        }
+        for (m, synced) in self.core.members.iter_mut().flatten().zip(&decision.synced) {
+            if *synced {
+                m.synced = true;
+            }
+        }
+        if let Some(updates) = decision.updates {
+            let epoch = self.core.sync_epoch;
+            for payload in updates {
+                self.core
+                    .multicast_state(MessageBody::Update { epoch, payload });
+            }
+            self.core
+                .multicast_state(MessageBody::UpdateComplete { epoch });
+        }
+        let local_synced = self.member_synced(self.core.local).unwrap_or(false);
+        if local_synced {
+            self.set_mode(Mode::Synced);
+            self.release_sync_resources(None);
+        } else {
+            self.set_mode(Mode::Update);
+        }
+        if !self.deliver_queue() {
+            self.leave();
+        }
+    }
+
+    fn on_update_complete(&mut self) {
+        if let Err(e) = self.app.commit(&mut Ctx {
+            core: &mut self.core,
+        }) {
+            self.app_failed(e);
+            return;
+        }
+        for m in self.core.members.iter_mut().flatten() {
+            m.synced = true;
+        }
+        self.set_mode(Mode::Synced);
+        if !self.deliver_sync_queue() || !self.deliver_queue() {
+            self.leave();
+            return;
+        }
+        self.release_sync_resources(None);
+    }
+
+    /// `dfsm_deliver_queue` (spec §7.2).
+    fn deliver_queue(&mut self) -> bool {
+        let mut i = 0;
+        while i < self.core.queue.len() {
+            let sender = self.core.queue[i].sender;
+            let Some(synced) = self.core.lookup(sender).map(|m| m.synced) else {
+                tracing::info!("remove message from non-member {sender}");
+                self.core.queue.remove(i);
+                continue;
+            };
+            match self.core.mode {
+                Mode::Synced => {
+                    if synced {
+                        let qm = self.core.queue.remove(i);
+                        self.deliver(qm.sender, qm.msg);
+                    } else {
+                        i += 1;
+                    }
+                }
+                Mode::Update => {
+                    if synced {
+                        let qm = self.core.queue.remove(i);
+                        self.core.sync_queue.push(qm);
+                    } else {
+                        i += 1;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// `dfsm_deliver_sync_queue` (spec §7.3): the whole queue is consumed.
+    fn deliver_sync_queue(&mut self) -> bool {
+        let queue = std::mem::take(&mut self.core.sync_queue);
+        let mut ok = true;
+        for qm in queue {
+            if ok && self.core.mode == Mode::Synced {
+                self.deliver(qm.sender, qm.msg);
+            } else {
+                ok = false;
+            }
+        }
+        ok
+    }
+}
+
+fn join_members(members: &[MemberId]) -> String {
+    members
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,722 @@
+//! Unit tests of the DFSM rules (spec/dfsm.md §4–§8) on a toy application.
+
+use super::*;
+
+const V: u32 = 1;
+
+/// Toy application: the state is a byte string; the leader is the member
+/// with the greatest state (ties: first); members with an equal state are
+/// synced; the leader sends its state as one update; commit adopts it.
+#[derive(Default)]
+struct Toy {
+    state: Vec<u8>,
+    delivered: Vec<(MemberId, u16, Vec<u8>)>,
+    result: i32,
+    fail_deliver: bool,
+    fail_commit: bool,
+    csum: Option<[u8; 32]>,
+    pending: Option<Vec<u8>>,
+    synced_calls: u32,
+    confchg_calls: u32,
+    cleanups: u32,
+}
+
+impl Application for Toy {
+    fn deliver(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        subtype: u16,
+        _time: u32,
+        payload: &[u8],
+    ) -> Result<i32, AppError> {
+        if self.fail_deliver {
+            return Err(AppError::LEAVE);
+        }
+        self.delivered.push((sender, subtype, payload.to_vec()));
+        Ok(self.result)
+    }
+
+    fn get_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
+        Ok(self.state.clone())
+    }
+
+    fn process_state_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        states: &[(MemberId, &[u8])],
+    ) -> Result<StateDecision, AppError> {
+        let mut leader = 0;
+        for (i, (_, s)) in states.iter().enumerate() {
+            if *s > states[leader].1 {
+                leader = i;
+            }
+        }
+        let synced = states.iter().map(|(_, s)| *s == states[leader].1).collect();
+        let updates = (states[leader].0 == ctx.local()).then(|| vec![self.state.clone()]);
+        Ok(StateDecision { synced, updates })
+    }
+
+    fn process_update(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _sender: MemberId,
+        payload: &[u8],
+    ) -> Result<(), AppError> {
+        self.pending = Some(payload.to_vec());
+        Ok(())
+    }
+
+    fn commit(&mut self, _ctx: &mut Ctx<'_>) -> Result<(), AppError> {
+        if self.fail_commit {
+            return Err(AppError::LEAVE);
+        }
+        self.state = self.pending.take().ok_or(AppError::LEAVE)?;
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        self.cleanups += 1;
+    }
+
+    fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
+        self.csum.map(Ok)
+    }
+
+    fn synced(&mut self, _ctx: &mut Ctx<'_>) {
+        self.synced_calls += 1;
+    }
+
+    fn confchg(&mut self, _ctx: &mut Ctx<'_>, _members: &[MemberId]) {
+        self.confchg_calls += 1;
+    }
+}
+
+const A: MemberId = MemberId::new(1, 10);
+const B: MemberId = MemberId::new(2, 20);
+const C: MemberId = MemberId::new(3, 30);
+
+fn dfsm(local: MemberId, state: &[u8]) -> Dfsm<Toy> {
+    Dfsm::new(
+        local,
+        V,
+        Toy {
+            state: state.to_vec(),
+            csum: Some([7; 32]),
+            ..Toy::default()
+        },
+    )
+}
+
+fn actions(d: &mut Dfsm<Toy>) -> Vec<Action> {
+    d.drain_actions().collect()
+}
+
+fn multicasts(acts: &[Action]) -> Vec<Message> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Multicast(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn results(acts: &[Action]) -> Vec<(u64, i32)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::Result { count, result } => Some((*count, *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn normal(count: u64, payload: &[u8]) -> Message {
+    Message {
+        protocol_version: V,
+        time: 5,
+        body: MessageBody::Normal {
+            subtype: 1,
+            count,
+            payload: payload.to_vec(),
+        },
+    }
+}
+
+fn state_msg(body: MessageBody) -> Message {
+    Message {
+        protocol_version: V,
+        time: 5,
+        body,
+    }
+}
+
+/// Runs a whole CPG among `nodes`: delivers every multicast (in emission
+/// order) to all of them until nothing is left.
+fn pump(nodes: &mut [&mut Dfsm<Toy>]) {
+    loop {
+        let mut out = Vec::new();
+        for d in nodes.iter_mut() {
+            let me = d.local();
+            for a in d.drain_actions() {
+                if let Action::Multicast(m) = a {
+                    out.push((me, m));
+                }
+            }
+        }
+        if out.is_empty() {
+            return;
+        }
+        for (sender, m) in out {
+            for d in nodes.iter_mut() {
+                d.on_deliver(sender, m.clone(), 9);
+            }
+        }
+    }
+}
+
+fn synced_pair() -> (Dfsm<Toy>, Dfsm<Toy>) {
+    let mut a = dfsm(A, b"x");
+    let mut b = dfsm(B, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[B], 1);
+    pump(&mut [&mut a, &mut b]);
+    assert_eq!((a.mode(), b.mode()), (Mode::Synced, Mode::Synced));
+    (a, b)
+}
+
+#[test]
+fn mode_values_and_error_rule() {
+    assert_eq!(Mode::Leave.value(), 253);
+    assert_eq!(Mode::VersionError.value(), 254);
+    assert!(Mode::Error.is_error() && !Mode::Update.is_error());
+
+    let (mut a, _) = synced_pair();
+    // A newer protocol → VERSION_ERROR, with one Leave action.
+    a.on_deliver(
+        B,
+        Message {
+            protocol_version: V + 1,
+            ..normal(1, b"")
+        },
+        2,
+    );
+    let acts = actions(&mut a);
+    assert_eq!(a.mode(), Mode::VersionError);
+    assert_eq!(acts.iter().filter(|x| **x == Action::Leave).count(), 1);
+    // ERROR (255) may replace VERSION_ERROR (254), LEAVE (253) may not.
+    a.set_error_mode();
+    assert_eq!(a.mode(), Mode::Error);
+    assert!(!actions(&mut a).contains(&Action::Leave));
+    assert_eq!(a.restart(3), Err(RestartError::NotRestartable(Mode::Error)));
+    // Error modes ignore everything.
+    a.on_confchg(&[A], &[], 4);
+    assert_eq!(a.mode(), Mode::Error);
+}
+
+#[test]
+fn older_protocol_is_ignored() {
+    let (mut a, _) = synced_pair();
+    a.on_deliver(
+        B,
+        Message {
+            protocol_version: V - 1,
+            ..normal(1, b"p")
+        },
+        2,
+    );
+    assert_eq!(a.mode(), Mode::Synced);
+    assert!(a.app().delivered.is_empty());
+}
+
+#[test]
+fn singleton_goes_synced_and_delivers_own_queued_messages() {
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    assert_eq!(a.mode(), Mode::StartSync);
+    let count = a.send_normal(1, b"mine".to_vec(), 1).unwrap();
+    actions(&mut a);
+    a.on_deliver(A, normal(count, b"mine"), 2);
+    a.on_deliver(B, normal(1, b"theirs"), 2);
+    assert_eq!(a.queued().len(), 2);
+    a.app_mut().result = 42;
+    a.on_confchg(&[A], &[], 3);
+    let acts = actions(&mut a);
+    assert_eq!(a.mode(), Mode::Synced);
+    assert_eq!(results(&acts), vec![(count, 42)]);
+    assert_eq!(a.app().delivered, vec![(A, 1, b"mine".to_vec())]);
+    assert!(a.queued().is_empty(), "messages of non-members are dropped");
+    assert_eq!(a.app().confchg_calls, 2);
+}
+
+#[test]
+fn queue_sorted_by_count_inserting_after_equal_counts() {
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B, C], &[B, C], 1);
+    for (sender, count) in [(B, 5), (C, 3), (C, 5), (B, 1), (A, 5)] {
+        a.on_deliver(sender, normal(count, b""), 2);
+    }
+    let order: Vec<(MemberId, u64)> = a.queued().iter().map(|q| (q.sender, q.count)).collect();
+    assert_eq!(order, vec![(B, 1), (C, 3), (B, 5), (C, 5), (A, 5)]);
+}
+
+#[test]
+fn normal_from_non_member_while_queueing_leaves() {
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    a.on_deliver(C, normal(1, b""), 2);
+    assert_eq!(a.mode(), Mode::Leave);
+}
+
+#[test]
+fn deliver_before_any_confchg_leaves() {
+    let mut a = dfsm(A, b"x");
+    a.on_deliver(B, normal(1, b""), 2);
+    assert_eq!(a.mode(), Mode::Leave);
+}
+
+#[test]
+fn local_result_and_lower_waiters_released() {
+    let (mut a, _) = synced_pair();
+    let c1 = a.send_normal(1, b"1".to_vec(), 2).unwrap();
+    let c2 = a.send_normal(1, b"2".to_vec(), 2).unwrap();
+    assert_eq!((c1, c2), (1, 2));
+    actions(&mut a);
+    a.app_mut().result = 7;
+    // Count 1 never arrives; count 2 releases both (1 as not processed).
+    a.on_deliver(A, normal(c2, b"2"), 3);
+    assert_eq!(results(&actions(&mut a)), vec![(2, 7), (1, RESULT_ABORTED)]);
+    assert_eq!(a.waiting().count(), 0);
+}
+
+#[test]
+fn async_local_message_also_releases_lower_waiters() {
+    let (mut a, _) = synced_pair();
+    let c1 = a.send_normal(1, b"1".to_vec(), 2).unwrap();
+    let c2 = a.send_normal_async(1, b"2".to_vec(), 2).unwrap();
+    actions(&mut a);
+    a.on_deliver(A, normal(c2, b"2"), 3);
+    assert_eq!(results(&actions(&mut a)), vec![(c1, RESULT_ABORTED)]);
+}
+
+#[test]
+fn failing_callback_gives_preset_result_and_leaves() {
+    let (mut a, _) = synced_pair();
+    let c = a.send_normal(1, b"1".to_vec(), 2).unwrap();
+    actions(&mut a);
+    a.app_mut().fail_deliver = true;
+    a.on_deliver(A, normal(c, b"1"), 3);
+    let acts = actions(&mut a);
+    assert_eq!(results(&acts), vec![(c, RESULT_UNSET)]);
+    assert_eq!(a.mode(), Mode::Leave);
+    assert!(acts.contains(&Action::Leave));
+}
+
+#[test]
+fn leave_keeps_waiters_until_restart() {
+    let (mut a, _) = synced_pair();
+    let c = a.send_normal(1, b"1".to_vec(), 2).unwrap();
+    actions(&mut a);
+    a.on_confchg(&[B], &[], 3); // we are no member any more
+    assert_eq!(a.mode(), Mode::Leave);
+    assert!(results(&actions(&mut a)).is_empty());
+    assert_eq!(
+        a.send_normal(1, vec![], 4),
+        Err(SendError::ErrorMode(Mode::Leave))
+    );
+    a.on_deliver(B, normal(1, b""), 4); // ignored
+    a.restart(10).unwrap();
+    let acts = actions(&mut a);
+    assert_eq!(results(&acts), vec![(c, RESULT_ABORTED)]);
+    assert_eq!(a.mode(), Mode::Start);
+    assert!(acts.contains(&Action::ModeChanged(Mode::Start)));
+    // START ignores a confchg it is not part of, without the app callback.
+    let calls = a.app().confchg_calls;
+    a.on_confchg(&[B], &[], 11);
+    assert_eq!((a.mode(), a.app().confchg_calls), (Mode::Start, calls));
+}
+
+#[test]
+fn error_mode_fails_waiters_at_once() {
+    let (mut a, _) = synced_pair();
+    let c = a.send_normal(1, b"1".to_vec(), 2).unwrap();
+    actions(&mut a);
+    a.set_error_mode();
+    assert_eq!(results(&actions(&mut a)), vec![(c, RESULT_ABORTED)]);
+}
+
+#[test]
+fn state_exchange_update_and_queue_order() {
+    let mut a = dfsm(A, b"zz");
+    let mut b = dfsm(B, b"aa");
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[A], 1);
+    // The lowest node id starts the exchange with its own epoch.
+    let ss = multicasts(&actions(&mut a));
+    assert!(
+        matches!(ss[..], [Message { body: MessageBody::SyncStart { epoch }, .. }] if epoch.nodeid == 1)
+    );
+    assert!(multicasts(&actions(&mut b)).is_empty());
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, ss[0].clone(), 2);
+    }
+    assert_eq!(a.sync_epoch(), b.sync_epoch());
+    let sa = multicasts(&actions(&mut a));
+    let sb = multicasts(&actions(&mut b));
+    // B writes while its state exchange runs; both queue it.
+    let cb = b.send_normal(1, b"b1".to_vec(), 2).unwrap();
+    let nb = multicasts(&actions(&mut b));
+    for d in [&mut a, &mut b] {
+        d.on_deliver(B, nb[0].clone(), 3);
+        d.on_deliver(A, sa[0].clone(), 3);
+        d.on_deliver(B, sb[0].clone(), 3);
+    }
+    assert_eq!((a.mode(), b.mode()), (Mode::Synced, Mode::Update));
+    let a_out = multicasts(&actions(&mut a));
+    assert!(matches!(
+        a_out[..],
+        [
+            Message {
+                body: MessageBody::Update { .. },
+                ..
+            },
+            Message {
+                body: MessageBody::UpdateComplete { .. },
+                ..
+            }
+        ]
+    ));
+    actions(&mut b);
+    // A (synced) writes during B's update: B holds it in queue 2.
+    let ca = a.send_normal(1, b"a1".to_vec(), 4).unwrap();
+    let na = multicasts(&actions(&mut a));
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, a_out[0].clone(), 5);
+        d.on_deliver(A, na[0].clone(), 5);
+    }
+    assert_eq!(b.sync_queued().len(), 1);
+    assert_eq!(b.queued().len(), 1);
+    // A applied its own write at once; B's is held until UPDATE_COMPLETE.
+    assert_eq!(a.app().delivered, vec![(A, 1, b"a1".to_vec())]);
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, a_out[1].clone(), 6);
+    }
+    assert_eq!((a.mode(), b.mode()), (Mode::Synced, Mode::Synced));
+    assert_eq!(b.app().state, b"zz");
+    // After the commit: queue 2 (synced senders) first, then queue 1.
+    assert_eq!(
+        b.app().delivered,
+        vec![(A, 1, b"a1".to_vec()), (B, 1, b"b1".to_vec())]
+    );
+    assert_eq!(
+        a.app().delivered,
+        vec![(A, 1, b"a1".to_vec()), (B, 1, b"b1".to_vec())]
+    );
+    assert_eq!(results(&actions(&mut b)), vec![(cb, 0)]);
+    assert_eq!(results(&actions(&mut a)), vec![(ca, 0)]);
+    assert!(b.app().cleanups >= 1);
+}
+
+#[test]
+fn state_messages_of_another_epoch_are_dropped() {
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    actions(&mut a);
+    let stale = Epoch {
+        epoch: 99,
+        time: 1,
+        nodeid: 1,
+        pid: 10,
+    };
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::State {
+            epoch: stale,
+            blob: b"y".to_vec(),
+        }),
+        2,
+    );
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::UpdateComplete { epoch: stale }),
+        2,
+    );
+    assert_eq!(a.mode(), Mode::StartSync);
+}
+
+#[test]
+fn wrong_state_messages_per_mode_leave() {
+    // UPDATE in START_SYNC.
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    let e = a.sync_epoch();
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::Update {
+            epoch: e,
+            payload: vec![],
+        }),
+        2,
+    );
+    assert_eq!(a.mode(), Mode::Leave);
+    // Duplicate STATE.
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B, C], &[B], 1);
+    let e = a.sync_epoch();
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::State {
+            epoch: e,
+            blob: b"s".to_vec(),
+        }),
+        2,
+    );
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::State {
+            epoch: e,
+            blob: b"s".to_vec(),
+        }),
+        2,
+    );
+    assert_eq!(a.mode(), Mode::Leave);
+    // Any state message in START.
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    a.on_confchg(&[B], &[], 1); // → LEAVE
+    a.restart(2).unwrap();
+    let e = a.sync_epoch();
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::VerifyRequest {
+            epoch: e,
+            csum_id: 1,
+        }),
+        3,
+    );
+    assert_eq!(a.mode(), Mode::Leave);
+}
+
+#[test]
+fn sync_start_in_update_mode_leaves() {
+    let mut a = dfsm(A, b"b");
+    let mut b = dfsm(B, b"a");
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[A], 1);
+    let ss = multicasts(&actions(&mut a));
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, ss[0].clone(), 2);
+    }
+    let sa = multicasts(&actions(&mut a));
+    let sb = multicasts(&actions(&mut b));
+    b.on_deliver(A, sa[0].clone(), 3);
+    b.on_deliver(B, sb[0].clone(), 3);
+    assert_eq!(b.mode(), Mode::Update);
+    b.on_deliver(A, ss[0].clone(), 4);
+    assert_eq!(b.mode(), Mode::Leave);
+}
+
+#[test]
+fn resend_on_join_and_keep_queue_otherwise() {
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B, C], &[B, C], 1);
+    actions(&mut a);
+    let c = a.send_normal(1, b"mine".to_vec(), 1).unwrap();
+    let sent = multicasts(&actions(&mut a));
+    assert_eq!(sent.len(), 1);
+    a.on_deliver(A, sent[0].clone(), 2);
+    a.on_deliver(B, normal(4, b"theirs"), 2);
+    // Only a leave: queue 1 is kept, nothing resent.
+    a.on_confchg(&[A, B], &[], 3);
+    assert!(
+        multicasts(&actions(&mut a))
+            .iter()
+            .all(|m| m.msg_type() != msg_type::NORMAL)
+    );
+    assert_eq!(a.queued().len(), 2);
+    // A join: own messages resent unchanged, whole queue dropped.
+    a.on_confchg(&[A, B, C], &[C], 4);
+    let out = multicasts(&actions(&mut a));
+    assert_eq!(out[0], sent[0]);
+    assert!(a.queued().is_empty());
+    assert_eq!(a.waiting().collect::<Vec<_>>(), vec![c]);
+    // A failed resend leaves.
+    a.on_send_failed(&out[0], 5);
+    assert_eq!(a.mode(), Mode::Leave);
+}
+
+#[test]
+fn send_failures() {
+    let (mut a, _) = synced_pair();
+    let c = a.send_normal(1, b"1".to_vec(), 2).unwrap();
+    let m = multicasts(&actions(&mut a));
+    a.on_send_failed(&m[0], 3);
+    assert_eq!(results(&actions(&mut a)), vec![(c, RESULT_ABORTED)]);
+    assert_eq!(a.mode(), Mode::Synced);
+    let e = a.sync_epoch();
+    a.on_send_failed(
+        &state_msg(MessageBody::Update {
+            epoch: e,
+            payload: vec![],
+        }),
+        3,
+    );
+    assert_eq!(a.mode(), Mode::Synced);
+    a.on_send_failed(&state_msg(MessageBody::UpdateComplete { epoch: e }), 3);
+    assert_eq!(a.mode(), Mode::Leave);
+}
+
+#[test]
+fn verify_round() {
+    let (mut a, mut b) = synced_pair();
+    assert!(!b.request_verify(2), "only the lowest node id asks");
+    assert!(a.request_verify(2));
+    let req = multicasts(&actions(&mut a));
+    assert!(matches!(
+        req[..],
+        [Message {
+            body: MessageBody::VerifyRequest { csum_id: 1, .. },
+            ..
+        }]
+    ));
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, req[0].clone(), 3);
+    }
+    assert!(
+        multicasts(&actions(&mut b)).is_empty(),
+        "only the requester publishes"
+    );
+    let ver = multicasts(&actions(&mut a));
+    assert!(
+        matches!(ver[..], [Message { body: MessageBody::Verify { csum_id: 1, checksum, .. }, .. }] if checksum == [7; 32])
+    );
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, ver[0].clone(), 4);
+    }
+    assert_eq!((a.mode(), b.mode()), (Mode::Synced, Mode::Synced));
+
+    // Second round: B's data differs → B leaves.
+    assert!(a.request_verify(5));
+    let req = multicasts(&actions(&mut a));
+    b.app_mut().csum = Some([8; 32]);
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, req[0].clone(), 6);
+    }
+    let ver = multicasts(&actions(&mut a));
+    assert!(a.request_verify(6), "the previous round completed locally");
+    actions(&mut a);
+    assert!(!a.request_verify(6), "round 3 still open");
+    // ... until a confchg invalidates it.
+    b.on_deliver(A, ver[0].clone(), 7);
+    assert_eq!(b.mode(), Mode::Leave);
+    a.on_confchg(&[A, B], &[], 8);
+    a.on_confchg(&[A], &[], 8);
+    assert!(a.request_verify(9));
+}
+
+#[test]
+fn verify_while_not_synced_is_ignored_but_malformed_request_leaves_when_synced() {
+    let mut a = dfsm(A, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    let e = a.sync_epoch();
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::VerifyRequest {
+            epoch: e,
+            csum_id: 1,
+        }),
+        2,
+    );
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::Verify {
+            epoch: e,
+            csum_id: 1,
+            checksum: [0; 32],
+        }),
+        2,
+    );
+    assert_eq!(
+        a.mode(),
+        Mode::StartSync,
+        "C would leave here (spec §6.2 quirk)"
+    );
+    let bad = MessageBody::Malformed(Malformed::BadState {
+        msg_type: msg_type::VERIFY_REQUEST,
+        epoch: e,
+    });
+    a.on_deliver(B, state_msg(bad), 2);
+    assert_eq!(a.mode(), Mode::StartSync);
+    let unknown = MessageBody::Malformed(Malformed::BadState {
+        msg_type: 9,
+        epoch: e,
+    });
+    a.on_deliver(B, state_msg(unknown), 2);
+    assert_eq!(a.mode(), Mode::Leave);
+
+    let (mut a, _) = synced_pair();
+    let e = a.sync_epoch();
+    let unknown = MessageBody::Malformed(Malformed::BadState {
+        msg_type: 9,
+        epoch: e,
+    });
+    a.on_deliver(B, state_msg(unknown), 2);
+    assert_eq!(
+        a.mode(),
+        Mode::Synced,
+        "unknown state types are ignored when synced"
+    );
+    let bad = MessageBody::Malformed(Malformed::BadState {
+        msg_type: msg_type::VERIFY,
+        epoch: e,
+    });
+    a.on_deliver(B, state_msg(bad), 2);
+    assert_eq!(a.mode(), Mode::Leave, "with a checksum callback");
+}
+
+#[test]
+fn kvstore_like_app_ignores_bad_verify() {
+    let (mut a, _) = synced_pair();
+    a.app_mut().csum = None;
+    let e = a.sync_epoch();
+    let bad = MessageBody::Malformed(Malformed::BadState {
+        msg_type: msg_type::VERIFY,
+        epoch: e,
+    });
+    a.on_deliver(B, state_msg(bad), 2);
+    assert_eq!(a.mode(), Mode::Synced);
+}
+
+#[test]
+fn runt_and_short_messages_leave() {
+    let (mut a, _) = synced_pair();
+    // A runt has no usable protocol version; it leaves before that check.
+    let runt = Message {
+        protocol_version: V + 5,
+        time: 0,
+        body: MessageBody::Malformed(Malformed::Runt),
+    };
+    a.on_deliver(B, runt, 2);
+    assert_eq!(a.mode(), Mode::Leave);
+    let (mut a, _) = synced_pair();
+    a.on_deliver(
+        B,
+        state_msg(MessageBody::Malformed(Malformed::ShortHeader {
+            msg_type: 0,
+        })),
+        2,
+    );
+    assert_eq!(a.mode(), Mode::Leave);
+}
+
+#[test]
+fn failed_commit_leaves_and_synced_callback_runs_on_entry() {
+    let mut a = dfsm(A, b"b");
+    let mut b = dfsm(B, b"a");
+    b.app_mut().fail_commit = true;
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[A], 1);
+    pump(&mut [&mut a, &mut b]);
+    assert_eq!((a.mode(), b.mode()), (Mode::Synced, Mode::Leave));
+    assert_eq!(a.app().synced_calls, 1);
+    assert_eq!(b.app().synced_calls, 0);
+}

@@ -2,5 +2,6 @@
 //! formats (dcdb and kvstore payloads), and the corosync bindings.
 
 pub mod corosync;
+pub mod dcdb;
 pub mod dfsm;
 pub mod wire;

@@ -1,0 +1,445 @@
+//! The DCDB application of the DFSM (dcdb.c, spec/dfsm.md §9): the
+//! replicated file tree on top of the store.
+//!
+//! [`Dcdb`] implements [`Application`]: delivered NORMAL messages become
+//! store operations (§9.3), the state blob is the memdb index (§9.5,
+//! memdb.md §6), the leader is chosen and its updates generated as in
+//! memdb.md §8, and a resync is committed with
+//! [`Writer::apply_resync`](pmxcfs_store::Writer::apply_resync) (memdb.md §7).
+//!
+//! Not done here (the daemon's business): the corosync.conf sync after a
+//! write/rename of `corosync.conf` or a resync (filesystem.md §9), cache
+//! invalidation (the caller drains [`Dcdb::drain_changed`]) and the quorum
+//! flag ([`Dcdb::set_quorate`]).
+
+use std::collections::BTreeSet;
+
+use pmxcfs_store::{
+    ApplyPermit, EntryRef, Kind, Op, Origin, ROOT_INODE, Row, Session, StoreError, VERSION_ROW_NAME,
+};
+
+use crate::dfsm::{AppError, Application, Ctx, MemberId, StateDecision};
+use crate::wire::{
+    DcdbPayload, DcdbType, EntryType, IndexView, UnlockPayload, UpdateEntry, decode_dcdb,
+};
+
+/// The DCDB callbacks over one store session (the apply path: it holds the
+/// session's [`ApplyPermit`]).
+pub struct Dcdb<'a, 's> {
+    session: &'a mut Session<'s>,
+    permit: &'a mut ApplyPermit,
+    quorate: bool,
+    /// Paths changed by delivered messages (for cache invalidation).
+    changed: Vec<Vec<u8>>,
+    /// Set by a resync commit: the whole tree may have changed.
+    resynced: bool,
+    /// The leader's index of the current state exchange.
+    leader_index: Option<Vec<u8>>,
+    /// Our own index as sent in the current state exchange.
+    local_index: Option<Vec<u8>>,
+    /// UPDATE entries received in the current state exchange.
+    updates: Vec<Row>,
+}
+
+impl std::fmt::Debug for Dcdb<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dcdb")
+            .field("quorate", &self.quorate)
+            .field("changed", &self.changed.len())
+            .field("updates", &self.updates.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, 's> Dcdb<'a, 's> {
+    /// A DCDB application on `session`; starts not quorate (as C before the
+    /// first quorum notification).
+    pub fn new(session: &'a mut Session<'s>, permit: &'a mut ApplyPermit) -> Self {
+        Self {
+            session,
+            permit,
+            quorate: false,
+            changed: Vec::new(),
+            resynced: false,
+            leader_index: None,
+            local_index: None,
+            updates: Vec::new(),
+        }
+    }
+
+    /// Sets the quorum flag: NORMAL messages delivered while not quorate make
+    /// the DFSM leave (spec/dfsm.md §9.3 step 2).
+    pub fn set_quorate(&mut self, quorate: bool) {
+        self.quorate = quorate;
+    }
+
+    pub fn is_quorate(&self) -> bool {
+        self.quorate
+    }
+
+    /// The store session (reads).
+    pub fn session(&self) -> &Session<'s> {
+        self.session
+    }
+
+    /// Takes the paths changed since the last call, in apply order (a rename
+    /// gives both paths).
+    pub fn drain_changed(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Whether a resync replaced the tree since the last call (then every
+    /// cached path is stale, not only [`Dcdb::drain_changed`]'s).
+    pub fn take_resynced(&mut self) -> bool {
+        std::mem::take(&mut self.resynced)
+    }
+
+    /// The leader's index of the current state exchange.
+    pub fn leader_index(&self) -> Option<&[u8]> {
+        self.leader_index.as_deref()
+    }
+
+    /// Our own index as sent in the current state exchange.
+    pub fn local_index(&self) -> Option<&[u8]> {
+        self.local_index.as_deref()
+    }
+
+    /// Store failure while applying: a refusal is the writer's result, any
+    /// other failure is this node's and switches the DFSM to ERROR (C: the
+    /// memdb errors flag, §9.3 step 6).
+    fn store_result(error: &StoreError) -> Result<i32, AppError> {
+        if error.is_refusal() {
+            Ok(-error.errno())
+        } else {
+            tracing::error!(%error, "database failure while applying a DCDB message");
+            Err(AppError {
+                fatal: true,
+                result: -error.errno(),
+            })
+        }
+    }
+
+    fn apply_fuse(
+        &mut self,
+        kind: DcdbType,
+        fuse: &crate::wire::FusePayload<'_>,
+        origin: Origin,
+    ) -> Result<i32, AppError> {
+        let path = fuse.path;
+        let op = match kind {
+            DcdbType::Write => Op::Write {
+                path,
+                offset: u64::from(fuse.offset),
+                data: fuse.data,
+                truncate: fuse.flags != 0,
+            },
+            DcdbType::Mkdir => Op::Mkdir { path },
+            DcdbType::Delete => Op::Delete { path },
+            DcdbType::Rename => {
+                let Some(to) = fuse.to else {
+                    tracing::error!("RENAME without a target - leaving");
+                    return Err(AppError::LEAVE);
+                };
+                Op::Rename { from: path, to }
+            }
+            DcdbType::Create => Op::Create { path },
+            DcdbType::Mtime => Op::Mtime {
+                path,
+                mtime: fuse.offset,
+            },
+            DcdbType::UnlockRequest | DcdbType::Unlock => return Err(AppError::LEAVE),
+        };
+        let result = match self.session.writer(self.permit).apply(&op, origin) {
+            Ok(count) => i32::try_from(count).unwrap_or(i32::MAX),
+            Err(error) => Self::store_result(&error)?,
+        };
+        if result >= 0 {
+            self.changed.push(path.to_vec());
+            if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
+                self.changed.push(to.to_vec());
+            }
+        }
+        Ok(result)
+    }
+
+    fn apply_unlock(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        kind: DcdbType,
+        unlock: &UnlockPayload<'_>,
+        origin: Origin,
+    ) -> Result<i32, AppError> {
+        let mut writer = self.session.writer(self.permit);
+        if kind == DcdbType::UnlockRequest {
+            if !ctx.lowest_nodeid_is_local() {
+                return Ok(0);
+            }
+            let current = match writer.lock_checksum(unlock.path) {
+                Ok(current) => current,
+                Err(error) => return Self::store_result(&error),
+            };
+            if current == Some(unlock.checksum) && writer.lock_expired(unlock.path, unlock.checksum)
+            {
+                tracing::info!(
+                    "got unlock request for expired lock {} - sending unlock",
+                    String::from_utf8_lossy(unlock.path)
+                );
+                let mut payload = Vec::new();
+                if unlock.encode(&mut payload).is_err() {
+                    return Err(AppError::LEAVE);
+                }
+                ctx.send_normal(DcdbType::Unlock as u16, payload);
+            }
+            return Ok(0);
+        }
+        match writer.unlock(unlock.path, unlock.checksum, origin) {
+            Ok(deleted) => {
+                if deleted {
+                    self.changed.push(unlock.path.to_vec());
+                }
+                Ok(0)
+            }
+            Err(error) => Self::store_result(&error),
+        }
+    }
+
+    /// The UPDATE payloads the leader sends (memdb.md §8): for every other
+    /// member's index, the master entries whose record differs from the
+    /// first slave record with inode ≥ the master inode (or that have none);
+    /// each inode once, in master order.
+    fn create_updates(
+        &self,
+        master: &IndexView<'_>,
+        states: &[(MemberId, IndexView<'_>)],
+    ) -> Result<Vec<Vec<u8>>, AppError> {
+        let mut wanted = BTreeSet::new();
+        for (_, slave) in states {
+            let mut j = 0;
+            for (i, entry) in master.entries().enumerate() {
+                while j < slave.len() && slave.entry(j).is_some_and(|e| e.inode < entry.inode) {
+                    j += 1;
+                }
+                // The 40-byte records (inode + digest) compared as a whole.
+                if slave.entry(j) != Some(entry) {
+                    wanted.insert((i, entry.inode));
+                }
+            }
+        }
+        let reader = self.session.reader();
+        let mut updates = Vec::with_capacity(wanted.len());
+        for (_, inode) in wanted {
+            let entry = match reader.entry(inode) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    tracing::error!("inode {inode:#x} of our index is missing - leaving");
+                    return Err(AppError::LEAVE);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reading inode {inode:#x} for an update");
+                    return Err(AppError::LEAVE);
+                }
+            };
+            let mut payload = Vec::new();
+            if update_entry(&entry).encode(&mut payload).is_err() {
+                tracing::error!("inode {inode:#x} cannot be encoded as an update");
+                return Err(AppError::LEAVE);
+            }
+            updates.push(payload);
+        }
+        Ok(updates)
+    }
+}
+
+/// The §9.6 UPDATE entry of a stored entry (the root: type 4, empty name,
+/// the global version/writer/mtime; directories without data).
+fn update_entry<'e>(entry: &EntryRef<'e>) -> UpdateEntry<'e> {
+    let root = entry.meta.inode == ROOT_INODE;
+    let dir = root || entry.meta.kind == Kind::Dir;
+    UpdateEntry {
+        parent: if root { 0 } else { entry.meta.parent },
+        inode: entry.meta.inode,
+        version: entry.meta.version,
+        writer: entry.meta.writer,
+        mtime: entry.meta.mtime,
+        entry_type: if dir { EntryType::Dir } else { EntryType::File },
+        name: if root { b"" } else { entry.name },
+        data: if dir { b"" } else { entry.data },
+    }
+}
+
+/// The row a received UPDATE entry becomes (memdb.md §7 step 3).
+fn row_of_update(entry: &UpdateEntry<'_>) -> Row {
+    let root = entry.inode == ROOT_INODE;
+    Row {
+        inode: entry.inode,
+        parent: entry.parent,
+        version: entry.version,
+        writer: entry.writer,
+        mtime: entry.mtime,
+        kind: entry.entry_type as u8,
+        name: if root {
+            VERSION_ROW_NAME.to_vec()
+        } else {
+            entry.name.to_vec()
+        },
+        data: (!root && !entry.data.is_empty()).then(|| entry.data.to_vec()),
+    }
+}
+
+fn fmt_member(id: MemberId) -> String {
+    format!("{}/{}", id.nodeid, id.pid)
+}
+
+impl Application for Dcdb<'_, '_> {
+    fn deliver(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        subtype: u16,
+        time: u32,
+        payload: &[u8],
+    ) -> Result<i32, AppError> {
+        let (kind, decoded) = decode_dcdb(subtype, payload).map_err(|error| {
+            tracing::error!(%error, "malformed DCDB message type {subtype} - leaving");
+            AppError::LEAVE
+        })?;
+        if !self.quorate {
+            tracing::error!("received write while not quorate - trigger resync");
+            return Err(AppError::LEAVE);
+        }
+        let origin = Origin {
+            writer: sender.nodeid,
+            mtime: time,
+        };
+        let result = match decoded {
+            DcdbPayload::Fuse(fuse) => self.apply_fuse(kind, &fuse, origin)?,
+            DcdbPayload::Unlock(unlock) => self.apply_unlock(ctx, kind, &unlock, origin)?,
+        };
+        if self.session.is_poisoned() {
+            tracing::error!("database errors flag set - entering error mode");
+            return Err(AppError {
+                fatal: true,
+                result,
+            });
+        }
+        if let Err(error) = self.session.commit() {
+            tracing::error!(%error, "commit of a DCDB message failed");
+            return Err(AppError {
+                fatal: true,
+                result: -error.errno(),
+            });
+        }
+        Ok(result)
+    }
+
+    fn get_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
+        self.session.reader().index().map_err(|error| {
+            tracing::error!(%error, "cannot encode the memdb index");
+            AppError::LEAVE
+        })
+    }
+
+    fn process_state_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        states: &[(MemberId, &[u8])],
+    ) -> Result<StateDecision, AppError> {
+        let mut views = Vec::with_capacity(states.len());
+        for (member, blob) in states {
+            match IndexView::decode(blob) {
+                Ok(view) => views.push((*member, view)),
+                Err(error) => {
+                    tracing::error!(%error, "bad state from {}", fmt_member(*member));
+                    return Err(AppError::LEAVE);
+                }
+            }
+        }
+        // memdb.md §8: first member, replaced by a higher version, or the
+        // same version and a newer mtime.
+        let Some(mut leader) = (!views.is_empty()).then_some(0) else {
+            return Err(AppError::LEAVE);
+        };
+        for (i, (_, view)) in views.iter().enumerate().skip(1) {
+            let best = &views[leader].1;
+            if view.version() > best.version()
+                || view.version() == best.version() && view.mtime() > best.mtime()
+            {
+                leader = i;
+            }
+        }
+        let (leader_id, master) = views[leader];
+        tracing::info!("leader is {}", fmt_member(leader_id));
+        let synced: Vec<bool> = views
+            .iter()
+            .map(|(_, view)| view.as_bytes() == master.as_bytes())
+            .collect();
+        let synced_names: Vec<String> = views
+            .iter()
+            .zip(&synced)
+            .filter(|(_, s)| **s)
+            .map(|((id, _), _)| fmt_member(*id))
+            .collect();
+        tracing::info!("synced members: {}", synced_names.join(", "));
+
+        self.leader_index = Some(master.as_bytes().to_vec());
+        let local = ctx.local();
+        self.local_index = views
+            .iter()
+            .find(|(id, _)| *id == local)
+            .map(|(_, view)| view.as_bytes().to_vec());
+        let updates = if leader_id == local {
+            Some(self.create_updates(&master, &views)?)
+        } else {
+            None
+        };
+        Ok(StateDecision { synced, updates })
+    }
+
+    fn process_update(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        payload: &[u8],
+    ) -> Result<(), AppError> {
+        let entry = UpdateEntry::decode(payload).map_err(|error| {
+            tracing::error!(%error, "bad update from {}", fmt_member(sender));
+            AppError::LEAVE
+        })?;
+        self.updates.push(row_of_update(&entry));
+        Ok(())
+    }
+
+    fn commit(&mut self, _ctx: &mut Ctx<'_>) -> Result<(), AppError> {
+        let Some(master) = self.leader_index.as_deref() else {
+            tracing::error!("commit without a leader index");
+            return Err(AppError::LEAVE);
+        };
+        match self
+            .session
+            .writer(self.permit)
+            .apply_resync(master, &self.updates)
+        {
+            Ok(()) => {
+                self.resynced = true;
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "applying the resync failed");
+                Err(AppError::LEAVE)
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        self.updates.clear();
+        self.leader_index = None;
+        self.local_index = None;
+    }
+
+    fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
+        Some(self.session.reader().checksum().map_err(|error| {
+            tracing::error!(%error, "cannot compute the database checksum");
+            AppError::LEAVE
+        }))
+    }
+}

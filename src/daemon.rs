@@ -63,8 +63,67 @@ struct Settings {
     run_dir: PathBuf,
     pid_file: PathBuf,
     nodename: String,
+    /// The node's address (`--node-ip`, or looked up as the C daemon does);
+    /// used by cluster mode, logged in local mode.
+    node_ip: Option<String>,
     www_data_gid: u32,
     lock_timeout_secs: Option<u64>,
+}
+
+/// `lookup_node_ip`: the first IPv4 address of `nodename` outside 127/8, else
+/// the first IPv6 address other than ::1 (getaddrinfo with AI_V4MAPPED|AI_ALL).
+fn lookup_node_ip(nodename: &str) -> Option<String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let name = CString::new(nodename).ok()?;
+    // SAFETY: addrinfo is plain data; zero is a valid "no hints" value.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_flags = libc::AI_V4MAPPED | libc::AI_ALL;
+    hints.ai_family = libc::AF_UNSPEC;
+    hints.ai_socktype = libc::SOCK_DGRAM;
+    let mut list: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid name, hints and out pointer; the list is freed below.
+    if unsafe { libc::getaddrinfo(name.as_ptr(), std::ptr::null(), &hints, &mut list) } != 0 {
+        return None;
+    }
+    let mut addresses = Vec::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getaddrinfo returned.
+        let info = unsafe { &*cursor };
+        if !info.ai_addr.is_null() {
+            match info.ai_family {
+                libc::AF_INET => {
+                    // SAFETY: AF_INET entries carry a sockaddr_in.
+                    let addr = unsafe { &*(info.ai_addr as *const libc::sockaddr_in) };
+                    addresses.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        addr.sin_addr.s_addr,
+                    ))));
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: AF_INET6 entries carry a sockaddr_in6.
+                    let addr = unsafe { &*(info.ai_addr as *const libc::sockaddr_in6) };
+                    let ip = Ipv6Addr::from(addr.sin6_addr.s6_addr);
+                    addresses.push(match ip.to_ipv4_mapped() {
+                        Some(v4) => IpAddr::V4(v4),
+                        None => IpAddr::V6(ip),
+                    });
+                }
+                _ => {}
+            }
+        }
+        cursor = info.ai_next;
+    }
+    // SAFETY: the list from getaddrinfo, freed once.
+    unsafe { libc::freeaddrinfo(list) };
+    addresses
+        .iter()
+        .find(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[0] != 127))
+        .or_else(|| {
+            addresses
+                .iter()
+                .find(|ip| matches!(ip, IpAddr::V6(v6) if !v6.is_loopback()))
+        })
+        .map(ToString::to_string)
 }
 
 fn nodename_from_uname() -> Result<String, DaemonError> {
@@ -115,7 +174,12 @@ fn resolve(options: &DaemonOptions) -> Result<Settings, DaemonError> {
     let or = |value: &Option<PathBuf>, default: &str| {
         value.clone().unwrap_or_else(|| PathBuf::from(default))
     };
+    let node_ip = match &options.node_ip {
+        Some(ip) => Some(ip.to_string_lossy().into_owned()),
+        None => lookup_node_ip(&nodename),
+    };
     Ok(Settings {
+        node_ip,
         mountpoint: or(&options.mountpoint, "/etc/pve"),
         data_dir: or(&options.data_dir, "/var/lib/pve-cluster"),
         run_dir: or(&options.run_dir, "/run/pve-cluster"),
@@ -293,12 +357,22 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         },
     );
     let mut channel = Channel::mount(&settings.mountpoint, fs)?;
-    tracing::info!(
-        mountpoint = %settings.mountpoint.display(),
-        data_dir = %settings.data_dir.display(),
-        nodename = %settings.nodename,
-        "serving in local mode"
-    );
+    match &settings.node_ip {
+        Some(ip) => tracing::info!(
+            mountpoint = %settings.mountpoint.display(),
+            data_dir = %settings.data_dir.display(),
+            nodename = %settings.nodename,
+            node_ip = %ip,
+            "serving in local mode"
+        ),
+        // The C daemon refuses to start here; local mode does not need it.
+        None => tracing::warn!(
+            mountpoint = %settings.mountpoint.display(),
+            nodename = %settings.nodename,
+            "serving in local mode; no non-loopback address found for the node name \
+             (cluster mode will need one, or --node-ip)"
+        ),
+    }
     if options.foreground {
         write_pid_file(&settings.pid_file, std::process::id())?;
     }
@@ -434,4 +508,16 @@ fn serve(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_not_the_node_ip() {
+        // localhost resolves to 127.0.0.1 and/or ::1 only.
+        assert_eq!(lookup_node_ip("localhost"), None);
+        assert_eq!(lookup_node_ip("no-such-host.invalid"), None);
+    }
 }

@@ -26,6 +26,9 @@ const TOKEN_SIGNAL: Token = Token(100);
 const TOKEN_SYNC: Token = Token(101);
 const TOKEN_FUSE_POLL: Token = Token(102);
 const TOKEN_STOP_DEADLINE: Token = Token(103);
+/// Reads of /dev/fuse that fail in a row before the loop gives up (a broken
+/// connection would otherwise spin).
+const FUSE_READ_ERRORS_MAX: u32 = 100;
 /// After SIGTERM the loop waits at most this long for the kernel to return
 /// its reads; then it leaves anyway (shutdown is bounded).
 const STOP_DEADLINE: Duration = Duration::from_millis(1500);
@@ -270,18 +273,27 @@ fn daemonize(pid_file: &Path) -> Result<OwnedFd, DaemonError> {
     }
     if pid > 0 {
         drop(write_end);
+        // The parent only waits: let SIGTERM/SIGINT end it again.
+        // SAFETY: an empty-then-filled signal set passed to sigprocmask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in DAEMON_SIGNALS {
+                libc::sigaddset(&mut set, signal);
+            }
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        }
         let mut byte = [0u8; 1];
         // SAFETY: reading one byte into a valid buffer.
         let read = unsafe { libc::read(read_end.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
         if read == 1 && byte[0] == b'1' {
-            let code = match write_pid_file(pid_file, pid as u32) {
-                Ok(()) => 0,
-                Err(error) => {
-                    eprintln!("pmxcfs: {error}");
-                    1
-                }
-            };
-            std::process::exit(code);
+            if let Err(error) = write_pid_file(pid_file, pid as u32) {
+                eprintln!("pmxcfs: {error}; stopping the daemon");
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+                std::process::exit(1);
+            }
+            std::process::exit(0);
         }
         eprintln!("pmxcfs: the daemon failed to start (see the system log)");
         // SAFETY: signalling our own child.
@@ -419,6 +431,7 @@ fn serve(
     let mut poll_armed = false;
     let mut sync_armed = false;
     let mut stopping = false;
+    let mut read_errors = 0u32;
     while fuse_reads > 0 || poll_armed {
         reactor.wait(&mut completions, None)?;
         for completion in completions.drain(..) {
@@ -475,6 +488,7 @@ fn serve(
                     let mut buffer = completion.buffer.unwrap_or_default();
                     let result = completion.result;
                     if result > 0 {
+                        read_errors = 0;
                         if let Err(error) = channel.serve(&mut buffer[..result as usize]) {
                             tracing::debug!(%error, "request not answered");
                         }
@@ -494,6 +508,13 @@ fn serve(
                         continue;
                     } else {
                         tracing::error!(errno = -result, "reading /dev/fuse failed");
+                        read_errors += 1;
+                        if read_errors >= FUSE_READ_ERRORS_MAX {
+                            return Err(DaemonError::Setup(format!(
+                                "{read_errors} reads of /dev/fuse failed in a row (errno {})",
+                                -result
+                            )));
+                        }
                     }
                     if !stopping {
                         reactor.read(channel.fd(), buffer, completion.token)?;

@@ -1773,3 +1773,60 @@ fn daemonize_writes_pid_file_and_serves() {
         "still mounted after the daemon exited"
     );
 }
+
+/// Removing an expired lock invalidates the kernel's entry for it while other
+/// processes look up names in `priv/lock` (they hold the directory's lock and
+/// wait for this daemon). The invalidation must not be written from the loop
+/// that serves them, or everything hangs (found in review).
+#[test]
+fn expired_lock_removal_under_concurrent_lookups_does_not_hang() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut daemon = Daemon::new().env("PMXCFS_LOCK_TIMEOUT_SECS", "0");
+    daemon.start();
+    mkdirs(&daemon, &["priv/lock"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let lookers: Vec<_> = (0..2)
+        .map(|thread| {
+            let stop = Arc::clone(&stop);
+            let dir = daemon.path("priv/lock");
+            std::thread::spawn(move || {
+                let mut count = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = fs::metadata(dir.join(format!("missing-{thread}-{count}")));
+                    count += 1;
+                }
+                count
+            })
+        })
+        .collect();
+    let (done_sender, done) = std::sync::mpsc::channel();
+    let lock_dir = daemon.path("priv/lock");
+    let locker = std::thread::spawn(move || {
+        for round in 0..4 {
+            let lock = lock_dir.join(format!("x{round}"));
+            fs::create_dir(&lock).expect("take the lock");
+            std::thread::sleep(Duration::from_millis(1100));
+            // Expired (timeout 0 s, more than a second later): removed. The
+            // kernel's cached entry is dropped right after the reply.
+            let _ = utime(&lock, 0, 0);
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while fs::metadata(&lock).is_ok() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "round {round}: the lock is still there"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            fs::create_dir(&lock).expect("the lock can be taken again");
+        }
+        let _ = done_sender.send(());
+    });
+    let finished = done.recv_timeout(Duration::from_secs(30)).is_ok();
+    stop.store(true, Ordering::Relaxed);
+    assert!(finished, "lock removal hung while lookups ran");
+    locker.join().expect("locker");
+    for looker in lookers {
+        assert!(looker.join().expect("looker") > 0);
+    }
+}

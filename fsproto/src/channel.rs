@@ -5,9 +5,10 @@
 //! calls `PmxFs` and writes the reply to the fd before returning. Kernel cache
 //! invalidations collected meanwhile are written after the reply.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::mpsc::{Sender, channel};
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
@@ -32,8 +33,15 @@ pub struct Channel {
     session: FuseSession,
     server: Server<Arc<PmxFs>>,
     fs: Arc<PmxFs>,
+    /// Our own duplicate of the /dev/fuse fd: `FuseSession::umount` closes
+    /// the session's, and requests may still be answered after that.
+    fuse_fd: OwnedFd,
     fd: RawFd,
     reply_buffer: Vec<u8>,
+    /// Kernel cache invalidations are written by a thread of their own: the
+    /// kernel may block such a write on an inode lock held by a process that
+    /// waits for a request this loop has yet to serve.
+    notifier: Sender<Vec<u8>>,
     /// The kernel's id of this FUSE connection (for /sys/fs/fuse/connections).
     connection: Option<u64>,
 }
@@ -68,14 +76,28 @@ impl Channel {
         session
             .mount()
             .map_err(|error| mount_error(error.to_string()))?;
-        let fd = session
+        let session_fd = session
             .get_fuse_file()
             .map(|file| file.as_raw_fd())
             .ok_or_else(|| mount_error("no /dev/fuse file after mount".into()))?;
+        // SAFETY: dup of a valid fd; the new fd is owned by `fuse_fd`.
+        let duplicate = unsafe { libc::fcntl(session_fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if duplicate < 0 {
+            return Err(mount_error(format!(
+                "dup of /dev/fuse: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: a fresh fd owned by nothing else.
+        let fuse_fd = unsafe { OwnedFd::from_raw_fd(duplicate) };
+        let fd = fuse_fd.as_raw_fd();
+        let notifier = spawn_notifier(fd)?;
         let fs = Arc::new(fs);
         let connection = connection_id(mountpoint);
         Ok(Channel {
             connection,
+            fuse_fd,
+            notifier,
             session,
             server: Server::new(Arc::clone(&fs)),
             fs,
@@ -113,23 +135,9 @@ impl Channel {
 
     fn flush_invalidations(&mut self) {
         for invalidation in self.fs.take_invalidations() {
-            let Ok(writer) = FuseDevWriter::<()>::new(self.fd, &mut self.reply_buffer) else {
-                continue;
-            };
-            let result = match &invalidation {
-                Invalidation::Entry { parent, name } => {
-                    match std::ffi::CString::new(name.clone()) {
-                        Ok(name) => self.server.notify_inval_entry(writer, *parent, &name),
-                        Err(_) => continue,
-                    }
-                }
-                Invalidation::Inode { node_id } => {
-                    self.server.notify_inval_inode(writer, *node_id, 0, 0)
-                }
-            };
-            if let Err(error) = result {
-                // ENOENT: the kernel does not know the entry (nothing cached).
-                tracing::debug!(?invalidation, %error, "invalidation not delivered");
+            let message = encode_notification(&invalidation);
+            if self.notifier.send(message).is_err() {
+                tracing::warn!(?invalidation, "the notifier thread is gone");
             }
         }
     }
@@ -157,10 +165,94 @@ impl Channel {
             session,
             server,
             fs,
+            notifier,
+            fuse_fd,
             ..
         } = self;
+        drop(notifier);
         drop(server);
         drop(session);
+        drop(fuse_fd);
         Arc::into_inner(fs).ok_or_else(|| ChannelError::Request("file system still shared".into()))
+    }
+}
+
+/// FUSE notification codes (fuse_notify_code).
+const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
+const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
+
+/// One notification message: `fuse_out_header` (len, error = code, unique 0)
+/// and the code's body (linux/fuse.h).
+fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64);
+    let code = match invalidation {
+        Invalidation::Inode { node_id } => {
+            body.extend_from_slice(&node_id.to_le_bytes());
+            body.extend_from_slice(&0i64.to_le_bytes()); // offset
+            body.extend_from_slice(&0i64.to_le_bytes()); // length 0: all pages
+            FUSE_NOTIFY_INVAL_INODE
+        }
+        Invalidation::Entry { parent, name } => {
+            body.extend_from_slice(&parent.to_le_bytes());
+            body.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            body.extend_from_slice(&0u32.to_le_bytes()); // flags
+            body.extend_from_slice(name);
+            body.push(0);
+            FUSE_NOTIFY_INVAL_ENTRY
+        }
+    };
+    let mut message = Vec::with_capacity(16 + body.len());
+    message.extend_from_slice(&((16 + body.len()) as u32).to_le_bytes());
+    message.extend_from_slice(&code.to_le_bytes());
+    message.extend_from_slice(&0u64.to_le_bytes());
+    message.extend_from_slice(&body);
+    message
+}
+
+/// The thread that writes notifications to /dev/fuse. It ends when the
+/// channel drops its sender; a write the kernel never finishes (connection
+/// already gone) ends with the process.
+fn spawn_notifier(fd: RawFd) -> Result<Sender<Vec<u8>>, ChannelError> {
+    let (sender, receiver) = channel::<Vec<u8>>();
+    std::thread::Builder::new()
+        .name("pmxcfs-notify".into())
+        .spawn(move || {
+            for message in receiver {
+                // SAFETY: writing a valid buffer to the /dev/fuse fd, which the
+                // channel keeps open while it can send to this thread.
+                let written = unsafe { libc::write(fd, message.as_ptr().cast(), message.len()) };
+                if written < 0 {
+                    // ENOENT: the kernel had nothing cached for it.
+                    tracing::debug!(error = %std::io::Error::last_os_error(), "invalidation not delivered");
+                }
+            }
+        })
+        .map_err(|error| ChannelError::Mount {
+            mountpoint: String::new(),
+            reason: format!("cannot start the notifier thread: {error}"),
+        })?;
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_have_the_kernel_layout() {
+        let entry = encode_notification(&Invalidation::Entry {
+            parent: 7,
+            name: b"lock-a".to_vec(),
+        });
+        assert_eq!(entry.len(), 16 + 16 + 7);
+        assert_eq!(&entry[0..4], &(39u32).to_le_bytes());
+        assert_eq!(&entry[4..8], &3i32.to_le_bytes());
+        assert_eq!(&entry[16..24], &7u64.to_le_bytes());
+        assert_eq!(&entry[24..28], &6u32.to_le_bytes());
+        assert_eq!(&entry[32..], b"lock-a\0");
+        let inode = encode_notification(&Invalidation::Inode { node_id: 9 });
+        assert_eq!(inode.len(), 40);
+        assert_eq!(&inode[4..8], &2i32.to_le_bytes());
+        assert_eq!(&inode[16..24], &9u64.to_le_bytes());
     }
 }

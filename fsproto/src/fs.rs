@@ -131,6 +131,11 @@ struct Core {
     /// open handles until the last one is released, as the C daemon (through
     /// libfuse's hidden files) does. Not replicated, not persisted.
     orphans: HashMap<u64, Orphan>,
+    /// Directory listings taken at the first READDIR of a handle, served by offset until
+    /// releasedir: a listing read in several READDIR calls stays consistent
+    /// while the directory changes (libfuse's high-level API did the same).
+    listings: HashMap<u64, Vec<(u64, u32, Vec<u8>)>>,
+    next_handle: u64,
 }
 
 #[derive(Debug)]
@@ -159,6 +164,8 @@ impl PmxFs {
                 invalidations: Vec::new(),
                 open_counts: HashMap::new(),
                 orphans: HashMap::new(),
+                listings: HashMap::new(),
+                next_handle: 1,
             }),
         }
     }
@@ -449,6 +456,21 @@ impl Core {
     fn setattr(&mut self, node_id: u64, attr: &stat64, valid: SetattrValid) -> io::Result<()> {
         if let Some(special) = special_by_id(node_id) {
             return self.setattr_special(special, attr, valid);
+        }
+        if let Some(orphan) = self.orphans.get_mut(&node_id) {
+            // An unlinked file that is still open: its private copy.
+            if valid.contains(SetattrValid::SIZE) {
+                let size = usize::try_from(attr.st_size)
+                    .ok()
+                    .filter(|size| *size <= pmxcfs_store::MAX_FILE_SIZE)
+                    .ok_or_else(|| errno(libc::EFBIG))?;
+                orphan.data.resize(size, 0);
+                orphan.stat.st_size = size as i64;
+            }
+            if valid.contains(SetattrValid::MTIME) {
+                orphan.stat.st_mtime = attr.st_mtime;
+            }
+            return Ok(());
         }
         let path = self.path_of(node_id)?;
         if valid.contains(SetattrValid::MODE) {
@@ -918,27 +940,46 @@ impl FileSystem for PmxFs {
         inode: u64,
         _flags: u32,
     ) -> io::Result<(Option<u64>, OpenOptions)> {
-        let core = self.core();
+        let mut core = self.core();
         let (stat, _) = core.getattr(inode)?;
         if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(errno(libc::ENOTDIR));
         }
+        let handle = core.next_handle;
+        core.next_handle += 1;
+        core.listings.insert(handle, Vec::new());
         // The kernel may keep directory listings: it drops them itself when
         // it creates, removes or renames through this mount, and we
         // invalidate the directory for changes it did not make.
-        Ok((None, OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE))
+        Ok((
+            Some(handle),
+            OpenOptions::CACHE_DIR | OpenOptions::KEEP_CACHE,
+        ))
     }
 
     fn readdir(
         &self,
         _ctx: &Context,
         inode: u64,
-        _handle: u64,
+        handle: u64,
         _size: u32,
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let entries = self.core().readdir_entries(inode)?;
+        let mut core = self.core();
+        // The listing is taken at the first READDIR of a handle (none comes
+        // when the kernel answers from its cache) and kept for the rest.
+        let taken = core
+            .listings
+            .get(&handle)
+            .is_some_and(|listing| !listing.is_empty());
+        if offset == 0 || !taken {
+            let listing = core.readdir_entries(inode)?;
+            core.listings.insert(handle, listing);
+        }
+        let Some(entries) = core.listings.get(&handle) else {
+            return Err(errno(libc::EBADF));
+        };
         for (index, (ino, type_, name)) in entries.iter().enumerate().skip(offset as usize) {
             let added = add_entry(DirEntry {
                 ino: *ino,
@@ -963,7 +1004,8 @@ impl FileSystem for PmxFs {
         Ok(())
     }
 
-    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, _handle: u64) -> io::Result<()> {
+    fn releasedir(&self, _ctx: &Context, _inode: u64, _flags: u32, handle: u64) -> io::Result<()> {
+        self.core().listings.remove(&handle);
         Ok(())
     }
 

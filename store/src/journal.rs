@@ -143,9 +143,18 @@ impl Journal {
         if batch.is_empty() {
             return Ok(());
         }
-        self.file
-            .write_all(batch)
-            .map_err(|error| StoreError::io(&self.path, error))?;
+        if let Err(error) = self.file.write_all(batch) {
+            // All or nothing: cut a partly written batch off again, so that
+            // what is durable is exactly what was acknowledged.
+            let cut = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(|_| ()));
+            if let Err(cut_error) = cut {
+                tracing::error!(%cut_error, "cannot cut a partly written journal batch");
+            }
+            return Err(StoreError::io(&self.path, error));
+        }
         self.len += batch.len() as u64;
         self.unsynced = true;
         Ok(())
@@ -181,6 +190,12 @@ impl Journal {
         self.unsynced = false;
         Ok(())
     }
+}
+
+/// Reads the good records of a journal file without changing it.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let bytes = std::fs::read(path).map_err(|error| StoreError::io(path, error))?;
+    Ok(parse_records(&bytes).0)
 }
 
 /// Parses records from the start of `bytes`; returns them and the length of

@@ -67,6 +67,22 @@ pub struct Recovery {
 
 type Clock = Box<dyn Fn() -> u64 + Send>;
 
+/// Begins the next write transaction after a commit or an abort. It only
+/// fails if LMDB itself is broken (its lock or memory); there is no state to
+/// serve from without one, so the process stops at once — crash-only: every
+/// acknowledged change is in the journal or the last checkpoint, and a
+/// restart replays it.
+fn begin_or_die(store: &Store) -> RwTxn<'_> {
+    match store.env.write_txn() {
+        Ok(txn) => txn,
+        Err(error) => {
+            tracing::error!(%error, "cannot begin an LMDB write transaction; stopping");
+            eprintln!("pmxcfs: cannot begin an LMDB write transaction: {error}");
+            std::process::abort();
+        }
+    }
+}
+
 fn wall_clock_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,30 +139,7 @@ impl Store {
             },
         };
         session.rebuild_derived()?;
-        for record in replay.records {
-            if record.seq <= checkpoint_seq {
-                continue;
-            }
-            let (op, origin) = op::decode(&record.payload).ok_or_else(|| StoreError::Journal {
-                path: self.journal_path(),
-                reason: format!("record {} does not decode", record.seq),
-            })?;
-            // Only changes are journaled; the one refusal that changes the tree
-            // (the rename quirk) replays as the same refusal.
-            match session.apply_op(&op, origin) {
-                Ok(_) => {}
-                Err(error) if error.is_refusal() => {}
-                Err(error) => {
-                    return Err(StoreError::Journal {
-                        path: self.journal_path(),
-                        reason: format!("record {} does not replay: {error}", record.seq),
-                    });
-                }
-            }
-            session.next_seq = record.seq + 1;
-            session.records_since_checkpoint += 1;
-            session.recovery.replayed_records += 1;
-        }
+        session.replay(replay.records, checkpoint_seq)?;
         session.replaying = false;
         if session.recovery.replayed_records > 0 {
             // As the C daemon after loading its database: the guest index and
@@ -233,12 +226,21 @@ impl<'s> Session<'s> {
         if let Err(error) = appended {
             tracing::error!(%error, "journal write failed; refusing further changes");
             self.poisoned = true;
+            // The batch was applied but is not durable: take it back out of
+            // view (the caller answers EIO for it).
+            if let Err(reload) = self.reload_durable_view() {
+                tracing::error!(%reload, "cannot rebuild the durable view");
+            }
             return Err(error);
         }
         if self.records_since_checkpoint >= self.limits.records_max
             || self.journal.len_bytes() >= self.limits.journal_bytes_max
         {
-            self.checkpoint()?;
+            // The batch is in the journal: acknowledged even if folding it
+            // into LMDB fails (the session is then poisoned for new changes).
+            if let Err(error) = self.checkpoint() {
+                tracing::error!(%error, "automatic checkpoint failed");
+            }
         }
         Ok(())
     }
@@ -250,6 +252,56 @@ impl<'s> Session<'s> {
 
     pub fn is_synced(&self) -> bool {
         self.batch.is_empty() && self.journal.is_synced()
+    }
+
+    /// Rebuilds the open transaction as exactly what is durable: the last
+    /// checkpoint plus the good journal records. Used when a disk write
+    /// failed, so that readers never see a change that was not acknowledged
+    /// and never lose one that was.
+    fn reload_durable_view(&mut self) -> Result<()> {
+        self.batch.clear();
+        drop(self.txn.take());
+        self.txn = Some(begin_or_die(self.store));
+        let checkpoint_seq = self.store.journal_seq(self.txn())?;
+        let records = journal::read_records(&self.store.journal_path())?;
+        self.next_seq = checkpoint_seq + 1;
+        self.records_since_checkpoint = 0;
+        self.recovery.replayed_records = 0;
+        self.replay(records, checkpoint_seq)?;
+        self.rebuild_derived()
+    }
+
+    /// Applies journal records newer than `checkpoint_seq` to the open
+    /// transaction (start-up, and after a failed checkpoint).
+    fn replay(&mut self, records: Vec<journal::Record>, checkpoint_seq: u64) -> Result<()> {
+        let path = self.store.journal_path();
+        self.replaying = true;
+        for record in records {
+            if record.seq <= checkpoint_seq {
+                continue;
+            }
+            let (op, origin) = op::decode(&record.payload).ok_or_else(|| StoreError::Journal {
+                path: path.clone(),
+                reason: format!("record {} does not decode", record.seq),
+            })?;
+            // Only changes are journaled; the one refusal that changes the tree
+            // (the rename quirk) replays as the same refusal.
+            match self.apply_op(&op, origin) {
+                Ok(_) => {}
+                Err(error) if error.is_refusal() => {}
+                Err(error) => {
+                    return Err(StoreError::Journal {
+                        path,
+                        reason: format!("record {} does not replay: {error}", record.seq),
+                    });
+                }
+            }
+            self.next_seq = record.seq + 1;
+            self.records_since_checkpoint += 1;
+            self.recovery.replayed_records += 1;
+        }
+        self.replaying = false;
+        Ok(())
     }
 
     /// Commits the LMDB transaction (durably) and empties the journal.
@@ -270,10 +322,14 @@ impl<'s> Session<'s> {
             .put_journal_seq(&mut txn, last_seq)
             .and_then(|()| txn.commit().map_err(StoreError::from));
         // Whatever happened, a new transaction starts from the last commit.
-        self.txn = Some(store.env.write_txn()?);
+        self.txn = Some(begin_or_die(store));
         if let Err(error) = result {
             tracing::error!(%error, "checkpoint failed; refusing further changes");
             self.poisoned = true;
+            // The failed commit took the changes since the last checkpoint
+            // out of view; they are acknowledged and in the journal: put them
+            // back so that readers keep seeing them.
+            self.reload_durable_view()?;
             return Err(error);
         }
         self.journal.reset().inspect_err(|_| self.poisoned = true)?;
@@ -292,7 +348,7 @@ impl<'s> Session<'s> {
     fn abort_to_checkpoint(&mut self) -> Result<()> {
         self.batch.clear();
         drop(self.txn.take());
-        self.txn = Some(self.store.env.write_txn()?);
+        self.txn = Some(begin_or_die(self.store));
         self.rebuild_derived()
     }
 
@@ -416,7 +472,7 @@ impl<'s> Session<'s> {
     /// non-empty directory onto an existing target) is journaled too, so
     /// that a replay reproduces it.
     fn apply_op(&mut self, op: &Op<'_>, origin: Origin) -> Result<u32> {
-        if self.poisoned {
+        if self.poisoned && !self.replaying {
             return Err(StoreError::Poisoned);
         }
         let mut changed = false;

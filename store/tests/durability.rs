@@ -171,3 +171,79 @@ fn a_checkpoint_in_the_middle_then_a_crash_keeps_everything() {
         *checksums.last().expect("ops")
     );
 }
+
+/// A full disk: the journal write fails. The change that could not be made
+/// durable is taken back out of view, every acknowledged one stays, and the
+/// session refuses further changes; after a restart the acknowledged state
+/// is there. (Needs root for the size-limited tmpfs, as the CI has.)
+#[test]
+fn a_full_disk_keeps_exactly_the_acknowledged_changes() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let mountpoint = base.path().join("small");
+    std::fs::create_dir(&mountpoint).expect("mkdir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&mountpoint)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mounting a tmpfs needs root");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mountpoint.clone());
+    let dir = mountpoint.join("data");
+    let data = vec![b'x'; 60 * 1024];
+    let acknowledged;
+    {
+        let store = Store::open(&dir).expect("open");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut last_ok = session.reader().checksum().expect("checksum");
+        let mut failed = false;
+        for step in 0..200u32 {
+            let path = format!("f{step}");
+            let mut writer = session.writer(&mut permit);
+            writer
+                .apply(
+                    &Op::Create {
+                        path: path.as_bytes(),
+                    },
+                    origin(step),
+                )
+                .expect("create");
+            writer
+                .apply(
+                    &Op::Write {
+                        path: path.as_bytes(),
+                        offset: 0,
+                        data: &data,
+                        truncate: false,
+                    },
+                    origin(step),
+                )
+                .expect("write");
+            match session.commit() {
+                Ok(()) => last_ok = session.reader().checksum().expect("checksum"),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the 2 MiB file system never filled up");
+        assert!(session.is_poisoned());
+        assert_eq!(
+            session.reader().checksum().expect("checksum"),
+            last_ok,
+            "the view is exactly the acknowledged changes"
+        );
+        let refused = session
+            .writer(&mut permit)
+            .apply(&Op::Mkdir { path: b"later" }, origin(999));
+        assert!(refused.is_err(), "no changes after a failed write");
+        acknowledged = last_ok;
+    }
+    assert_eq!(checksum_after_reopen(&dir), acknowledged);
+}

@@ -348,7 +348,12 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     recover_stale_mount(&settings.mountpoint)?;
 
     let store: &'static Store = Box::leak(Box::new(Store::open(&settings.data_dir)?));
-    let (mut session, permit) = store.session(Durability::Relaxed)?;
+    let durability = if options.sync_writes {
+        Durability::Strict
+    } else {
+        Durability::Relaxed
+    };
+    let (mut session, permit) = store.session(durability)?;
     if let Some(timeout) = settings.lock_timeout_secs {
         session.set_lock_timeout_secs(timeout);
     }

@@ -160,6 +160,7 @@ pub struct Daemon {
     pub log: PathBuf,
     pub nodename: String,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     process: Option<Process>,
 }
 
@@ -187,8 +188,15 @@ impl Daemon {
             base,
             nodename: format!("pvetest{number}"),
             env: Vec::new(),
+            args: Vec::new(),
             process: None,
         }
+    }
+
+    /// An extra daemon argument for every later start.
+    pub fn arg(mut self, arg: &str) -> Daemon {
+        self.args.push(arg.to_owned());
+        self
     }
 
     /// An environment variable for every later start.
@@ -237,6 +245,7 @@ impl Daemon {
             .arg(&self.nodename)
             .arg("--node-ip")
             .arg(NODE_IP)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);

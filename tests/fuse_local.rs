@@ -1842,7 +1842,7 @@ fn sync_writes_mode_serves_and_persists() {
         put(
             &daemon,
             &format!("d/f{index}.cfg"),
-            &format!("content {index}\n"),
+            format!("content {index}\n"),
         );
     }
     daemon.kill9();

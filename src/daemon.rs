@@ -26,6 +26,13 @@ const TOKEN_SIGNAL: Token = Token(100);
 const TOKEN_SYNC: Token = Token(101);
 const TOKEN_FUSE_POLL: Token = Token(102);
 const TOKEN_STOP_DEADLINE: Token = Token(103);
+/// After serving, the loop keeps polling (yielding the CPU between polls)
+/// this long before it sleeps. A caller that sends its next request at once
+/// (most do: stat after create, write after open) then finds the loop
+/// awake: on this kind of VM a sleeping loop on another CPU costs tens of µs
+/// of wake-up per request (BENCHMARKS.md). Idle cost: one short burst of
+/// polls after the last request of a burst.
+const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 /// Reads of /dev/fuse that fail in a row before the loop gives up (a broken
 /// connection would otherwise spin).
 const FUSE_READ_ERRORS_MAX: u32 = 100;
@@ -424,6 +431,24 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     result
 }
 
+/// Polls the ring without sleeping for up to `POLL_BEFORE_SLEEP`, yielding
+/// the CPU between polls (a caller on this CPU can run); true if something
+/// completed.
+fn poll_briefly(
+    reactor: &mut Reactor,
+    completions: &mut Vec<pmxcfs_reactor::Completion>,
+) -> Result<bool, DaemonError> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < POLL_BEFORE_SLEEP {
+        if reactor.wait(completions, Some(Duration::ZERO))? > 0 {
+            return Ok(true);
+        }
+        // SAFETY: plain syscall.
+        unsafe { libc::sched_yield() };
+    }
+    Ok(false)
+}
+
 /// The loop: one thread, everything through the reactor.
 fn serve(
     reactor: &mut Reactor,
@@ -438,7 +463,9 @@ fn serve(
     let mut stopping = false;
     let mut read_errors = 0u32;
     while fuse_reads > 0 || poll_armed {
-        reactor.wait(&mut completions, None)?;
+        if !poll_briefly(reactor, &mut completions)? {
+            reactor.wait(&mut completions, None)?;
+        }
         for completion in completions.drain(..) {
             match completion.token {
                 TOKEN_SIGNAL => {

@@ -235,3 +235,19 @@ mod tests {
         assert_ne!(entry.index_digest(), expected);
     }
 }
+
+#[cfg(test)]
+mod arbitrary_bytes {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// LMDB values from a damaged map never panic the decoder.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Some(entry) = super::EntryRef::decode(1, &bytes) {
+                prop_assert!(entry.name.len() + entry.data.len() + 32 == bytes.len());
+                let _ = entry.checksum();
+            }
+        }
+    }
+}

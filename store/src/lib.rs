@@ -29,3 +29,26 @@ pub use session::{ApplyPermit, CheckpointLimits, Durability, Recovery, Session, 
 pub use sqlite::{C_SCHEMA_SQL, read_rows, write_rows};
 pub use store::{FORMAT, Reader, Snapshot, Store};
 pub use vmlist::{Guest, VmList};
+
+/// Entry points for the fuzz targets in `store/fuzz` (the decoders of data
+/// read back from disk). Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decodes a journal payload; re-encodes what it accepts.
+    pub fn journal_payload(bytes: &[u8]) -> bool {
+        match crate::op::decode(bytes) {
+            Some((op, origin)) => {
+                let mut again = Vec::new();
+                crate::op::encode(&mut again, &op, origin);
+                assert_eq!(again, bytes, "accepted payloads are canonical");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Parses a journal file; returns the number of good records.
+    pub fn journal_file(bytes: &[u8]) -> usize {
+        crate::journal::parse_for_fuzzing(bytes)
+    }
+}

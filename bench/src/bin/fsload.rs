@@ -494,6 +494,29 @@ fn content(i: usize, generation: u32, size: usize) -> Vec<u8> {
 }
 
 /// All phases on one target, in a fresh subdirectory of `base`.
+/// Creates and writes each file in one timed operation (create and
+/// write512k); returns the phase and how many files were created.
+fn create_phase<N: Display>(
+    name: &'static str,
+    cfg: &Config,
+    names: &[N],
+    paths: &[CString],
+    generation: u32,
+    size: usize,
+) -> Result<(PhaseResult, usize), String> {
+    let mut ph = Phase::new(name, cfg);
+    let mut created = 0;
+    for (i, (name, path)) in names.iter().zip(paths).enumerate() {
+        if ph.over_budget()? {
+            break;
+        }
+        let data = content(i, generation, size);
+        ph.timed(name, || create_file(path, &data))?;
+        created += 1;
+    }
+    Ok((ph.finish(), created))
+}
+
 fn run_target(cfg: &Config, idx: usize, base: &Path) -> Result<Vec<PhaseResult>, String> {
     let pid = std::process::id();
     let dir = base.join(format!("fsload-{pid}-{idx}"));
@@ -520,17 +543,8 @@ fn run_target(cfg: &Config, idx: usize, base: &Path) -> Result<Vec<PhaseResult>,
     let mut results = Vec::new();
 
     // create
-    let mut ph = Phase::new("create", cfg);
-    let mut created = 0;
-    for i in 0..n {
-        if ph.over_budget()? {
-            break;
-        }
-        let data = content(i, 0, size);
-        ph.timed(&names[i], || create_file(&paths[i], &data))?;
-        created += 1;
-    }
-    results.push(ph.finish());
+    let (phase, created) = create_phase("create", cfg, &names, &paths, 0, size)?;
+    results.push(phase);
 
     // stat
     let mut ph = Phase::new("stat", cfg);
@@ -607,17 +621,8 @@ fn run_target(cfg: &Config, idx: usize, base: &Path) -> Result<Vec<PhaseResult>,
     results.push(ph.finish());
 
     // write512k
-    let mut ph = Phase::new("write512k", cfg);
-    let mut big_created = 0;
-    for j in 0..m {
-        if ph.over_budget()? {
-            break;
-        }
-        let data = content(j, 2, BIG);
-        ph.timed(&big_names[j], || create_file(&big_paths[j], &data))?;
-        big_created += 1;
-    }
-    results.push(ph.finish());
+    let (phase, big_created) = create_phase("write512k", cfg, &big_names, &big_paths, 2, BIG)?;
+    results.push(phase);
 
     // read512k
     let mut ph = Phase::new("read512k", cfg);

@@ -10,7 +10,10 @@ pub const USAGE: &str = "\
 Usage:
   pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--data-dir DIR] [--run-dir DIR]
          [--pid-file FILE] [--nodename NAME] [--node-ip ADDR]
-      Run the cluster file system daemon (local mode only so far).
+         [--corosync-conf FILE]
+      Run the cluster file system daemon. Cluster mode (corosync CPG) when
+      the tree holds corosync.conf and -l is not given; a new data dir first
+      imports the host's corosync.conf, as the C daemon does.
       -d, --debug       turn on debug messages
       -f, --foreground  do not daemonize (log to stderr; otherwise syslog)
       -l, --local       force local mode (ignore corosync.conf, force quorum)
@@ -19,6 +22,7 @@ Usage:
                         journal is synced within 10 ms, as ARCHITECTURE.md says)
       defaults: --mountpoint /etc/pve --data-dir /var/lib/pve-cluster
                 --run-dir /run/pve-cluster --pid-file /var/run/pve-cluster.pid
+                --corosync-conf /etc/corosync/corosync.conf (the host copy)
                 --nodename from uname (up to the first dot)
       PMXCFS_LOCK_TIMEOUT_SECS replaces the 120 s lock lifetime (for tests).
   pmxcfs import-db --sqlite FILE --data-dir DIR
@@ -95,6 +99,7 @@ pub struct DaemonOptions {
     pub pid_file: Option<PathBuf>,
     pub nodename: Option<OsString>,
     pub node_ip: Option<OsString>,
+    pub corosync_conf: Option<PathBuf>,
 }
 
 /// Arguments of `import-db` and `export-db`.
@@ -248,12 +253,13 @@ fn parse_daemon(args: Vec<OsString>) -> Result<Command, UsageError> {
                     "foreground" => flag(&mut options.foreground)?,
                     "local" => flag(&mut options.local)?,
                     "sync-writes" => flag(&mut options.sync_writes)?,
-                    "mountpoint" | "data-dir" | "run-dir" | "pid-file" => {
+                    "mountpoint" | "data-dir" | "run-dir" | "pid-file" | "corosync-conf" => {
                         let value = PathBuf::from(option_value(&name, glued, &mut tokens, USAGE)?);
                         let slot = match name.as_str() {
                             "mountpoint" => &mut options.mountpoint,
                             "data-dir" => &mut options.data_dir,
                             "pid-file" => &mut options.pid_file,
+                            "corosync-conf" => &mut options.corosync_conf,
                             _ => &mut options.run_dir,
                         };
                         set_once(slot, value, &name, USAGE)?;

@@ -15,6 +15,7 @@ use pmxcfs_reactor::{DAEMON_SIGNALS, Reactor, Signals, Token};
 use pmxcfs_store::{Durability, Store};
 
 use crate::cli::DaemonOptions;
+use crate::cluster::{ClusterLink, TOKEN_CPG, TOKEN_QUORUM, TOKEN_TICK};
 use crate::lock::{DataDirLock, LockError};
 
 /// Requests the kernel may hand us at once (reads posted on /dev/fuse).
@@ -78,6 +79,9 @@ struct Settings {
     node_ip: Option<String>,
     www_data_gid: u32,
     lock_timeout_secs: Option<u64>,
+    /// The host's corosync.conf (imported into a new tree; kept in sync
+    /// with the tree's copy in cluster mode).
+    corosync_conf: PathBuf,
 }
 
 /// `lookup_node_ip`: the first IPv4 address of `nodename` outside 127/8, else
@@ -197,6 +201,7 @@ fn resolve(options: &DaemonOptions) -> Result<Settings, DaemonError> {
         nodename,
         www_data_gid: www_data_gid()?,
         lock_timeout_secs,
+        corosync_conf: or(&options.corosync_conf, "/etc/corosync/corosync.conf"),
     })
 }
 
@@ -330,14 +335,6 @@ fn detach_stdio() {
 }
 
 pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
-    if !options.local {
-        // Cluster mode needs corosync (issue 4). Without corosync.conf in the
-        // tree the C daemon also runs in local mode; until cluster mode
-        // exists we require the explicit -l rather than guessing.
-        return Err(DaemonError::Setup(
-            "cluster mode is not available yet; start with -l (local mode)".into(),
-        ));
-    }
     let settings = resolve(options)?;
     // SAFETY: plain syscall.
     unsafe { libc::umask(0o027) };
@@ -354,13 +351,14 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let _lock = single_instance_lock(&settings.data_dir)?;
     recover_stale_mount(&settings.mountpoint)?;
 
+    let fresh = !settings.data_dir.join("lmdb").join("data.mdb").exists();
     let store: &'static Store = Box::leak(Box::new(Store::open(&settings.data_dir)?));
     let durability = if options.sync_writes {
         Durability::Strict
     } else {
         Durability::Relaxed
     };
-    let (mut session, permit) = store.session(durability)?;
+    let (mut session, mut permit) = store.session(durability)?;
     if let Some(timeout) = settings.lock_timeout_secs {
         session.set_lock_timeout_secs(timeout);
     }
@@ -372,17 +370,40 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             "recovered from an unclean stop"
         );
     }
-    let fs = PmxFs::new(
-        session,
-        permit,
-        Config {
-            nodename: settings.nodename.clone(),
-            www_data_gid: settings.www_data_gid,
-        },
+    if fresh && !options.local {
+        import_host_corosync_conf(&mut session, &mut permit, &settings.corosync_conf)?;
+    }
+    let has_corosync_conf = matches!(
+        session.reader().resolve(b"corosync.conf"),
+        Ok(Some(entry)) if entry.meta.kind == pmxcfs_store::Kind::File
     );
+    let cluster_mode = !options.local && has_corosync_conf;
+    if cluster_mode && settings.node_ip.is_none() {
+        return Err(DaemonError::Setup(format!(
+            "unable to resolve node name '{}' to a non-loopback IP address (use --node-ip)",
+            settings.nodename
+        )));
+    }
+    let config = Config {
+        nodename: settings.nodename.clone(),
+        www_data_gid: settings.www_data_gid,
+    };
+    let fs = if cluster_mode {
+        PmxFs::new_cluster(session, permit, config)
+    } else {
+        PmxFs::new(session, permit, config)
+    };
+    fs.set_node_ip(settings.node_ip.clone());
     let mut channel = Channel::mount(&settings.mountpoint, fs)?;
-    match &settings.node_ip {
-        Some(ip) => tracing::info!(
+    match (&settings.node_ip, cluster_mode) {
+        (Some(ip), true) => tracing::info!(
+            mountpoint = %settings.mountpoint.display(),
+            data_dir = %settings.data_dir.display(),
+            nodename = %settings.nodename,
+            node_ip = %ip,
+            "serving in cluster mode (no quorum until corosync says so)"
+        ),
+        (Some(ip), false) => tracing::info!(
             mountpoint = %settings.mountpoint.display(),
             data_dir = %settings.data_dir.display(),
             nodename = %settings.nodename,
@@ -390,7 +411,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
             "serving in local mode"
         ),
         // The C daemon refuses to start here; local mode does not need it.
-        None => tracing::warn!(
+        (None, _) => tracing::warn!(
             mountpoint = %settings.mountpoint.display(),
             nodename = %settings.nodename,
             "serving in local mode; no non-loopback address found for the node name \
@@ -410,6 +431,12 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         )?;
     }
     signals.read(&mut reactor, TOKEN_SIGNAL)?;
+    let mut link = cluster_mode.then(|| ClusterLink::new(settings.corosync_conf.clone()));
+    if let Some(link) = link.as_mut() {
+        // C: the tree's corosync.conf is copied to the host once at start.
+        link.sync_corosync_conf(&mut channel, true);
+        link.start(&mut reactor, &mut channel);
+    }
     reactor.submit()?;
     if let Some(pipe) = ready_pipe {
         // SAFETY: writing one byte from a valid buffer.
@@ -418,7 +445,10 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         detach_stdio();
     }
 
-    let result = serve(&mut reactor, &mut channel, &signals);
+    let result = serve(&mut reactor, &mut channel, &signals, link.as_mut());
+    if let Some(link) = link.as_mut() {
+        link.stop(&mut reactor);
+    }
     drop(reactor);
     let flag = restart_flag(&settings.run_dir);
     if std::fs::write(&flag, b"").is_ok() {
@@ -429,6 +459,49 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     fs.close()?;
     tracing::info!("stopped cleanly");
     result
+}
+
+/// A new tree starts with the host's corosync.conf (C: CREATE, then a
+/// truncating WRITE of the whole file, writer 0), which makes it a cluster
+/// node.
+fn import_host_corosync_conf(
+    session: &mut pmxcfs_store::Session<'static>,
+    permit: &mut pmxcfs_store::ApplyPermit,
+    host: &Path,
+) -> Result<(), DaemonError> {
+    let data = match std::fs::read(host) {
+        Ok(data) => data,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => {
+            tracing::warn!(path = %host.display(), %error, "cannot read corosync.conf");
+            return Ok(());
+        }
+    };
+    let origin = pmxcfs_store::Origin {
+        writer: 0,
+        mtime: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs() as u32),
+    };
+    let mut writer = session.writer(permit);
+    writer.apply(
+        &pmxcfs_store::Op::Create {
+            path: b"corosync.conf",
+        },
+        origin,
+    )?;
+    writer.apply(
+        &pmxcfs_store::Op::Write {
+            path: b"corosync.conf",
+            offset: 0,
+            data: &data,
+            truncate: true,
+        },
+        origin,
+    )?;
+    session.commit()?;
+    tracing::info!(path = %host.display(), "imported corosync.conf into the new tree");
+    Ok(())
 }
 
 /// Polls the ring without sleeping for up to `POLL_BEFORE_SLEEP`, yielding
@@ -454,6 +527,7 @@ fn serve(
     reactor: &mut Reactor,
     channel: &mut Channel,
     signals: &Signals,
+    mut link: Option<&mut ClusterLink>,
 ) -> Result<(), DaemonError> {
     let mut completions = Vec::new();
     let mut fuse_reads = FUSE_READS_IN_FLIGHT;
@@ -483,6 +557,9 @@ fn serve(
                                         "shutting down"
                                     );
                                     stopping = true;
+                                    if let Some(link) = link.as_deref_mut() {
+                                        link.stop(reactor);
+                                    }
                                     if let Err(error) = channel.unmount() {
                                         tracing::error!(%error, "unmount failed");
                                     }
@@ -499,6 +576,19 @@ fn serve(
                     sync_armed = false;
                     if let Err(error) = channel.fs().sync() {
                         tracing::error!(%error, "journal sync failed");
+                    }
+                }
+                TOKEN_CPG | TOKEN_QUORUM | TOKEN_TICK => {
+                    let Some(link) = link.as_deref_mut() else {
+                        continue;
+                    };
+                    if stopping {
+                        continue;
+                    }
+                    match completion.token {
+                        TOKEN_CPG => link.on_cpg(completion.id, reactor, channel),
+                        TOKEN_QUORUM => link.on_quorum(completion.id, reactor, channel),
+                        _ => link.on_tick(reactor, channel),
                     }
                 }
                 TOKEN_STOP_DEADLINE => {
@@ -523,6 +613,9 @@ fn serve(
                         read_errors = 0;
                         if let Err(error) = channel.serve(&mut buffer[..result as usize]) {
                             tracing::debug!(%error, "request not answered");
+                        }
+                        if let Some(link) = link.as_deref_mut() {
+                            link.after_events(reactor, channel);
                         }
                     } else if result == -libc::ENODEV || stopping {
                         // Unmounted: stop reading.

@@ -1,7 +1,9 @@
-//! `pmxcfs`: the cluster file system daemon (not built yet) and the tools
+//! `pmxcfs`: the cluster file system daemon and the tools
 //! that move a tree between the C daemon's `config.db` and the store.
 
 mod cli;
+mod cluster;
+mod corosync_conf;
 mod daemon;
 mod db_tools;
 mod lock;

@@ -16,38 +16,22 @@
 //! Everything (processes, namespaces, /dev/shm leftovers, dirs) is torn down
 //! by `lab.sh down`, also when an assertion fails (`Lab`'s `Drop`).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use common::lab::{Lab, checked, manifest_dir};
 
 const GROUP: &str = "pve_dcdb_v1";
 const NODES: u32 = 3;
 const BURST: usize = 100;
 const WAIT: Duration = Duration::from_secs(20);
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn lab_script() -> PathBuf {
-    manifest_dir().join("tests/cluster/lab.sh")
-}
-
-fn checked(what: &str, output: std::io::Result<Output>) -> Output {
-    let output = output.unwrap_or_else(|error| panic!("{what}: cannot run: {error}"));
-    assert!(
-        output.status.success(),
-        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// Builds `cpg_probe` (a no-op when `cargo test --workspace` built it).
 fn build_probe() -> PathBuf {
@@ -83,131 +67,44 @@ fn build_cjoin(dir: &Path) -> PathBuf {
     binary
 }
 
-/// The lab; `Drop` tears it down whatever happened.
-struct Lab {
-    dir: PathBuf,
-    down: bool,
-}
-
-impl Lab {
-    fn up(nodes: u32, dir: PathBuf) -> Lab {
-        // The guard exists before `up` runs: a half-built lab is torn down too.
-        let lab = Lab { dir, down: false };
-        checked(
-            "lab.sh up",
-            Command::new(lab_script())
-                .arg("up")
-                .arg(nodes.to_string())
-                .arg(&lab.dir)
-                .output(),
-        );
-        lab
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(lab_script());
-        command.env("LAB_DIR", &self.dir).args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = checked(&format!("lab.sh {args:?}"), self.command(args).output());
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn tag(&self) -> String {
-        std::fs::read_to_string(self.dir.join("tag"))
-            .expect("lab tag")
-            .trim()
-            .to_owned()
-    }
-
-    fn spawn(&self, name: &str, node: u32, program: &Path, args: &[&str]) -> Member {
-        let mut child = self
-            .command(&["exec", &node.to_string()])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|error| panic!("{name}: cannot start: {error}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (sender, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if sender.send(line).is_err() {
-                    break;
-                }
+/// Starts a probe-like member on `node` and waits for its `ready` line.
+fn spawn(lab: &Lab, name: &str, node: u32, program: &Path, args: &[&str]) -> Member {
+    let mut child = lab
+        .command(&["exec", &node.to_string()])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|error| panic!("{name}: cannot start: {error}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
             }
-        });
-        let stdin = child.stdin.take();
-        let mut member = Member {
-            name: name.to_owned(),
-            child,
-            stdin,
-            lines,
-            history: Vec::new(),
-            cursor: 0,
-            node_id: 0,
-            pid: 0,
-        };
-        let ready = member.wait_line(|line| line.starts_with("ready "));
-        let fields = fields(&ready);
-        member.node_id = fields["node_id"].parse().expect("node_id");
-        member.pid = fields["pid"].parse().expect("pid");
-        assert_eq!(member.node_id, node, "{name}: wrong node id");
-        member
-    }
-
-    fn down(&mut self) {
-        if self.down {
-            return;
         }
-        self.down = true;
-        checked(
-            "lab.sh down",
-            Command::new(lab_script())
-                .arg("down")
-                .arg(&self.dir)
-                .output(),
-        );
-    }
-
-    fn print_logs(&self) {
-        for node in 1..=NODES {
-            let log = self.dir.join(format!("n{node}/corosync.log"));
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(25).collect();
-            eprintln!("--- {} (tail)", log.display());
-            tail.iter().rev().for_each(|line| eprintln!("{line}"));
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if self.down {
-            return;
-        }
-        if thread::panicking() {
-            self.print_logs();
-        }
-        self.down = true;
-        match Command::new(lab_script())
-            .arg("down")
-            .arg(&self.dir)
-            .output()
-        {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => eprintln!(
-                "lab.sh down failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ),
-            Err(error) => eprintln!("lab.sh down: cannot run: {error}"),
-        }
-    }
+    });
+    let stdin = child.stdin.take();
+    let mut member = Member {
+        name: name.to_owned(),
+        child,
+        stdin,
+        lines,
+        history: Vec::new(),
+        cursor: 0,
+        node_id: 0,
+        pid: 0,
+    };
+    let ready = member.wait_line(|line| line.starts_with("ready "));
+    let fields = fields(&ready);
+    member.node_id = fields["node_id"].parse().expect("node_id");
+    member.pid = fields["pid"].parse().expect("pid");
+    assert_eq!(member.node_id, node, "{name}: wrong node id");
+    member
 }
 
 /// `key=value` words of a probe line (the first word is its kind).
@@ -376,7 +273,7 @@ fn three_nodes_cpg_total_order_c_style_join_and_node_loss() {
     // --- three Rust members see one 3-member group ------------------------
     let mut probes: Vec<Member> = timed(&mut timings, "3 probes joined", || {
         (1..=NODES)
-            .map(|node| lab.spawn(&format!("probe{node}"), node, &probe, &[GROUP]))
+            .map(|node| spawn(&lab, &format!("probe{node}"), node, &probe, &[GROUP]))
             .collect()
     });
     let rust_members: BTreeSet<_> = probes.iter().map(Member::id).collect();
@@ -400,7 +297,7 @@ fn three_nodes_cpg_total_order_c_style_join_and_node_loss() {
     assert_eq!(line, expected);
 
     // --- a C-style join (length strlen + 1) meets them ---------------------
-    let mut cmember = lab.spawn("cpg_cjoin", 1, &cjoin, &[GROUP]);
+    let mut cmember = spawn(&lab, "cpg_cjoin", 1, &cjoin, &[GROUP]);
     let mut all_members = rust_members.clone();
     all_members.insert(cmember.id());
     let line = cmember.wait_confchg(&all_members);

@@ -23,14 +23,27 @@ use crate::wire::{
     DcdbPayload, DcdbType, EntryType, IndexView, UnlockPayload, UpdateEntry, decode_dcdb,
 };
 
+/// The store session the application writes through: borrowed (tests,
+/// replays) or owned (the daemon keeps the DFSM for its whole life).
+enum Held<'a, 's> {
+    Borrowed {
+        session: &'a mut Session<'s>,
+        permit: &'a mut ApplyPermit,
+    },
+    Owned {
+        session: Session<'s>,
+        permit: ApplyPermit,
+    },
+}
+
 /// The DCDB callbacks over one store session (the apply path: it holds the
 /// session's [`ApplyPermit`]).
 pub struct Dcdb<'a, 's> {
-    session: &'a mut Session<'s>,
-    permit: &'a mut ApplyPermit,
+    held: Held<'a, 's>,
     quorate: bool,
-    /// Paths changed by delivered messages (for cache invalidation).
-    changed: Vec<Vec<u8>>,
+    /// Paths changed by delivered messages, with the sender (for cache
+    /// invalidation and the `.version` counters).
+    changed: Vec<(MemberId, Vec<u8>)>,
     /// Set by a resync commit: the whole tree may have changed.
     resynced: bool,
     /// The leader's index of the current state exchange.
@@ -55,9 +68,12 @@ impl<'a, 's> Dcdb<'a, 's> {
     /// A DCDB application on `session`; starts not quorate (as C before the
     /// first quorum notification).
     pub fn new(session: &'a mut Session<'s>, permit: &'a mut ApplyPermit) -> Self {
+        Self::with(Held::Borrowed { session, permit })
+    }
+
+    fn with(held: Held<'a, 's>) -> Self {
         Self {
-            session,
-            permit,
+            held,
             quorate: false,
             changed: Vec::new(),
             resynced: false,
@@ -65,6 +81,36 @@ impl<'a, 's> Dcdb<'a, 's> {
             local_index: None,
             updates: Vec::new(),
         }
+    }
+
+    /// A DCDB application that owns its session (the daemon's).
+    pub fn owned(session: Session<'s>, permit: ApplyPermit) -> Dcdb<'static, 's> {
+        Dcdb::with(Held::Owned { session, permit })
+    }
+
+    /// The owned session back (`None` for a borrowed one).
+    pub fn into_parts(self) -> Option<(Session<'s>, ApplyPermit)> {
+        match self.held {
+            Held::Owned { session, permit } => Some((session, permit)),
+            Held::Borrowed { .. } => None,
+        }
+    }
+
+    /// The session and the apply permit (the writer of this application).
+    pub fn parts(&mut self) -> (&mut Session<'s>, &mut ApplyPermit) {
+        match &mut self.held {
+            Held::Borrowed { session, permit } => (session, permit),
+            Held::Owned { session, permit } => (session, permit),
+        }
+    }
+
+    fn writer(&mut self) -> pmxcfs_store::Writer<'_, 's> {
+        let (session, permit) = self.parts();
+        session.writer(permit)
+    }
+
+    fn session_mut(&mut self) -> &mut Session<'s> {
+        self.parts().0
     }
 
     /// Sets the quorum flag: NORMAL messages delivered while not quorate make
@@ -79,12 +125,15 @@ impl<'a, 's> Dcdb<'a, 's> {
 
     /// The store session (reads).
     pub fn session(&self) -> &Session<'s> {
-        self.session
+        match &self.held {
+            Held::Borrowed { session, .. } => session,
+            Held::Owned { session, .. } => session,
+        }
     }
 
-    /// Takes the paths changed since the last call, in apply order (a rename
-    /// gives both paths).
-    pub fn drain_changed(&mut self) -> Vec<Vec<u8>> {
+    /// Takes the paths changed since the last call with the member whose
+    /// message changed them, in apply order (a rename gives both paths).
+    pub fn drain_changed(&mut self) -> Vec<(MemberId, Vec<u8>)> {
         std::mem::take(&mut self.changed)
     }
 
@@ -124,6 +173,7 @@ impl<'a, 's> Dcdb<'a, 's> {
         kind: DcdbType,
         fuse: &crate::wire::FusePayload<'_>,
         origin: Origin,
+        sender: MemberId,
     ) -> Result<i32, AppError> {
         let path = fuse.path;
         let op = match kind {
@@ -149,14 +199,14 @@ impl<'a, 's> Dcdb<'a, 's> {
             },
             DcdbType::UnlockRequest | DcdbType::Unlock => return Err(AppError::LEAVE),
         };
-        let result = match self.session.writer(self.permit).apply(&op, origin) {
+        let result = match self.writer().apply(&op, origin) {
             Ok(count) => i32::try_from(count).unwrap_or(i32::MAX),
             Err(error) => Self::store_result(&error)?,
         };
         if result >= 0 {
-            self.changed.push(path.to_vec());
+            self.changed.push((sender, path.to_vec()));
             if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
-                self.changed.push(to.to_vec());
+                self.changed.push((sender, to.to_vec()));
             }
         }
         Ok(result)
@@ -168,8 +218,9 @@ impl<'a, 's> Dcdb<'a, 's> {
         kind: DcdbType,
         unlock: &UnlockPayload<'_>,
         origin: Origin,
+        sender: MemberId,
     ) -> Result<i32, AppError> {
-        let mut writer = self.session.writer(self.permit);
+        let mut writer = self.writer();
         if kind == DcdbType::UnlockRequest {
             if !ctx.lowest_nodeid_is_local() {
                 return Ok(0);
@@ -195,7 +246,7 @@ impl<'a, 's> Dcdb<'a, 's> {
         match writer.unlock(unlock.path, unlock.checksum, origin) {
             Ok(deleted) => {
                 if deleted {
-                    self.changed.push(unlock.path.to_vec());
+                    self.changed.push((sender, unlock.path.to_vec()));
                 }
                 Ok(0)
             }
@@ -225,7 +276,7 @@ impl<'a, 's> Dcdb<'a, 's> {
                 }
             }
         }
-        let reader = self.session.reader();
+        let reader = self.session().reader();
         let mut updates = Vec::with_capacity(wanted.len());
         for (_, inode) in wanted {
             let entry = match reader.entry(inode) {
@@ -312,17 +363,17 @@ impl Application for Dcdb<'_, '_> {
             mtime: time,
         };
         let result = match decoded {
-            DcdbPayload::Fuse(fuse) => self.apply_fuse(kind, &fuse, origin)?,
-            DcdbPayload::Unlock(unlock) => self.apply_unlock(ctx, kind, &unlock, origin)?,
+            DcdbPayload::Fuse(fuse) => self.apply_fuse(kind, &fuse, origin, sender)?,
+            DcdbPayload::Unlock(unlock) => self.apply_unlock(ctx, kind, &unlock, origin, sender)?,
         };
-        if self.session.is_poisoned() {
+        if self.session().is_poisoned() {
             tracing::error!("database errors flag set - entering error mode");
             return Err(AppError {
                 fatal: true,
                 result,
             });
         }
-        if let Err(error) = self.session.commit() {
+        if let Err(error) = self.session_mut().commit() {
             tracing::error!(%error, "commit of a DCDB message failed");
             return Err(AppError {
                 fatal: true,
@@ -333,7 +384,7 @@ impl Application for Dcdb<'_, '_> {
     }
 
     fn get_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
-        self.session.reader().index().map_err(|error| {
+        self.session().reader().index().map_err(|error| {
             tracing::error!(%error, "cannot encode the memdb index");
             AppError::LEAVE
         })
@@ -410,15 +461,14 @@ impl Application for Dcdb<'_, '_> {
     }
 
     fn commit(&mut self, _ctx: &mut Ctx<'_>) -> Result<(), AppError> {
-        let Some(master) = self.leader_index.as_deref() else {
+        let Some(master) = self.leader_index.clone() else {
             tracing::error!("commit without a leader index");
             return Err(AppError::LEAVE);
         };
-        match self
-            .session
-            .writer(self.permit)
-            .apply_resync(master, &self.updates)
-        {
+        let updates = std::mem::take(&mut self.updates);
+        let result = self.writer().apply_resync(&master, &updates);
+        self.updates = updates;
+        match result {
             Ok(()) => {
                 self.resynced = true;
                 Ok(())
@@ -437,7 +487,7 @@ impl Application for Dcdb<'_, '_> {
     }
 
     fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
-        Some(self.session.reader().checksum().map_err(|error| {
+        Some(self.session().reader().checksum().map_err(|error| {
             tracing::error!(%error, "cannot compute the database checksum");
             AppError::LEAVE
         }))

@@ -648,6 +648,16 @@ impl<A: Application> Dfsm<A> {
         }
     }
 
+    /// Sets the local member (its node id is known once the CPG connection
+    /// is up). Only in mode START, before the first configuration.
+    pub fn set_local(&mut self, local: MemberId) -> bool {
+        if self.core.mode != Mode::Start {
+            return false;
+        }
+        self.core.local = local;
+        true
+    }
+
     // ----- accessors -------------------------------------------------------
 
     /// The local member.

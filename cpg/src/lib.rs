@@ -4,4 +4,5 @@
 pub mod corosync;
 pub mod dcdb;
 pub mod dfsm;
+pub mod frame;
 pub mod wire;

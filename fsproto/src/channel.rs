@@ -44,6 +44,8 @@ pub struct Channel {
     notifier: Sender<Vec<u8>>,
     /// The kernel's id of this FUSE connection (for /sys/fs/fuse/connections).
     connection: Option<u64>,
+    /// Cluster mode: mutating requests are parked (see `PmxFs::intercept`).
+    cluster: bool,
 }
 
 /// Finds the FUSE connection id of the mount at `mountpoint` in
@@ -94,7 +96,9 @@ impl Channel {
         let notifier = spawn_notifier(fd)?;
         let fs = Arc::new(fs);
         let connection = connection_id(mountpoint);
+        let cluster = fs.is_cluster();
         Ok(Channel {
+            cluster,
             connection,
             fuse_fd,
             notifier,
@@ -117,6 +121,10 @@ impl Channel {
 
     /// Serves one request read from /dev/fuse (`request` = the bytes read).
     pub fn serve(&mut self, request: &mut [u8]) -> Result<(), ChannelError> {
+        if self.cluster && self.fs.intercept(request) {
+            self.flush();
+            return Ok(());
+        }
         let reader = Reader::<()>::from_fuse_buffer(FuseBuf::new(request))
             .map_err(|error| ChannelError::Request(error.to_string()))?;
         let writer = FuseDevWriter::new(self.fd, &mut self.reply_buffer)
@@ -124,13 +132,29 @@ impl Channel {
         let result = self
             .server
             .handle_message(reader, writer.into(), None, None);
-        self.flush_invalidations();
+        self.flush();
         match result {
             Ok(_) => Ok(()),
             // The kernel may have dropped the request (interrupted caller):
             // the reply write fails with ENOENT, which is not our problem.
             Err(error) => Err(ChannelError::Request(error.to_string())),
         }
+    }
+
+    /// Writes the answers of parked requests that completed and hands the
+    /// kernel invalidations to the notifier (after every request and every
+    /// batch of CPG events).
+    pub fn flush(&mut self) {
+        for reply in self.fs.take_replies() {
+            // SAFETY: writing a valid buffer to our /dev/fuse fd.
+            let written = unsafe { libc::write(self.fd, reply.as_ptr().cast(), reply.len()) };
+            if written < 0 {
+                // ENOENT: the caller was interrupted and the kernel dropped
+                // the request; the change itself is applied everywhere.
+                tracing::debug!(error = %std::io::Error::last_os_error(), "reply not delivered");
+            }
+        }
+        self.flush_invalidations();
     }
 
     fn flush_invalidations(&mut self) {

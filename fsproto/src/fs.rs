@@ -23,6 +23,7 @@ use fuse_backend_rs::api::filesystem::{
 };
 use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Op, Origin, Reader, Session, StoreError, path};
 
+use crate::cluster::Cluster;
 use crate::quorum::{Proposal, QuorumGate};
 use crate::status::{Status, vmlist_text};
 
@@ -43,7 +44,7 @@ const FS_FILES: u64 = 262_144;
 const NAME_BYTES_MAX: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Virtual {
+pub(crate) enum Virtual {
     Version,
     Members,
     Vmlist,
@@ -53,7 +54,7 @@ enum Virtual {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Special {
+pub(crate) enum Special {
     /// A symlink to `nodes/<nodename>` plus the suffix.
     Link(&'static str),
     Virtual(Virtual),
@@ -80,25 +81,25 @@ fn special_by_name(name: &[u8]) -> Option<(u64, Special)> {
         .map(|index| (SPECIAL_BASE + index as u64, SPECIALS[index].1))
 }
 
-fn special_by_id(node_id: u64) -> Option<Special> {
+pub(crate) fn special_by_id(node_id: u64) -> Option<Special> {
     let index = node_id.checked_sub(SPECIAL_BASE)?;
     SPECIALS
         .get(usize::try_from(index).ok()?)
         .map(|(_, special)| *special)
 }
 
-fn errno(code: i32) -> io::Error {
+pub(crate) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-fn store_error(error: StoreError) -> io::Error {
+pub(crate) fn store_error(error: StoreError) -> io::Error {
     if !error.is_refusal() {
         tracing::error!(%error, "store failure");
     }
     errno(error.errno())
 }
 
-fn now_secs() -> u32 {
+pub(crate) fn now_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as u32)
@@ -118,19 +119,28 @@ pub struct Config {
     pub www_data_gid: u32,
 }
 
-struct Core {
-    session: Session<'static>,
-    permit: ApplyPermit,
-    quorum: QuorumGate,
-    status: Status,
-    config: Config,
-    invalidations: Vec<Invalidation>,
+/// Where changes are applied: at once (local mode), or by the DFSM on
+/// delivery (cluster mode; the DCDB application owns the session).
+pub(crate) enum Backend {
+    Local {
+        session: Session<'static>,
+        permit: ApplyPermit,
+    },
+    Cluster(Box<Cluster>),
+}
+
+pub(crate) struct Core {
+    pub(crate) backend: Backend,
+    pub(crate) quorum: QuorumGate,
+    pub(crate) status: Status,
+    pub(crate) config: Config,
+    pub(crate) invalidations: Vec<Invalidation>,
     /// Open handles per tree node id.
-    open_counts: HashMap<u64, u32>,
+    pub(crate) open_counts: HashMap<u64, u32>,
     /// Files removed (unlinked or renamed over) while open: served to their
     /// open handles until the last one is released, as the C daemon (through
     /// libfuse's hidden files) does. Not replicated, not persisted.
-    orphans: HashMap<u64, Orphan>,
+    pub(crate) orphans: HashMap<u64, Orphan>,
     /// Directory listings taken at the first READDIR of a handle, served by offset until
     /// releasedir: a listing read in several READDIR calls stays consistent
     /// while the directory changes (libfuse's high-level API did the same).
@@ -139,7 +149,7 @@ struct Core {
 }
 
 #[derive(Debug)]
-struct Orphan {
+pub(crate) struct Orphan {
     stat: stat64,
     data: Vec<u8>,
 }
@@ -147,18 +157,36 @@ struct Orphan {
 /// The file system. All state is behind one mutex that only the loop thread
 /// ever takes (fuse-backend-rs wants `Sync`); it is never contended.
 pub struct PmxFs {
-    core: Mutex<Core>,
+    pub(crate) core: Mutex<Core>,
 }
 
 impl PmxFs {
+    /// Local mode: always quorate, changes applied at once.
     pub fn new(session: Session<'static>, permit: ApplyPermit, config: Config) -> PmxFs {
+        Self::with_backend(
+            Backend::Local { session, permit },
+            QuorumGate::local(),
+            config,
+        )
+    }
+
+    /// Cluster mode: not quorate until corosync says so; mutating requests
+    /// are intercepted by the channel ([`PmxFs::intercept`]) and answered
+    /// after their DCDB message was delivered.
+    pub fn new_cluster(session: Session<'static>, permit: ApplyPermit, config: Config) -> PmxFs {
+        let cluster = Cluster::new(session, permit);
+        let mut quorum = QuorumGate::local();
+        quorum.set_quorate(false);
+        Self::with_backend(Backend::Cluster(Box::new(cluster)), quorum, config)
+    }
+
+    fn with_backend(backend: Backend, quorum: QuorumGate, config: Config) -> PmxFs {
         let mut status = Status::new(&config.nodename, now_secs());
         status.record_reload();
         PmxFs {
             core: Mutex::new(Core {
-                session,
-                permit,
-                quorum: QuorumGate::local(),
+                backend,
+                quorum,
                 status,
                 config,
                 invalidations: Vec::new(),
@@ -170,7 +198,7 @@ impl PmxFs {
         }
     }
 
-    fn core(&self) -> MutexGuard<'_, Core> {
+    pub(crate) fn core(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock aborts the daemon (panic = abort is
         // not set, but the loop does not catch panics), so poisoning cannot
         // be observed by a later request; take the data either way.
@@ -186,16 +214,16 @@ impl PmxFs {
 
     /// `fdatasync`s the journal (the loop's timer); Err poisons the store.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.core().session.sync()
+        self.core().session_mut().sync()
     }
 
     pub fn is_synced(&self) -> bool {
-        self.core().session.is_synced()
+        self.core().session().is_synced()
     }
 
     /// Replaces the lock clock (tests).
     pub fn set_lock_clock(&self, clock: impl Fn() -> u64 + Send + 'static) {
-        self.core().session.set_clock(clock);
+        self.core().session_mut().set_clock(clock);
     }
 
     /// Ends the session: checkpoint to LMDB (clean shutdown).
@@ -204,13 +232,35 @@ impl PmxFs {
             .core
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        core.session.close()
+        let session = match core.backend {
+            Backend::Local { session, .. } => session,
+            Backend::Cluster(cluster) => cluster.into_session(),
+        };
+        session.close()
     }
 }
 
 impl Core {
-    fn reader(&self) -> Reader<'_> {
-        self.session.reader()
+    pub(crate) fn session(&self) -> &Session<'static> {
+        match &self.backend {
+            Backend::Local { session, .. } => session,
+            Backend::Cluster(cluster) => cluster.session(),
+        }
+    }
+
+    pub(crate) fn parts(&mut self) -> (&mut Session<'static>, &mut ApplyPermit) {
+        match &mut self.backend {
+            Backend::Local { session, permit } => (session, permit),
+            Backend::Cluster(cluster) => cluster.parts(),
+        }
+    }
+
+    pub(crate) fn session_mut(&mut self) -> &mut Session<'static> {
+        self.parts().0
+    }
+
+    pub(crate) fn reader(&self) -> Reader<'_> {
+        self.session().reader()
     }
 
     fn quorate(&self) -> bool {
@@ -218,7 +268,7 @@ impl Core {
     }
 
     /// The path of a tree node id (`None` for specials and gone entries).
-    fn path_of(&self, node_id: u64) -> io::Result<Vec<u8>> {
+    pub(crate) fn path_of(&self, node_id: u64) -> io::Result<Vec<u8>> {
         if node_id >= SPECIAL_BASE {
             return Err(errno(libc::EACCES));
         }
@@ -228,7 +278,7 @@ impl Core {
             .ok_or_else(|| errno(libc::ENOENT))
     }
 
-    fn child_path(&self, parent: u64, name: &[u8]) -> io::Result<Vec<u8>> {
+    pub(crate) fn child_path(&self, parent: u64, name: &[u8]) -> io::Result<Vec<u8>> {
         let mut path = self.path_of(parent)?;
         if !path.is_empty() {
             path.push(b'/');
@@ -247,7 +297,7 @@ impl Core {
         stat
     }
 
-    fn tree_stat(&self, entry: &EntryRef<'_>, path: &[u8]) -> stat64 {
+    pub(crate) fn tree_stat(&self, entry: &EntryRef<'_>, path: &[u8]) -> stat64 {
         let node_id = entry.meta.inode + 1;
         let mut stat = self.base_stat(node_id);
         let quorate = self.quorate();
@@ -292,9 +342,9 @@ impl Core {
 
     fn virtual_content(&self, file: Virtual) -> String {
         match file {
-            Virtual::Version => self.status.version_text(self.session.vmlist()),
-            Virtual::Members => self.status.members_text(),
-            Virtual::Vmlist => vmlist_text(self.session.vmlist()),
+            Virtual::Version => self.status.version_text(self.session().vmlist()),
+            Virtual::Members => self.status.members_text(self.quorate()),
+            Virtual::Vmlist => vmlist_text(self.session().vmlist()),
             Virtual::Rrd => String::new(),
             Virtual::ClusterLog => self.status.clusterlog_text(),
             Virtual::Debug => self.status.debug_text().to_string(),
@@ -314,7 +364,7 @@ impl Core {
         stat
     }
 
-    fn getattr(&self, node_id: u64) -> io::Result<(stat64, Duration)> {
+    pub(crate) fn getattr(&self, node_id: u64) -> io::Result<(stat64, Duration)> {
         if let Some(special) = special_by_id(node_id) {
             let ttl = match special {
                 Special::Link(_) => TREE_TTL,
@@ -334,7 +384,7 @@ impl Core {
         Ok((self.tree_stat(&entry, &path), TREE_TTL))
     }
 
-    fn entry_out(&self, node_id: u64) -> io::Result<Entry> {
+    pub(crate) fn entry_out(&self, node_id: u64) -> io::Result<Entry> {
         let (attr, ttl) = self.getattr(node_id)?;
         Ok(Entry {
             inode: node_id,
@@ -346,7 +396,7 @@ impl Core {
         })
     }
 
-    fn lookup(&self, parent: u64, name: &[u8]) -> io::Result<Entry> {
+    pub(crate) fn lookup(&mut self, parent: u64, name: &[u8]) -> io::Result<Entry> {
         if parent == ROOT_ID
             && let Some((node_id, _)) = special_by_name(name)
         {
@@ -360,6 +410,7 @@ impl Core {
             .child_inode(parent - 1, name)
             .map_err(store_error)?
             .ok_or_else(|| errno(libc::ENOENT))?;
+        self.remember(parent, name, child + 1);
         self.entry_out(child + 1)
     }
 
@@ -375,8 +426,14 @@ impl Core {
             writer: 0,
             mtime: now_secs(),
         };
-        let result = self.session.writer(&mut self.permit).apply(&op, origin);
-        self.session.commit().map_err(store_error)?;
+        let Backend::Local { session, permit } = &mut self.backend else {
+            // Cluster mode intercepts every mutating request before it gets
+            // here (the channel); applying locally would diverge.
+            tracing::error!(?op, "local apply in cluster mode refused");
+            return Err(errno(libc::EIO));
+        };
+        let result = session.writer(permit).apply(&op, origin);
+        session.commit().map_err(store_error)?;
         let count = result.map_err(store_error)?;
         if let Some((node_id, orphan)) = victim
             && self
@@ -403,7 +460,7 @@ impl Core {
 
     /// A file at `path` that is open right now, with a copy of it, so that
     /// its handles keep working if the change removes it.
-    fn open_file_at(&self, path: &[u8]) -> Option<(u64, Orphan)> {
+    pub(crate) fn open_file_at(&self, path: &[u8]) -> Option<(u64, Orphan)> {
         let reader = self.reader();
         let entry = reader.resolve(path).ok().flatten()?;
         let node_id = entry.meta.inode + 1;
@@ -421,7 +478,7 @@ impl Core {
         ))
     }
 
-    fn opened(&mut self, node_id: u64) {
+    pub(crate) fn opened(&mut self, node_id: u64) {
         *self.open_counts.entry(node_id).or_default() += 1;
     }
 
@@ -443,7 +500,7 @@ impl Core {
 
     /// Refuses changes of the root and of special entries (EACCES), and
     /// names longer than the C nodes' kernels allow (ENAMETOOLONG).
-    fn refuse_special(&self, parent: u64, name: &[u8]) -> io::Result<()> {
+    pub(crate) fn refuse_special(&self, parent: u64, name: &[u8]) -> io::Result<()> {
         if parent >= SPECIAL_BASE || (parent == ROOT_ID && special_by_name(name).is_some()) {
             return Err(errno(libc::EACCES));
         }
@@ -558,7 +615,8 @@ impl Core {
     /// `memdb_lock_expired` for an existing lock directory (local mode: this
     /// node's clock decides).
     fn lock_is_expired(&mut self, path: &[u8]) -> io::Result<bool> {
-        let mut writer = self.session.writer(&mut self.permit);
+        let (session, permit) = self.parts();
+        let mut writer = session.writer(permit);
         Ok(match writer.lock_checksum(path).map_err(store_error)? {
             Some(checksum) => writer.lock_expired(path, checksum),
             None => false,
@@ -913,7 +971,7 @@ impl FileSystem for PmxFs {
     fn fsync(&self, _ctx: &Context, _inode: u64, _datasync: bool, _handle: u64) -> io::Result<()> {
         // Every acknowledged write is already in the journal; fsync asks for
         // stable storage, which the journal sync gives.
-        self.core().session.sync().map_err(store_error)
+        self.core().session_mut().sync().map_err(store_error)
     }
 
     fn release(

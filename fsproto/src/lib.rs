@@ -2,14 +2,19 @@
 //! ownership, special entries, virtual files), every FUSE operation with the
 //! C daemon's errno, proposals gated by quorum, and the mount.
 //!
-//! It knows the store and fuse-backend-rs; it knows nothing of the reactor
-//! (the daemon feeds it buffers) or of corosync.
+//! It knows the store, fuse-backend-rs and the DFSM/DCDB of `pmxcfs-cpg`
+//! (cluster mode); it knows nothing of the reactor (the daemon feeds it
+//! buffers) or of corosync handles (the daemon feeds it CPG events).
 
 mod channel;
+mod cluster;
 mod fs;
 mod quorum;
 pub mod status;
+mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
 pub use fs::{Config, Invalidation, PmxFs};
+pub use pmxcfs_cpg::dfsm::{MemberId, Message as DfsmMessage, Mode as DfsmMode};
 pub use quorum::{Proposal, Quorate, QuorumGate};
+pub use status::{ClusterInfo, ClusterNode};

@@ -73,9 +73,29 @@ struct LogEntry {
     message: String,
 }
 
+/// One configured cluster node (cmap `nodelist.node.N`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    pub nodeid: u32,
+    pub votes: u32,
+}
+
+/// The cluster configuration corosync runs with (cmap).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub name: String,
+    pub config_version: u64,
+    pub nodes: Vec<ClusterNode>,
+}
+
 #[derive(Debug)]
 pub struct Status {
     pub nodename: String,
+    /// This node's address (`.members` "ip" of the local node).
+    pub node_ip: Option<String>,
+    cluster: Option<ClusterInfo>,
+    online: std::collections::BTreeSet<u32>,
     pub start_time: u32,
     pub clinfo_version: u32,
     pub debug: bool,
@@ -88,6 +108,9 @@ impl Status {
     pub fn new(nodename: &str, now: u32) -> Status {
         let mut status = Status {
             nodename: nodename.to_string(),
+            node_ip: None,
+            cluster: None,
+            online: std::collections::BTreeSet::new(),
             start_time: now,
             clinfo_version: 0,
             debug: false,
@@ -170,12 +193,68 @@ impl Status {
         out
     }
 
-    /// `.members` without cluster configuration (local mode).
-    pub fn members_text(&self) -> String {
-        format!(
-            "{{\n\"nodename\": \"{}\",\n\"version\": {}\n}}\n",
+    /// New cluster configuration from cmap (`None`: none readable).
+    pub fn set_cluster_info(&mut self, info: Option<ClusterInfo>) {
+        if self.cluster != info {
+            self.cluster = info;
+            self.clinfo_version = self.clinfo_version.wrapping_add(1);
+        }
+    }
+
+    /// The node ids whose pmxcfs is in the group.
+    pub fn set_online(&mut self, nodeids: &[u32]) {
+        let online: std::collections::BTreeSet<u32> = nodeids.iter().copied().collect();
+        if self.online != online {
+            self.online = online;
+            self.clinfo_version = self.clinfo_version.wrapping_add(1);
+        }
+    }
+
+    /// `.members` (spec/status.md §6.2); without cluster configuration
+    /// only the node name and the version. Nodes in node id order (C: hash
+    /// order).
+    pub fn members_text(&self, quorate: bool) -> String {
+        let Some(cluster) = self.cluster.as_ref().filter(|info| !info.nodes.is_empty()) else {
+            return format!(
+                "{{\n\"nodename\": \"{}\",\n\"version\": {}\n}}\n",
+                self.nodename, self.clinfo_version
+            );
+        };
+        let mut out = format!(
+            "{{\n\"nodename\": \"{}\",\n\"version\": {},\n",
             self.nodename, self.clinfo_version
-        )
+        );
+        let _ = write!(
+            out,
+            "\"cluster\": {{ \"name\": \"{}\", \"version\": {}, \"nodes\": {}, \"quorate\": {} }},\n",
+            cluster.name,
+            cluster.config_version,
+            cluster.nodes.len(),
+            u8::from(quorate)
+        );
+        out.push_str("\"nodelist\": {\n");
+        let mut nodes: Vec<&ClusterNode> = cluster.nodes.iter().collect();
+        nodes.sort_by_key(|node| node.nodeid);
+        for (index, node) in nodes.iter().enumerate() {
+            if index > 0 {
+                out.push_str(",\n");
+            }
+            let _ = write!(
+                out,
+                "  \"{}\": {{ \"id\": {}, \"online\": {}",
+                node.name,
+                node.nodeid,
+                u8::from(self.online.contains(&node.nodeid))
+            );
+            if node.name == self.nodename
+                && let Some(ip) = &self.node_ip
+            {
+                let _ = write!(out, ", \"ip\": \"{ip}\"");
+            }
+            out.push('}');
+        }
+        out.push_str("\n  }\n}\n");
+        out
     }
 
     /// `.clusterlog`: newest first, at most 50 entries (spec/status.md §5.4).
@@ -246,7 +325,7 @@ mod tests {
     fn texts_have_the_c_byte_format() {
         let status = Status::new("pve1", 1_795_319_668);
         assert_eq!(
-            status.members_text(),
+            status.members_text(false),
             "{\n\"nodename\": \"pve1\",\n\"version\": 0\n}\n"
         );
         let log = status.clusterlog_text();

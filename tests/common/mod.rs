@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fmt::Debug;

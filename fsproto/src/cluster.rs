@@ -1,0 +1,855 @@
+//! Cluster mode of the file system: mutating FUSE requests become DCDB
+//! messages, are parked, and are answered when the DFSM reports their
+//! result (after CPG delivered and every node applied them in the same
+//! order). Other requests are served meanwhile; several writes may be in
+//! flight. Changes made by other nodes invalidate the kernel's caches.
+//!
+//! The DFSM and its DCDB application (which owns the store session) live
+//! here; the daemon feeds CPG events in ([`PmxFs::cpg_deliver`], ...) and
+//! multicasts what [`PmxFs::take_outgoing`] returns. This module knows no
+//! corosync handle and no file descriptor.
+
+use std::collections::HashMap;
+use std::io;
+
+use pmxcfs_cpg::dcdb::Dcdb;
+use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Mode};
+use pmxcfs_cpg::frame;
+use pmxcfs_cpg::wire::{DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, UnlockPayload};
+use pmxcfs_store::{ApplyPermit, Op, Session, path};
+
+use crate::fs::{Backend, Core, Invalidation, Orphan, PmxFs, now_secs, special_by_id};
+use crate::quorum::Proposal;
+use crate::wire::*;
+
+/// At most this many (node id → name) pairs are remembered for the
+/// invalidation after a resync; beyond it the oldest knowledge is dropped
+/// (the kernel's entries expire after their 10 s TTL anyway).
+const KNOWN_MAX: usize = 1 << 20;
+
+/// What a parked request answers with once all its messages are applied.
+#[derive(Debug)]
+enum ReplyKind {
+    Write { node_id: u64 },
+    Entry { parent: u64, name: Vec<u8> },
+    Create { parent: u64, name: Vec<u8> },
+    Empty,
+    Attr { node_id: u64 },
+}
+
+#[derive(Debug)]
+struct Parked {
+    pending: u32,
+    /// First failure (positive errno), 0 if none yet.
+    error: i32,
+    /// Result of the last message (a WRITE's byte count).
+    value: i32,
+    reply: ReplyKind,
+    /// An open file the change may remove: kept for its handles.
+    victim: Option<(u64, Orphan)>,
+}
+
+/// The changes one request asks for, before the quorum gate.
+struct Plan {
+    ops: Vec<OwnedOp>,
+    unlock_request: Option<Vec<u8>>,
+    reply: ReplyKind,
+    victim: Option<(u64, Orphan)>,
+}
+
+enum OwnedOp {
+    Create(Vec<u8>),
+    Mkdir(Vec<u8>),
+    Delete(Vec<u8>),
+    Rename(Vec<u8>, Vec<u8>),
+    Write(Vec<u8>, u64, Vec<u8>, bool),
+    Mtime(Vec<u8>, u32),
+}
+
+impl OwnedOp {
+    fn as_op(&self) -> Op<'_> {
+        match self {
+            OwnedOp::Create(path) => Op::Create { path },
+            OwnedOp::Mkdir(path) => Op::Mkdir { path },
+            OwnedOp::Delete(path) => Op::Delete { path },
+            OwnedOp::Rename(from, to) => Op::Rename { from, to },
+            OwnedOp::Write(path, offset, data, truncate) => Op::Write {
+                path,
+                offset: *offset,
+                data,
+                truncate: *truncate,
+            },
+            OwnedOp::Mtime(path, mtime) => Op::Mtime {
+                path,
+                mtime: *mtime,
+            },
+        }
+    }
+}
+
+/// The DCDB message of an operation (spec/filesystem.md §6.3).
+fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
+    let plain = |path| FusePayload {
+        offset: 0,
+        flags: 0,
+        path,
+        to: None,
+        data: &[],
+    };
+    let (kind, payload) = match *op {
+        Op::Create { path } => (DcdbType::Create, plain(path)),
+        Op::Mkdir { path } => (DcdbType::Mkdir, plain(path)),
+        Op::Delete { path } => (DcdbType::Delete, plain(path)),
+        Op::Rename { from, to } => (
+            DcdbType::Rename,
+            FusePayload {
+                to: Some(to),
+                ..plain(from)
+            },
+        ),
+        Op::Write {
+            path,
+            offset,
+            data,
+            truncate,
+        } => (
+            DcdbType::Write,
+            FusePayload {
+                // Beyond 4 GiB is beyond the 1 MiB limit anyway.
+                offset: u32::try_from(offset).map_err(|_| libc::EFBIG)?,
+                flags: u32::from(truncate),
+                data,
+                ..plain(path)
+            },
+        ),
+        Op::Mtime { path, mtime } => (
+            DcdbType::Mtime,
+            FusePayload {
+                offset: mtime,
+                ..plain(path)
+            },
+        ),
+    };
+    let mut out = Vec::with_capacity(32 + payload.path.len() + payload.data.len());
+    payload.encode(&mut out).map_err(|_| libc::EINVAL)?;
+    Ok((kind, out))
+}
+
+pub(crate) struct Cluster {
+    dfsm: Dfsm<Dcdb<'static, 'static>>,
+    parked: HashMap<u64, Parked>,
+    by_count: HashMap<u64, u64>,
+    outgoing: Vec<Message>,
+    replies: Vec<Vec<u8>>,
+    leave: bool,
+    /// Node ids handed to the kernel with the (parent, name) they were
+    /// looked up under: what a resync must invalidate.
+    known: HashMap<u64, (u64, Vec<u8>)>,
+    /// corosync.conf changed: `Some(notify)` (notify = the change came from
+    /// this node), for the daemon's copy to /etc/corosync.
+    corosync_conf: Option<bool>,
+}
+
+impl Cluster {
+    pub(crate) fn new(session: Session<'static>, permit: ApplyPermit) -> Cluster {
+        let dcdb = Dcdb::owned(session, permit);
+        let local = MemberId::new(0, std::process::id());
+        Cluster {
+            dfsm: Dfsm::new(local, DCDB_PROTOCOL_VERSION, dcdb),
+            parked: HashMap::new(),
+            by_count: HashMap::new(),
+            outgoing: Vec::new(),
+            replies: Vec::new(),
+            leave: false,
+            known: HashMap::new(),
+            corosync_conf: None,
+        }
+    }
+
+    pub(crate) fn session(&self) -> &Session<'static> {
+        self.dfsm.app().session()
+    }
+
+    pub(crate) fn parts(&mut self) -> (&mut Session<'static>, &mut ApplyPermit) {
+        self.dfsm.app_mut().parts()
+    }
+
+    pub(crate) fn into_session(self) -> Session<'static> {
+        let Cluster { mut dfsm, .. } = self;
+        dfsm.shutdown();
+        match dfsm.into_app().into_parts() {
+            Some((session, _permit)) => session,
+            // Dcdb::owned always holds its parts.
+            None => unreachable!("the cluster's DCDB owns its session"),
+        }
+    }
+
+    /// Multicasts one proposal; only a value that passed the quorum gate
+    /// can be sent.
+    fn send(&mut self, proposal: Proposal<'_>) -> Result<u64, i32> {
+        let (kind, payload) = encode_op(proposal.op())?;
+        self.dfsm
+            .send_normal(kind as u16, payload, now_secs())
+            .map_err(|_| libc::EACCES)
+    }
+}
+
+impl Core {
+    fn cluster(&mut self) -> Option<&mut Cluster> {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => Some(cluster),
+            Backend::Local { .. } => None,
+        }
+    }
+
+    /// Remembers a dentry handed to the kernel (cluster mode only).
+    pub(crate) fn remember(&mut self, parent: u64, name: &[u8], node_id: u64) {
+        if let Some(cluster) = self.cluster() {
+            if cluster.known.len() >= KNOWN_MAX {
+                cluster.known.clear();
+            }
+            cluster.known.insert(node_id, (parent, name.to_vec()));
+        }
+    }
+
+    /// Handles a mutating request in cluster mode: `true` if it was taken
+    /// (parked, or answered with an error in `replies`), `false` if the
+    /// server should handle it.
+    pub(crate) fn intercept(&mut self, request: &[u8]) -> bool {
+        if self.cluster().is_none() {
+            return false;
+        }
+        let Some(header) = read_at::<InHeader>(request, 0) else {
+            return false;
+        };
+        let body = size_of::<InHeader>();
+        let plan = match header.opcode {
+            FUSE_WRITE => self.plan_write(header.nodeid, request, body),
+            FUSE_SETATTR => self.plan_setattr(header.nodeid, request, body),
+            FUSE_CREATE => self.plan_create(header.nodeid, request, body, true),
+            FUSE_MKNOD => self.plan_create(header.nodeid, request, body, false),
+            FUSE_MKDIR => self.plan_mkdir(header.nodeid, request, body),
+            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.nodeid, request, body),
+            FUSE_RENAME | FUSE_RENAME2 => {
+                self.plan_rename(header.nodeid, request, body, header.opcode == FUSE_RENAME2)
+            }
+            _ => return false,
+        };
+        let unique = header.unique;
+        match plan {
+            Ok(None) => false,
+            Ok(Some(plan)) => {
+                if let Err(code) = self.start(unique, plan) {
+                    self.reply_now(unique, code);
+                }
+                true
+            }
+            Err(code) => {
+                self.reply_now(unique, code);
+                true
+            }
+        }
+    }
+
+    fn reply_now(&mut self, unique: u64, code: i32) {
+        if let Some(cluster) = self.cluster() {
+            cluster.replies.push(reply_error(unique, code));
+        }
+    }
+
+    fn io_code(error: io::Error) -> i32 {
+        error.raw_os_error().unwrap_or(libc::EIO)
+    }
+
+    /// Sends the plan's messages (after the quorum gate) and parks the
+    /// request until their results arrive.
+    fn start(&mut self, unique: u64, plan: Plan) -> Result<(), i32> {
+        if plan.ops.is_empty() {
+            return Err(libc::EINVAL);
+        }
+        let mut counts = Vec::with_capacity(plan.ops.len());
+        for op in &plan.ops {
+            let proof = self.quorum.check()?;
+            let proposal = Proposal::new(op.as_op(), proof);
+            let Some(cluster) = self.cluster() else {
+                return Err(libc::EIO);
+            };
+            if counts.is_empty()
+                && let Some(payload) = &plan.unlock_request
+            {
+                // Unlock request first, without a result (C: async).
+                let _ = cluster.dfsm.send_normal_async(
+                    DcdbType::UnlockRequest as u16,
+                    payload.clone(),
+                    now_secs(),
+                );
+            }
+            match cluster.send(proposal) {
+                Ok(count) => counts.push(count),
+                Err(code) if counts.is_empty() => {
+                    self.pump();
+                    return Err(code);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(cluster) = self.cluster() else {
+            return Err(libc::EIO);
+        };
+        for count in &counts {
+            cluster.by_count.insert(*count, unique);
+        }
+        cluster.parked.insert(
+            unique,
+            Parked {
+                pending: counts.len() as u32,
+                error: 0,
+                value: 0,
+                reply: plan.reply,
+                victim: plan.victim,
+            },
+        );
+        self.pump();
+        Ok(())
+    }
+
+    /// Tree node (not special, not an orphan) or pass to the server.
+    fn tree_node(&self, node_id: u64) -> bool {
+        special_by_id(node_id).is_none() && !self.orphans.contains_key(&node_id)
+    }
+
+    fn plan_write(
+        &mut self,
+        node_id: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, i32> {
+        if !self.tree_node(node_id) {
+            return Ok(None);
+        }
+        let write = read_at::<WriteIn>(request, body).ok_or(libc::EINVAL)?;
+        let start = body + size_of::<WriteIn>();
+        let data = request
+            .get(start..start + write.size as usize)
+            .ok_or(libc::EINVAL)?;
+        let path = self.path_of(node_id).map_err(Self::io_code)?;
+        if write.offset.saturating_add(data.len() as u64) > pmxcfs_store::MAX_FILE_SIZE as u64 {
+            return Err(libc::EFBIG);
+        }
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Write(path, write.offset, data.to_vec(), false)],
+            unlock_request: None,
+            reply: ReplyKind::Write { node_id },
+            victim: None,
+        }))
+    }
+
+    fn plan_setattr(
+        &mut self,
+        node_id: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, i32> {
+        let attr = read_at::<SetattrIn>(request, body).ok_or(libc::EINVAL)?;
+        if !self.tree_node(node_id)
+            || attr.valid & (FATTR_SIZE | FATTR_MTIME | FATTR_MTIME_NOW) == 0
+        {
+            return Ok(None);
+        }
+        let path = self.path_of(node_id).map_err(Self::io_code)?;
+        if attr.valid & FATTR_MODE != 0 {
+            let wanted = if path::is_private(&path) {
+                0o600
+            } else {
+                0o640
+            };
+            if attr.mode & 0o7777 != wanted {
+                return Err(libc::EPERM);
+            }
+        }
+        let uid_ok = attr.valid & FATTR_UID == 0 || attr.uid == 0;
+        let gid_ok = attr.valid & FATTR_GID == 0 || attr.gid == self.config.www_data_gid;
+        if !uid_ok || !gid_ok {
+            return Err(libc::EPERM);
+        }
+        let mut ops = Vec::new();
+        let mut unlock_request = None;
+        if attr.valid & FATTR_SIZE != 0 {
+            if attr.size > pmxcfs_store::MAX_FILE_SIZE as u64 {
+                return Err(libc::EFBIG);
+            }
+            ops.push(OwnedOp::Write(path.clone(), attr.size, Vec::new(), true));
+        }
+        if attr.valid & (FATTR_MTIME | FATTR_MTIME_NOW) != 0 {
+            let mtime = if attr.valid & FATTR_MTIME_NOW != 0 {
+                now_secs()
+            } else {
+                u32::try_from(attr.mtime).unwrap_or(u32::MAX)
+            };
+            if mtime == 0 && path::is_lockdir(&path) && self.quorum.is_quorate() {
+                // An unlock request (spec filesystem.md §8): the lowest node
+                // decides; the MTIME that follows is refused (EACCES).
+                let (session, permit) = self.parts();
+                if let Ok(Some(checksum)) = session.writer(permit).lock_checksum(&path) {
+                    let mut payload = Vec::new();
+                    if (UnlockPayload {
+                        checksum,
+                        path: &path,
+                    })
+                    .encode(&mut payload)
+                    .is_ok()
+                    {
+                        unlock_request = Some(payload);
+                    }
+                }
+            }
+            ops.push(OwnedOp::Mtime(path, mtime));
+        }
+        Ok(Some(Plan {
+            ops,
+            unlock_request,
+            reply: ReplyKind::Attr { node_id },
+            victim: None,
+        }))
+    }
+
+    fn child(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>, i32> {
+        self.refuse_special(parent, name).map_err(Self::io_code)?;
+        self.child_path(parent, name).map_err(Self::io_code)
+    }
+
+    fn plan_create(
+        &mut self,
+        parent: u64,
+        request: &[u8],
+        body: usize,
+        open: bool,
+    ) -> Result<Option<Plan>, i32> {
+        let name_at_offset = if open {
+            body + size_of::<CreateIn>()
+        } else {
+            let mknod = read_at::<MknodIn>(request, body).ok_or(libc::EINVAL)?;
+            if mknod.mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(libc::ENOSYS);
+            }
+            body + size_of::<MknodIn>()
+        };
+        let (name, _) = name_at(request, name_at_offset).ok_or(libc::EINVAL)?;
+        let path = self.child(parent, name)?;
+        let name = name.to_vec();
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Create(path)],
+            unlock_request: None,
+            reply: if open {
+                ReplyKind::Create { parent, name }
+            } else {
+                ReplyKind::Entry { parent, name }
+            },
+            victim: None,
+        }))
+    }
+
+    fn plan_mkdir(
+        &mut self,
+        parent: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, i32> {
+        let (name, _) = name_at(request, body + size_of::<MkdirIn>()).ok_or(libc::EINVAL)?;
+        let path = self.child(parent, name)?;
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Mkdir(path)],
+            unlock_request: None,
+            reply: ReplyKind::Entry {
+                parent,
+                name: name.to_vec(),
+            },
+            victim: None,
+        }))
+    }
+
+    fn plan_delete(
+        &mut self,
+        parent: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, i32> {
+        let (name, _) = name_at(request, body).ok_or(libc::EINVAL)?;
+        let path = self.child(parent, name)?;
+        let victim = self.open_file_at(&path);
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Delete(path)],
+            unlock_request: None,
+            reply: ReplyKind::Empty,
+            victim,
+        }))
+    }
+
+    fn plan_rename(
+        &mut self,
+        olddir: u64,
+        request: &[u8],
+        body: usize,
+        rename2: bool,
+    ) -> Result<Option<Plan>, i32> {
+        let (newdir, names) = if rename2 {
+            let rename = read_at::<Rename2In>(request, body).ok_or(libc::EINVAL)?;
+            if rename.flags != 0 {
+                return Err(libc::EINVAL);
+            }
+            (rename.newdir, body + size_of::<Rename2In>())
+        } else {
+            let rename = read_at::<RenameIn>(request, body).ok_or(libc::EINVAL)?;
+            (rename.newdir, body + size_of::<RenameIn>())
+        };
+        let (oldname, next) = name_at(request, names).ok_or(libc::EINVAL)?;
+        let (newname, _) = name_at(request, next).ok_or(libc::EINVAL)?;
+        let from = self.child(olddir, oldname)?;
+        let to = self.child(newdir, newname)?;
+        let victim = self.open_file_at(&to);
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Rename(from, to)],
+            unlock_request: None,
+            reply: ReplyKind::Empty,
+            victim,
+        }))
+    }
+
+    /// One message's result arrived.
+    fn finish(&mut self, count: u64, result: i32) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let Some(unique) = cluster.by_count.remove(&count) else {
+            return;
+        };
+        let Some(parked) = cluster.parked.get_mut(&unique) else {
+            return;
+        };
+        parked.pending = parked.pending.saturating_sub(1);
+        if result < 0 && parked.error == 0 {
+            parked.error = -result;
+        }
+        parked.value = result;
+        if parked.pending > 0 {
+            return;
+        }
+        let Some(parked) = cluster.parked.remove(&unique) else {
+            return;
+        };
+        let reply = self.build_reply(unique, parked);
+        if let Some(cluster) = self.cluster() {
+            cluster.replies.push(reply);
+        }
+    }
+
+    fn build_reply(&mut self, unique: u64, parked: Parked) -> Vec<u8> {
+        if parked.error != 0 {
+            if let ReplyKind::Write { node_id } | ReplyKind::Attr { node_id } = parked.reply {
+                // The kernel may have cached what it tried to write.
+                self.invalidations.push(Invalidation::Inode { node_id });
+            }
+            return reply_error(unique, parked.error);
+        }
+        let answer = match parked.reply {
+            ReplyKind::Write { .. } => {
+                let out = WriteOut {
+                    size: parked.value.max(0) as u32,
+                    padding: 0,
+                };
+                Ok(reply(unique, &[bytemuck::bytes_of(&out)]))
+            }
+            ReplyKind::Entry { parent, name } => self.lookup(parent, &name).map(|entry| {
+                let out = EntryOut::new(
+                    entry.inode,
+                    &entry.attr,
+                    entry.entry_timeout,
+                    entry.attr_timeout,
+                );
+                reply(unique, &[bytemuck::bytes_of(&out)])
+            }),
+            ReplyKind::Create { parent, name } => self.lookup(parent, &name).map(|entry| {
+                self.opened(entry.inode);
+                let out = EntryOut::new(
+                    entry.inode,
+                    &entry.attr,
+                    entry.entry_timeout,
+                    entry.attr_timeout,
+                );
+                let open = OpenOut {
+                    fh: 0,
+                    open_flags: FOPEN_KEEP_CACHE,
+                    padding: 0,
+                };
+                reply(
+                    unique,
+                    &[bytemuck::bytes_of(&out), bytemuck::bytes_of(&open)],
+                )
+            }),
+            ReplyKind::Empty => {
+                if let Some((node_id, orphan)) = parked.victim
+                    && matches!(self.reader().entry(node_id - 1), Ok(None))
+                {
+                    self.orphans.insert(node_id, orphan);
+                }
+                Ok(reply(unique, &[]))
+            }
+            ReplyKind::Attr { node_id } => self.getattr(node_id).map(|(stat, ttl)| {
+                let out = AttrOut {
+                    attr_valid: ttl.as_secs(),
+                    attr_valid_nsec: ttl.subsec_nanos(),
+                    dummy: 0,
+                    attr: Attr::from_stat(&stat),
+                };
+                reply(unique, &[bytemuck::bytes_of(&out)])
+            }),
+        };
+        answer.unwrap_or_else(|error| reply_error(unique, Self::io_code(error)))
+    }
+
+    /// Processes the DFSM's actions and the application's changes.
+    pub(crate) fn pump(&mut self) {
+        loop {
+            let Some(cluster) = self.cluster() else {
+                return;
+            };
+            let Some(action) = cluster.dfsm.poll_action() else {
+                break;
+            };
+            match action {
+                Action::Multicast(msg) => cluster.outgoing.push(msg),
+                Action::Leave => cluster.leave = true,
+                Action::Result { count, result } => self.finish(count, result),
+                Action::ModeChanged(mode) => tracing::debug!(?mode, "dfsm mode changed"),
+            }
+        }
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let local = cluster.dfsm.local();
+        let changed = cluster.dfsm.app_mut().drain_changed();
+        let resynced = cluster.dfsm.app_mut().take_resynced();
+        for (sender, path) in changed {
+            self.status.record_change(&path);
+            let relative = path.strip_prefix(b"/").unwrap_or(&path);
+            if relative == b"corosync.conf"
+                && let Some(cluster) = self.cluster()
+            {
+                let notify = sender == local;
+                cluster.corosync_conf = Some(cluster.corosync_conf.unwrap_or(false) || notify);
+            }
+            if sender != local {
+                self.invalidate_path(&path);
+            }
+        }
+        if resynced {
+            self.status.record_reload();
+            self.invalidate_known(true);
+            if let Some(cluster) = self.cluster() {
+                cluster.corosync_conf.get_or_insert(false);
+            }
+        }
+    }
+
+    /// Drops the kernel's view of `path`: its dentry, its data and
+    /// attributes, and its directory's listing.
+    fn invalidate_path(&mut self, path: &[u8]) {
+        let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {
+            Some(slash) => (&path[..slash], &path[slash + 1..]),
+            None => (&b""[..], path),
+        };
+        let reader = self.reader();
+        let dir = reader
+            .resolve(parent)
+            .ok()
+            .flatten()
+            .map(|e| e.meta.inode + 1);
+        let target = reader
+            .resolve(path)
+            .ok()
+            .flatten()
+            .map(|e| e.meta.inode + 1);
+        if let Some(dir) = dir {
+            self.invalidations.push(Invalidation::Entry {
+                parent: dir,
+                name: name.to_vec(),
+            });
+            self.invalidations
+                .push(Invalidation::Inode { node_id: dir });
+        }
+        if let Some(node_id) = target {
+            self.invalidations.push(Invalidation::Inode { node_id });
+        }
+    }
+
+    /// Drops everything the kernel may hold: after a resync (`entries`:
+    /// node ids may now name other files) or a quorum change (modes).
+    fn invalidate_known(&mut self, entries: bool) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let known: Vec<(u64, (u64, Vec<u8>))> = if entries {
+            cluster.known.drain().collect()
+        } else {
+            cluster
+                .known
+                .iter()
+                .map(|(node, (parent, _))| (*node, (*parent, Vec::new())))
+                .collect()
+        };
+        for (node_id, (parent, name)) in known {
+            if entries {
+                self.invalidations
+                    .push(Invalidation::Entry { parent, name });
+            }
+            self.invalidations.push(Invalidation::Inode { node_id });
+        }
+        self.invalidations.push(Invalidation::Inode { node_id: 1 });
+    }
+}
+
+/// What the daemon's CPG side calls (cluster mode; no-ops in local mode).
+impl PmxFs {
+    /// Whether this file system runs in cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.core().backend, Backend::Cluster(_))
+    }
+
+    /// A mutating request in cluster mode: taken (parked or refused; see
+    /// [`PmxFs::take_replies`]) or `false` for the normal server path.
+    pub fn intercept(&self, request: &[u8]) -> bool {
+        self.core().intercept(request)
+    }
+
+    /// Replies to write to /dev/fuse (answers of parked requests).
+    pub fn take_replies(&self) -> Vec<Vec<u8>> {
+        let mut core = self.core();
+        core.cluster()
+            .map(|cluster| std::mem::take(&mut cluster.replies))
+            .unwrap_or_default()
+    }
+
+    /// Messages to multicast, in order, with their bytes.
+    pub fn take_outgoing(&self) -> Vec<(Message, Vec<u8>)> {
+        let mut core = self.core();
+        let Some(cluster) = core.cluster() else {
+            return Vec::new();
+        };
+        std::mem::take(&mut cluster.outgoing)
+            .into_iter()
+            .filter_map(|msg| frame::encode_message(&msg).map(|bytes| (msg, bytes)))
+            .collect()
+    }
+
+    fn with_dfsm(&self, f: impl FnOnce(&mut Dfsm<Dcdb<'static, 'static>>)) {
+        let mut core = self.core();
+        if let Some(cluster) = core.cluster() {
+            f(&mut cluster.dfsm);
+            core.pump();
+        }
+    }
+
+    /// A multicast failed for good.
+    pub fn send_failed(&self, msg: &Message) {
+        self.with_dfsm(|dfsm| dfsm.on_send_failed(msg, now_secs()));
+    }
+
+    /// The CPG connection is up: our member id (before joining).
+    pub fn cpg_connected(&self, local: MemberId) {
+        self.with_dfsm(|dfsm| {
+            if !dfsm.set_local(local) {
+                tracing::warn!(mode = ?dfsm.mode(), "member id set outside mode START");
+            }
+        });
+    }
+
+    pub fn cpg_confchg(&self, members: &[MemberId], joined: &[MemberId]) {
+        self.with_dfsm(|dfsm| dfsm.on_confchg(members, joined, now_secs()));
+    }
+
+    pub fn cpg_deliver(&self, sender: MemberId, bytes: &[u8]) {
+        let msg = frame::decode_message(bytes);
+        self.with_dfsm(|dfsm| dfsm.on_deliver(sender, msg, now_secs()));
+    }
+
+    /// The CPG connection is gone (or we left): waiting writers fail, the
+    /// DFSM starts over. `false` if it cannot restart (ERROR modes).
+    pub fn cpg_restart(&self) -> bool {
+        let mut restarted = false;
+        self.with_dfsm(|dfsm| restarted = dfsm.restart(now_secs()).is_ok());
+        restarted
+    }
+
+    /// The DFSM asked to leave the group (since the last call).
+    pub fn take_leave(&self) -> bool {
+        let mut core = self.core();
+        core.cluster()
+            .map(|cluster| std::mem::take(&mut cluster.leave))
+            .unwrap_or(false)
+    }
+
+    pub fn dfsm_mode(&self) -> Option<Mode> {
+        let mut core = self.core();
+        core.cluster().map(|cluster| cluster.dfsm.mode())
+    }
+
+    /// The hourly verify request (only the lowest node id sends it).
+    pub fn request_verify(&self) {
+        self.with_dfsm(|dfsm| {
+            dfsm.request_verify(now_secs());
+        });
+    }
+
+    /// Quorum from corosync: the gate, the DCDB flag, and the modes the
+    /// kernel has cached.
+    pub fn set_quorate(&self, quorate: bool) {
+        let mut core = self.core();
+        if core.cluster().is_none() || core.quorum.is_quorate() == quorate {
+            return;
+        }
+        core.quorum.set_quorate(quorate);
+        if let Some(cluster) = core.cluster() {
+            cluster.dfsm.app_mut().set_quorate(quorate);
+        }
+        if quorate {
+            tracing::info!("node has quorum");
+        } else {
+            tracing::info!("node lost quorum");
+        }
+        core.invalidate_known(false);
+    }
+
+    pub fn is_quorate(&self) -> bool {
+        self.core().quorum.is_quorate()
+    }
+
+    /// `Some(notify)` once after corosync.conf changed in the tree.
+    pub fn take_corosync_conf_change(&self) -> Option<bool> {
+        let mut core = self.core();
+        core.cluster()
+            .and_then(|cluster| cluster.corosync_conf.take())
+    }
+
+    /// A file's content from the tree (`None`: missing or a directory).
+    pub fn read_tree_file(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let core = self.core();
+        let reader = core.reader();
+        let entry = reader.resolve(path).ok().flatten()?;
+        (entry.meta.kind == pmxcfs_store::Kind::File).then(|| entry.data.to_vec())
+    }
+
+    /// The cluster membership for `.members` (from cmap and CPG).
+    pub fn set_cluster_info(&self, info: Option<crate::status::ClusterInfo>) {
+        self.core().status.set_cluster_info(info);
+    }
+
+    /// This node's address for `.members`.
+    pub fn set_node_ip(&self, ip: Option<String>) {
+        self.core().status.node_ip = ip;
+    }
+
+    /// Marks which node ids have a pmxcfs in the group (`.members` online).
+    pub fn set_online(&self, nodeids: &[u32]) {
+        self.core().status.set_online(nodeids);
+    }
+}

@@ -1,0 +1,420 @@
+//! The daemon's corosync side in cluster mode: the CPG connection of group
+//! `pve_dcdb_v1`, votequorum and cmap, polled by the reactor and dispatched
+//! on the loop thread. Connections that fail or go away are retried with
+//! backoff while the file system keeps serving reads (without quorum: no
+//! writes). Deliveries and membership changes go to the file system's DFSM;
+//! what it wants multicast is sent here, in order.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pmxcfs_cpg::corosync::{Cmap, Cpg, CpgEvent, Quorum, QuorumEvent};
+use pmxcfs_fsproto::{Channel, ClusterInfo, ClusterNode, DfsmMessage, MemberId};
+use pmxcfs_reactor::{OperationId, Reactor, Token};
+
+use crate::corosync_conf;
+
+pub const DCDB_GROUP: &str = "pve_dcdb_v1";
+pub const TOKEN_CPG: Token = Token(110);
+pub const TOKEN_QUORUM: Token = Token(111);
+pub const TOKEN_TICK: Token = Token(112);
+
+/// Reconnect attempts start this soon and back off to `BACKOFF_MAX`.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// After the DFSM left the group, wait this long before joining again (C:
+/// the 5 s restart rule of its service loop plus its 1 s tick).
+const REJOIN_DELAY: Duration = Duration::from_secs(6);
+/// A multicast corosync refuses with TRY_AGAIN is retried this long.
+const SEND_RETRY_FOR: Duration = Duration::from_secs(10);
+const TICK: Duration = Duration::from_millis(500);
+const TICK_BUSY: Duration = Duration::from_millis(5);
+/// The DCDB verify request interval (C: 3600 s).
+const VERIFY_EVERY: Duration = Duration::from_secs(3600);
+/// cmap is re-read this often (C tracks keys; a periodic read is enough for
+/// `.members`).
+const CMAP_EVERY: Duration = Duration::from_secs(5);
+
+struct Pending {
+    msg: DfsmMessage,
+    bytes: Vec<u8>,
+    since: Instant,
+}
+
+pub struct ClusterLink {
+    cpg: Option<Cpg>,
+    cpg_poll: Option<OperationId>,
+    quorum: Option<Quorum>,
+    quorum_poll: Option<OperationId>,
+    cmap: Option<Cmap>,
+    next_cpg: Instant,
+    cpg_backoff: Duration,
+    next_quorum: Instant,
+    quorum_backoff: Duration,
+    next_cmap: Instant,
+    next_verify: Instant,
+    send_queue: VecDeque<Pending>,
+    /// The DFSM entered a permanent error mode: no more joins.
+    dead: bool,
+    corosync_conf: PathBuf,
+    tick_armed: bool,
+    failures_logged: bool,
+}
+
+impl ClusterLink {
+    pub fn new(corosync_conf: PathBuf) -> ClusterLink {
+        let now = Instant::now();
+        ClusterLink {
+            cpg: None,
+            cpg_poll: None,
+            quorum: None,
+            quorum_poll: None,
+            cmap: None,
+            next_cpg: now,
+            cpg_backoff: BACKOFF_MIN,
+            next_quorum: now,
+            quorum_backoff: BACKOFF_MIN,
+            next_cmap: now,
+            next_verify: now + VERIFY_EVERY,
+            send_queue: VecDeque::new(),
+            dead: false,
+            corosync_conf,
+            tick_armed: false,
+            failures_logged: false,
+        }
+    }
+
+    /// Connects what is not connected (first call and every tick).
+    pub fn start(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        self.tick(reactor, channel);
+    }
+
+    fn arm_tick(&mut self, reactor: &mut Reactor) {
+        if !self.tick_armed {
+            let after = if self.send_queue.is_empty() {
+                TICK
+            } else {
+                TICK_BUSY
+            };
+            if reactor.timer(after, TOKEN_TICK).is_ok() {
+                self.tick_armed = true;
+            }
+        }
+    }
+
+    /// Periodic work: reconnects, cmap, verify, send retries.
+    pub fn tick(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        let now = Instant::now();
+        if self.quorum.is_none() && now >= self.next_quorum {
+            self.connect_quorum(reactor, channel);
+        }
+        if self.cpg.is_none() && !self.dead && now >= self.next_cpg {
+            self.connect_cpg(reactor, channel);
+        }
+        if now >= self.next_cmap {
+            self.next_cmap = now + CMAP_EVERY;
+            self.read_cmap(channel);
+        }
+        if now >= self.next_verify {
+            self.next_verify = now + VERIFY_EVERY;
+            channel.fs().request_verify();
+        }
+        self.after_events(reactor, channel);
+    }
+
+    pub fn on_tick(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        self.tick_armed = false;
+        self.tick(reactor, channel);
+    }
+
+    fn connect_quorum(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        match Quorum::new() {
+            Ok(quorum) => {
+                let quorate = quorum.quorate().unwrap_or(false);
+                channel.fs().set_quorate(quorate);
+                match reactor.poll_once(quorum.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_QUORUM)
+                {
+                    Ok(id) => self.quorum_poll = Some(id),
+                    Err(error) => tracing::error!(%error, "cannot poll the quorum fd"),
+                }
+                tracing::info!(quorate, "quorum service connected");
+                self.quorum = Some(quorum);
+                self.quorum_backoff = BACKOFF_MIN;
+            }
+            Err(error) => {
+                self.log_failure(&format!("quorum: {error}"));
+                self.next_quorum = Instant::now() + self.quorum_backoff;
+                self.quorum_backoff = (self.quorum_backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    fn connect_cpg(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        let connected = Cpg::new().and_then(|mut cpg| {
+            let nodeid = cpg.local_node_id()?;
+            channel
+                .fs()
+                .cpg_connected(MemberId::new(nodeid, std::process::id()));
+            cpg.join(DCDB_GROUP)?;
+            Ok((cpg, nodeid))
+        });
+        match connected {
+            Ok((cpg, nodeid)) => {
+                match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_CPG) {
+                    Ok(id) => self.cpg_poll = Some(id),
+                    Err(error) => tracing::error!(%error, "cannot poll the CPG fd"),
+                }
+                tracing::info!(nodeid, group = DCDB_GROUP, "joined the CPG group");
+                self.cpg = Some(cpg);
+                self.cpg_backoff = BACKOFF_MIN;
+                self.failures_logged = false;
+            }
+            Err(error) => {
+                self.log_failure(&format!("cpg: {error}"));
+                self.next_cpg = Instant::now() + self.cpg_backoff;
+                self.cpg_backoff = (self.cpg_backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+
+    fn log_failure(&mut self, what: &str) {
+        if self.failures_logged {
+            tracing::debug!("corosync not reachable: {what}");
+        } else {
+            tracing::warn!("corosync not reachable, retrying: {what}");
+            self.failures_logged = true;
+        }
+    }
+
+    fn read_cmap(&mut self, channel: &mut Channel) {
+        if self.cmap.is_none() {
+            self.cmap = Cmap::new().ok();
+        }
+        let Some(cmap) = &self.cmap else {
+            return;
+        };
+        let info = (|| {
+            let name = cmap.cluster_name()?;
+            let config_version = cmap.config_version()?.unwrap_or(0);
+            let nodes = cmap
+                .nodelist()?
+                .iter()
+                .filter_map(|node| node.as_cluster_node())
+                .map(|(nodeid, name, votes)| ClusterNode {
+                    name: name.to_owned(),
+                    nodeid,
+                    votes,
+                })
+                .collect();
+            Ok::<_, pmxcfs_cpg::corosync::CorosyncError>(ClusterInfo {
+                name,
+                config_version,
+                nodes,
+            })
+        })();
+        match info {
+            Ok(info) => channel.fs().set_cluster_info(Some(info)),
+            Err(error) => {
+                tracing::debug!(%error, "cmap read failed; reconnecting later");
+                self.cmap = None;
+            }
+        }
+    }
+
+    /// The CPG fd is readable.
+    pub fn on_cpg(&mut self, id: OperationId, reactor: &mut Reactor, channel: &mut Channel) {
+        if self.cpg_poll != Some(id) {
+            return; // a poll of a connection that is gone
+        }
+        self.cpg_poll = None;
+        let Some(cpg) = self.cpg.as_mut() else {
+            return;
+        };
+        let dispatched = cpg.dispatch();
+        let events: Vec<CpgEvent> = cpg.events().collect();
+        let fs = channel.fs();
+        for event in events {
+            match event {
+                CpgEvent::Deliver {
+                    node_id,
+                    pid,
+                    payload,
+                    ..
+                } => fs.cpg_deliver(MemberId::new(node_id, pid), &payload),
+                CpgEvent::ConfChg {
+                    members, joined, ..
+                } => {
+                    let members: Vec<MemberId> = members
+                        .iter()
+                        .map(|m| MemberId::new(m.node_id, m.pid))
+                        .collect();
+                    let joined: Vec<MemberId> = joined
+                        .iter()
+                        .map(|m| MemberId::new(m.node_id, m.pid))
+                        .collect();
+                    let online: Vec<u32> = members.iter().map(|m| m.nodeid).collect();
+                    fs.set_online(&online);
+                    fs.cpg_confchg(&members, &joined);
+                }
+            }
+        }
+        match dispatched {
+            Ok(()) => {
+                if let Some(cpg) = &self.cpg {
+                    match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_CPG) {
+                        Ok(id) => self.cpg_poll = Some(id),
+                        Err(error) => {
+                            tracing::error!(%error, "cannot poll the CPG fd");
+                            self.drop_cpg(reactor, channel, BACKOFF_MIN);
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "CPG dispatch failed; reconnecting");
+                self.drop_cpg(reactor, channel, BACKOFF_MIN);
+            }
+        }
+        self.after_events(reactor, channel);
+    }
+
+    /// The quorum fd is readable.
+    pub fn on_quorum(&mut self, id: OperationId, reactor: &mut Reactor, channel: &mut Channel) {
+        if self.quorum_poll != Some(id) {
+            return;
+        }
+        self.quorum_poll = None;
+        let Some(quorum) = self.quorum.as_mut() else {
+            return;
+        };
+        let dispatched = quorum.dispatch();
+        let events: Vec<QuorumEvent> = quorum.events().collect();
+        for QuorumEvent::Changed { quorate, .. } in events {
+            channel.fs().set_quorate(quorate);
+        }
+        let rearmed = dispatched.is_ok()
+            && match reactor.poll_once(quorum.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_QUORUM) {
+                Ok(id) => {
+                    self.quorum_poll = Some(id);
+                    true
+                }
+                Err(_) => false,
+            };
+        if !rearmed {
+            tracing::error!("quorum service lost; no quorum until it is back");
+            self.quorum = None;
+            channel.fs().set_quorate(false);
+            self.next_quorum = Instant::now() + BACKOFF_MIN;
+        }
+        self.after_events(reactor, channel);
+    }
+
+    /// Drops the CPG connection: waiting writers fail, the DFSM starts
+    /// over, a new connection is tried after `delay`.
+    fn drop_cpg(&mut self, reactor: &mut Reactor, channel: &mut Channel, delay: Duration) {
+        if let Some(id) = self.cpg_poll.take() {
+            let _ = reactor.cancel(id);
+        }
+        self.cpg = None;
+        for pending in self.send_queue.drain(..) {
+            channel.fs().send_failed(&pending.msg);
+        }
+        if !channel.fs().cpg_restart() {
+            tracing::error!("the DFSM is in a permanent error mode; cluster connection stopped");
+            self.dead = true;
+        }
+        self.next_cpg = Instant::now() + delay;
+    }
+
+    /// Sends what the DFSM queued, leaves if it asked to, flushes replies
+    /// and invalidations, copies corosync.conf if it changed.
+    pub fn after_events(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        loop {
+            let outgoing = channel.fs().take_outgoing();
+            if outgoing.is_empty() {
+                break;
+            }
+            let now = Instant::now();
+            for (msg, bytes) in outgoing {
+                self.send_queue.push_back(Pending {
+                    msg,
+                    bytes,
+                    since: now,
+                });
+            }
+            self.send_queued(channel);
+        }
+        if channel.fs().take_leave() {
+            if let Some(cpg) = self.cpg.as_mut() {
+                let _ = cpg.leave();
+            }
+            tracing::warn!("left the CPG group; joining again in {REJOIN_DELAY:?}");
+            self.drop_cpg(reactor, channel, REJOIN_DELAY);
+            // Messages queued by the restart (none normally) go out later.
+        }
+        if let Some(notify) = channel.fs().take_corosync_conf_change() {
+            self.sync_corosync_conf(channel, notify);
+        }
+        channel.flush();
+        self.arm_tick(reactor);
+    }
+
+    fn send_queued(&mut self, channel: &mut Channel) {
+        while let Some(pending) = self.send_queue.front() {
+            let Some(cpg) = self.cpg.as_mut() else {
+                // Not connected: the DFSM learns the send failed.
+                if let Some(pending) = self.send_queue.pop_front() {
+                    channel.fs().send_failed(&pending.msg);
+                }
+                continue;
+            };
+            match cpg.mcast_agreed(&[IoSlice::new(&pending.bytes)]) {
+                Ok(()) => {
+                    self.send_queue.pop_front();
+                }
+                Err(error) if error.is_try_again() && pending.since.elapsed() < SEND_RETRY_FOR => {
+                    // Flow control: retried by the (short) tick.
+                    return;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "multicast failed");
+                    if let Some(pending) = self.send_queue.pop_front() {
+                        channel.fs().send_failed(&pending.msg);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn sync_corosync_conf(&mut self, channel: &mut Channel, notify: bool) {
+        let tree = channel.fs().read_tree_file(b"corosync.conf");
+        match corosync_conf::sync(tree.as_deref(), &self.corosync_conf, notify) {
+            Ok(corosync_conf::Outcome::Written { reload: true }) => corosync_conf::request_reload(),
+            Ok(_) => {}
+            Err(error) => tracing::error!(
+                %error,
+                path = %self.corosync_conf.display(),
+                "cannot update the host corosync.conf"
+            ),
+        }
+    }
+
+    /// Shutdown: the group is left when the connection closes.
+    pub fn stop(&mut self, reactor: &mut Reactor) {
+        for id in [self.cpg_poll.take(), self.quorum_poll.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = reactor.cancel(id);
+        }
+        if let Some(cpg) = self.cpg.as_mut() {
+            let _ = cpg.leave();
+        }
+        self.cpg = None;
+        self.quorum = None;
+        self.cmap = None;
+    }
+}

@@ -1,0 +1,501 @@
+//! The daemon in cluster mode: three real corosync nodes in network
+//! namespaces (tests/cluster/lab.sh), one `pmxcfs` per node with its own
+//! data dir and mountpoint (mounted in the node's private mount namespace,
+//! reached through /proc/PID/root). Needs root, FUSE and corosync: it fails,
+//! never skips, when something is missing.
+//!
+//! One lab for the whole story (setting it up costs seconds): replication
+//! and cache invalidation, errnos travelling back, cluster-wide locks,
+//! identical trees, a stopped node resynced, a new empty node, a partition
+//! (read-only minority, EACCES) and its heal, concurrent writers on all
+//! nodes, kill -9 of a daemon and of a corosync, clean bounded shutdowns.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::ErrorKind;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::lab::Lab;
+use common::{BIN, dump_tree};
+use serde_json::Value;
+
+const NODES: u32 = 3;
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Node {
+    index: u32,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(lab: &Lab, index: u32) -> Node {
+        let dir = lab.dir.join(format!("n{index}/pmxcfs"));
+        for sub in ["mnt", "data", "run", "etc"] {
+            fs::create_dir_all(dir.join(sub)).expect("node dirs");
+        }
+        // The host corosync.conf pmxcfs imports and keeps in sync: the lab's
+        // config without the per-node `system` section (identical on all
+        // nodes, as on a real cluster).
+        let config = fs::read_to_string(lab.dir.join(format!("n{index}/corosync.conf")))
+            .expect("lab corosync.conf");
+        let cluster_part = config.split("system {").next().unwrap_or(&config);
+        fs::write(dir.join("etc/corosync.conf"), cluster_part).expect("write corosync.conf");
+        Node {
+            index,
+            dir,
+            child: None,
+        }
+    }
+
+    fn start(&mut self, lab: &Lab) {
+        assert!(self.child.is_none(), "node {} runs already", self.index);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("pmxcfs.log"))
+            .expect("log file");
+        let d = |sub: &str| self.dir.join(sub);
+        let child = lab
+            .command(&["exec", &self.index.to_string()])
+            .arg(BIN)
+            .arg("-f")
+            .arg("--mountpoint")
+            .arg(d("mnt"))
+            .arg("--data-dir")
+            .arg(d("data"))
+            .arg("--run-dir")
+            .arg(d("run"))
+            .arg("--pid-file")
+            .arg(d("pmxcfs.pid"))
+            .arg("--nodename")
+            .arg(format!("node{}", self.index))
+            .arg("--node-ip")
+            .arg(format!("10.99.0.{}", self.index))
+            .arg("--corosync-conf")
+            .arg(d("etc/corosync.conf"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("start pmxcfs");
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A path in the node's mount (through its mount namespace).
+    fn path(&self, rel: &str) -> PathBuf {
+        let mnt = self.dir.join("mnt");
+        let mut path = PathBuf::from(format!("/proc/{}/root", self.pid()));
+        path.push(mnt.strip_prefix("/").expect("absolute"));
+        if !rel.is_empty() {
+            path.push(rel);
+        }
+        path
+    }
+
+    fn members(&self) -> Option<Value> {
+        let text = fs::read_to_string(self.path(".members")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn quorate(&self) -> Option<bool> {
+        self.members()
+            .and_then(|m| m["cluster"]["quorate"].as_u64())
+            .map(|q| q == 1)
+    }
+
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(self.dir.join("pmxcfs.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "--- node {} pmxcfs log ---\n{}",
+            self.index,
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        )
+    }
+
+    /// SIGTERM; the daemon must be gone within 2 s.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(status.success(), "node {}: exit {status}", self.index);
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "node {}: pmxcfs still running 2 s after SIGTERM\n{}",
+                self.index,
+                self.log_tail()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The store's rows. The root row's `type` is left out: a resync
+    /// writes it as 4 (directory) until the next change, as the C daemon
+    /// does in its database (docs/store.md).
+    fn dump(&self) -> BTreeMap<String, Value> {
+        let mut tree = dump_tree(&self.dir.join("data"));
+        if let Some(Value::Object(root)) = tree.get_mut("") {
+            root.remove("type");
+        }
+        tree
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[track_caller]
+fn wait_for(what: &str, nodes: &[Node], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(Node::log_tail).collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Creates a file, retrying while the node is not (yet) writable.
+#[track_caller]
+fn write_when_writable(nodes: &[Node], node: usize, rel: &str, data: &[u8]) {
+    let mut last = None;
+    wait_for(
+        &format!("node {} to accept a write", node + 1),
+        nodes,
+        || match fs::write(nodes[node].path(rel), data) {
+            Ok(()) => true,
+            Err(error) => {
+                last = Some(error);
+                false
+            }
+        },
+    );
+}
+
+fn read(node: &Node, rel: &str) -> Option<Vec<u8>> {
+    fs::read(node.path(rel)).ok()
+}
+
+/// Every node has the same tree (same rows: inode, version, writer, mtime,
+/// content) in its store.
+#[track_caller]
+fn wait_converged(nodes: &[Node]) {
+    let running: Vec<&Node> = nodes.iter().filter(|n| n.child.is_some()).collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = running.iter().map(|n| n.dump()).collect::<Vec<_>>();
+        if last.windows(2).all(|pair| pair[0] == pair[1]) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let diff: Vec<String> = last[0]
+                .iter()
+                .filter(|(path, row)| last.iter().any(|t| t.get(*path) != Some(row)))
+                .map(|(path, _)| {
+                    let rows: Vec<String> = last
+                        .iter()
+                        .map(|t| t.get(path).map_or("-".into(), Value::to_string))
+                        .collect();
+                    format!("{path}: {}", rows.join(" | "))
+                })
+                .take(20)
+                .collect();
+            panic!(
+                "trees differ: {diff:?} (sizes {:?})\n{}",
+                last.iter().map(BTreeMap::len).collect::<Vec<_>>(),
+                nodes
+                    .iter()
+                    .map(Node::log_tail)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[track_caller]
+fn wait_visible(nodes: &[Node], rel: &str, data: &[u8]) {
+    for node in nodes.iter().filter(|n| n.child.is_some()) {
+        wait_for(&format!("{rel} on node {}", node.index), nodes, || {
+            read(node, rel).as_deref() == Some(data)
+        });
+    }
+}
+
+fn errno_of(result: std::io::Result<()>) -> Option<i32> {
+    result.err().and_then(|error| error.raw_os_error())
+}
+
+#[test]
+fn three_node_cluster() {
+    let base = tempfile::Builder::new()
+        .prefix("pmxcfs-cluster-")
+        .tempdir()
+        .expect("temp dir");
+    let lab = Lab::up(NODES, base.path().join("lab"));
+    let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
+    let started = Instant::now();
+    for node in &mut nodes {
+        node.start(&lab);
+    }
+
+    // All three quorate, with the cluster in .members, and writable.
+    for i in 0..nodes.len() {
+        wait_for(&format!("node {} quorate", i + 1), &nodes, || {
+            nodes[i].quorate() == Some(true)
+        });
+    }
+    for i in 0..nodes.len() {
+        write_when_writable(&nodes, i, &format!("hello-{i}"), b"hi");
+    }
+    eprintln!("3 daemons writable after {:?}", started.elapsed());
+    let members = nodes[0].members().expect(".members");
+    assert_eq!(members["cluster"]["nodes"], 3, "{members}");
+    assert_eq!(members["nodelist"]["node1"]["id"], 1, "{members}");
+    assert_eq!(members["nodelist"]["node1"]["ip"], "10.99.0.1", "{members}");
+    wait_for("all nodes online", &nodes, || {
+        nodes[0]
+            .members()
+            .is_some_and(|m| (1..=3).all(|i| m["nodelist"][format!("node{i}")]["online"] == 1))
+    });
+    // Every node imported the same corosync.conf; the host copy is unchanged.
+    wait_visible(
+        &nodes,
+        "corosync.conf",
+        &fs::read(nodes[0].dir.join("etc/corosync.conf")).expect("host conf"),
+    );
+
+    // A write on node 1 is readable everywhere; a rewrite replaces what
+    // node 2's kernel cached (remote changes invalidate).
+    fs::write(nodes[0].path("storage.cfg"), b"dir: local\n").expect("write");
+    wait_visible(&nodes, "storage.cfg", b"dir: local\n");
+    fs::write(
+        nodes[0].path("storage.cfg"),
+        b"dir: local\n\tpath /var/lib/vz\n",
+    )
+    .expect("rewrite");
+    wait_visible(&nodes, "storage.cfg", b"dir: local\n\tpath /var/lib/vz\n");
+    // Directories, rename, delete.
+    fs::create_dir(nodes[1].path("nodes")).expect("mkdir nodes");
+    fs::create_dir(nodes[1].path("nodes/node1")).expect("mkdir");
+    fs::create_dir(nodes[1].path("nodes/node1/qemu-server")).expect("mkdir");
+    fs::write(
+        nodes[1].path("nodes/node1/qemu-server/100.conf.tmp"),
+        b"memory: 512\n",
+    )
+    .expect("write vm");
+    fs::rename(
+        nodes[1].path("nodes/node1/qemu-server/100.conf.tmp"),
+        nodes[1].path("nodes/node1/qemu-server/100.conf"),
+    )
+    .expect("rename");
+    wait_visible(&nodes, "nodes/node1/qemu-server/100.conf", b"memory: 512\n");
+    fs::remove_file(nodes[2].path("hello-0")).expect("unlink");
+    for node in &nodes {
+        wait_for("unlink replicated", &nodes, || {
+            read(node, "hello-0").is_none()
+        });
+    }
+    let vmlist = fs::read_to_string(nodes[2].path(".vmlist")).expect(".vmlist");
+    assert!(vmlist.contains("\"100\""), "{vmlist}");
+
+    // Errors come back to the writer with the C errno.
+    assert_eq!(
+        errno_of(fs::create_dir(nodes[2].path("nodes"))),
+        Some(libc::EEXIST)
+    );
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    assert_eq!(
+        errno_of(fs::write(nodes[1].path("big"), &big)),
+        Some(libc::EFBIG)
+    );
+    assert_eq!(
+        errno_of(fs::write(nodes[0].path("missing/file"), b"x")),
+        Some(libc::ENOENT)
+    );
+    // A second guest with the same vmid on another node: EEXIST.
+    fs::create_dir_all(nodes[0].path("nodes/node2/qemu-server")).expect("mkdir");
+    assert_eq!(
+        errno_of(fs::write(
+            nodes[0].path("nodes/node2/qemu-server/100.conf"),
+            b"x"
+        )),
+        Some(libc::EEXIST)
+    );
+
+    // Cluster-wide locks: the first mkdir wins everywhere.
+    fs::create_dir_all(nodes[0].path("priv/lock")).expect("priv/lock");
+    fs::create_dir(nodes[0].path("priv/lock/ha_agent")).expect("take lock");
+    assert_eq!(
+        errno_of(fs::create_dir(nodes[1].path("priv/lock/ha_agent"))),
+        Some(libc::EEXIST)
+    );
+    // An unlock request of a held lock is refused (EACCES, as C).
+    assert_eq!(
+        errno_of(common::utime(&nodes[1].path("priv/lock/ha_agent"), 0, 0)),
+        Some(libc::EACCES)
+    );
+    fs::remove_dir(nodes[0].path("priv/lock/ha_agent")).expect("release lock");
+    wait_converged(&nodes);
+
+    // A stopped node misses writes and is resynced when it comes back.
+    nodes[2].stop();
+    write_when_writable(&nodes, 0, "while-n3-down", b"missed");
+    for k in 0..20 {
+        fs::write(nodes[1].path(&format!("batch-{k}")), format!("{k}")).expect("batch");
+    }
+    let restart = Instant::now();
+    nodes[2].start(&lab);
+    wait_visible(&nodes, "while-n3-down", b"missed");
+    eprintln!(
+        "stopped node resynced {:?} after its start",
+        restart.elapsed()
+    );
+    wait_converged(&nodes);
+
+    // A new, empty node gets the whole tree.
+    nodes[2].stop();
+    fs::remove_dir_all(nodes[2].dir.join("data")).expect("wipe node 3");
+    fs::create_dir(nodes[2].dir.join("data")).expect("data dir");
+    nodes[2].start(&lab);
+    wait_visible(&nodes, "batch-19", b"19");
+    wait_converged(&nodes);
+
+    // Partition: node 3 alone has no quorum and refuses writes; the two
+    // others keep writing; after the heal it converges.
+    lab.run(&["cut", "3"]);
+    wait_for("node 3 without quorum", &nodes, || {
+        nodes[2].quorate() == Some(false)
+    });
+    assert_eq!(
+        errno_of(fs::write(nodes[2].path("minority"), b"x")),
+        Some(libc::EACCES)
+    );
+    assert!(
+        read(&nodes[2], "storage.cfg").is_some(),
+        "reads work without quorum"
+    );
+    write_when_writable(&nodes, 0, "majority", b"written during the partition");
+    lab.run(&["heal", "3"]);
+    wait_for("node 3 quorate again", &nodes, || {
+        nodes[2].quorate() == Some(true)
+    });
+    wait_visible(&nodes, "majority", b"written during the partition");
+    wait_converged(&nodes);
+
+    // Concurrent writers on all three nodes: nothing acknowledged is lost.
+    for node in &nodes {
+        write_when_writable(&nodes, node.index as usize - 1, "sync-point", b"x");
+    }
+    fs::create_dir(nodes[0].path("cw")).expect("mkdir cw");
+    wait_visible(&nodes, "sync-point", b"x");
+    for node in &nodes {
+        wait_for("cw replicated", &nodes, || node.path("cw").is_dir());
+    }
+    let acknowledged: Vec<Vec<(String, String)>> = thread::scope(|scope| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    let until = Instant::now() + Duration::from_secs(3);
+                    let mut k = 0;
+                    while Instant::now() < until {
+                        let rel = format!("cw/n{}-{}", node.index, k % 50);
+                        let content = format!("node {} write {k}\n", node.index);
+                        if fs::write(node.path(&rel), &content).is_ok() {
+                            done.push((rel, content));
+                        }
+                        k += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("writer"))
+            .collect()
+    });
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    eprintln!("concurrent writers: {total} acknowledged writes in 3 s");
+    assert!(total > 30, "too few writes: {total}");
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for writes in &acknowledged {
+        for (rel, content) in writes {
+            last.insert(rel.clone(), content.clone());
+        }
+    }
+    for (rel, content) in &last {
+        wait_visible(&nodes, rel, content.as_bytes());
+    }
+    wait_converged(&nodes);
+
+    // kill -9 of a daemon: restarted on its stale mount namespace-free
+    // dirs, it comes back with everything acknowledged and resyncs.
+    nodes[1].kill9();
+    write_when_writable(&nodes, 0, "after-kill9", b"k");
+    nodes[1].start(&lab);
+    wait_visible(&nodes, "after-kill9", b"k");
+    wait_converged(&nodes);
+
+    // kill -9 of node 1's corosync: its daemon keeps serving reads, refuses
+    // writes, and reconnects when corosync is back.
+    lab.run(&["kill", "1"]);
+    wait_for("node 1 without quorum", &nodes, || {
+        nodes[0].quorate() == Some(false)
+    });
+    assert_eq!(
+        read(&nodes[0], "majority").as_deref(),
+        Some(&b"written during the partition"[..])
+    );
+    let refused = fs::write(nodes[0].path("no-corosync"), b"x");
+    assert!(
+        matches!(&refused, Err(error) if error.kind() == ErrorKind::PermissionDenied),
+        "{refused:?}"
+    );
+    write_when_writable(&nodes, 1, "while-corosync-1-down", b"c");
+    lab.run(&["start", "1"]);
+    lab.run(&["wait", "1", "3"]);
+    write_when_writable(&nodes, 0, "corosync-back", b"b");
+    wait_visible(&nodes, "while-corosync-1-down", b"c");
+    wait_visible(&nodes, "corosync-back", b"b");
+    wait_converged(&nodes);
+
+    // Clean, bounded shutdown of every daemon.
+    for node in &mut nodes {
+        node.stop();
+    }
+    drop(nodes);
+    drop(lab);
+}

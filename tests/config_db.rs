@@ -560,7 +560,7 @@ fn export_writes_only_new_files_from_existing_stores() {
 }
 
 #[test]
-fn the_command_line_reports_usage_errors_and_refuses_cluster_mode() {
+fn the_command_line_reports_usage_errors_and_cluster_mode_needs_a_node_ip() {
     for args in [
         &["import-db", "--sqlite", "x.db"][..],
         &["export-db", "--data-dir"],
@@ -577,9 +577,32 @@ fn the_command_line_reports_usage_errors_and_refuses_cluster_mode() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("lossy"));
 
-    // Without -l the daemon would need corosync: refused before it touches
-    // anything (never start a daemon on the host's real /etc/pve here).
-    let output = pmxcfs(&["-f"]);
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("cluster mode is not available yet"));
+    // A new tree imports the host corosync.conf and runs in cluster mode,
+    // which needs the node's address: refused before anything is mounted.
+    // (Only temporary paths: never start a daemon on the host's /etc/pve.)
+    let temp = tempfile::tempdir().expect("temp dir");
+    let conf = temp.path().join("corosync.conf");
+    std::fs::write(&conf, "totem {\n  config_version: 1\n}\n").expect("conf");
+    let path = |name: &str| temp.path().join(name).display().to_string();
+    let output = pmxcfs(&[
+        "-f",
+        "--mountpoint",
+        &path("mnt"),
+        "--data-dir",
+        &path("data"),
+        "--run-dir",
+        &path("run"),
+        "--pid-file",
+        &path("pid"),
+        "--corosync-conf",
+        &path("corosync.conf"),
+        "--nodename",
+        "no-such-node.invalid",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("unable to resolve node name"),
+        "{}",
+        stderr(&output)
+    );
 }

@@ -4,6 +4,7 @@
 #                temporary mountpoint and data dir (foreground; Ctrl-C stops it)
 #   make test    install what is missing, build, run every test (CI runs this)
 #   make bench   criterion benchmarks + bytes written per change (BENCHMARKS.md)
+#   make bench-cluster   3-node namespace cluster: replication figures
 #   make deps    only install the Debian packages (idempotent)
 
 CARGO ?= cargo
@@ -14,7 +15,7 @@ CARGO ?= cargo
 DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev \
 	libcmap-dev libquorum-dev libvotequorum-dev libcorosync-common-dev libqb-dev iproute2
 
-.PHONY: all build run test deps bench bench-bytes bench-e2e perf check fmt clippy clean
+.PHONY: all build run test deps bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean
 
 all: build
 
@@ -59,6 +60,10 @@ bench: deps
 	$(MAKE) bench-e2e
 
 # End-to-end: fsload against the daemon and a tmpfs in one run (needs root).
+bench-cluster: deps
+	$(CARGO) build --release --locked -p pmxcfs -p pmxcfs-bench --bin pmxcfs --bin cluster-bench
+	bench/cluster.sh
+
 bench-e2e: deps
 	$(CARGO) build --release --locked -p pmxcfs -p pmxcfs-bench --bin pmxcfs --bin fsload
 	bench/e2e.sh

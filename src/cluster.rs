@@ -1,6 +1,6 @@
-//! The daemon's corosync side in cluster mode: the CPG connection of group
-//! `pve_dcdb_v1`, votequorum and cmap, polled by the reactor and dispatched
-//! on the loop thread. Connections that fail or go away are retried with
+//! The daemon's corosync side in cluster mode: one CPG connection per group
+//! (`pve_dcdb_v1`, `pve_kvstore_v1`), votequorum and cmap, polled by the
+//! reactor and dispatched on the loop thread. Connections that fail or go away are retried with
 //! backoff while the file system keeps serving reads (without quorum: no
 //! writes). Deliveries and membership changes go to the file system's DFSM;
 //! what it wants multicast is sent here, in order.
@@ -12,15 +12,15 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pmxcfs_cpg::corosync::{Cmap, Cpg, CpgEvent, Quorum, QuorumEvent};
-use pmxcfs_fsproto::{Channel, ClusterInfo, ClusterNode, DfsmMessage, MemberId};
+use pmxcfs_fsproto::{Channel, ClusterInfo, ClusterNode, DfsmMessage, Group, MemberId};
 use pmxcfs_reactor::{OperationId, Reactor, Token};
 
 use crate::corosync_conf;
 
-pub const DCDB_GROUP: &str = "pve_dcdb_v1";
-pub const TOKEN_CPG: Token = Token(110);
+pub const TOKEN_CPG_DCDB: Token = Token(110);
 pub const TOKEN_QUORUM: Token = Token(111);
 pub const TOKEN_TICK: Token = Token(112);
+pub const TOKEN_CPG_KVSTORE: Token = Token(113);
 
 /// Reconnect attempts start this soon and back off to `BACKOFF_MAX`.
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -44,21 +44,43 @@ struct Pending {
     since: Instant,
 }
 
-pub struct ClusterLink {
+/// One group's CPG connection.
+struct CpgConn {
+    group: Group,
+    token: Token,
     cpg: Option<Cpg>,
-    cpg_poll: Option<OperationId>,
+    poll: Option<OperationId>,
+    next: Instant,
+    backoff: Duration,
+    send_queue: VecDeque<Pending>,
+    /// The DFSM entered a permanent error mode: no more joins.
+    dead: bool,
+}
+
+impl CpgConn {
+    fn new(group: Group, token: Token) -> CpgConn {
+        CpgConn {
+            group,
+            token,
+            cpg: None,
+            poll: None,
+            next: Instant::now(),
+            backoff: BACKOFF_MIN,
+            send_queue: VecDeque::new(),
+            dead: false,
+        }
+    }
+}
+
+pub struct ClusterLink {
+    conns: [CpgConn; 2],
     quorum: Option<Quorum>,
     quorum_poll: Option<OperationId>,
     cmap: Option<Cmap>,
-    next_cpg: Instant,
-    cpg_backoff: Duration,
     next_quorum: Instant,
     quorum_backoff: Duration,
     next_cmap: Instant,
     next_verify: Instant,
-    send_queue: VecDeque<Pending>,
-    /// The DFSM entered a permanent error mode: no more joins.
-    dead: bool,
     corosync_conf: PathBuf,
     tick_armed: bool,
     failures_logged: bool,
@@ -68,22 +90,27 @@ impl ClusterLink {
     pub fn new(corosync_conf: PathBuf) -> ClusterLink {
         let now = Instant::now();
         ClusterLink {
-            cpg: None,
-            cpg_poll: None,
+            conns: [
+                CpgConn::new(Group::Dcdb, TOKEN_CPG_DCDB),
+                CpgConn::new(Group::Kvstore, TOKEN_CPG_KVSTORE),
+            ],
             quorum: None,
             quorum_poll: None,
             cmap: None,
-            next_cpg: now,
-            cpg_backoff: BACKOFF_MIN,
             next_quorum: now,
             quorum_backoff: BACKOFF_MIN,
             next_cmap: now,
             next_verify: now + VERIFY_EVERY,
-            send_queue: VecDeque::new(),
-            dead: false,
             corosync_conf,
             tick_armed: false,
             failures_logged: false,
+        }
+    }
+
+    fn conn_index(group: Group) -> usize {
+        match group {
+            Group::Dcdb => 0,
+            Group::Kvstore => 1,
         }
     }
 
@@ -94,7 +121,7 @@ impl ClusterLink {
 
     fn arm_tick(&mut self, reactor: &mut Reactor) {
         if !self.tick_armed {
-            let after = if self.send_queue.is_empty() {
+            let after = if self.conns.iter().all(|conn| conn.send_queue.is_empty()) {
                 TICK
             } else {
                 TICK_BUSY
@@ -111,12 +138,15 @@ impl ClusterLink {
         if self.quorum.is_none() && now >= self.next_quorum {
             self.connect_quorum(reactor, channel);
         }
-        if self.cpg.is_none() && !self.dead && now >= self.next_cpg {
-            self.connect_cpg(reactor, channel);
-        }
         if now >= self.next_cmap {
             self.next_cmap = now + CMAP_EVERY;
             self.read_cmap(channel);
+        }
+        for group in Group::ALL {
+            let conn = &self.conns[Self::conn_index(group)];
+            if conn.cpg.is_none() && !conn.dead && now >= conn.next {
+                self.connect_cpg(group, reactor, channel);
+            }
         }
         if now >= self.next_verify {
             self.next_verify = now + VERIFY_EVERY;
@@ -152,30 +182,33 @@ impl ClusterLink {
         }
     }
 
-    fn connect_cpg(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+    fn connect_cpg(&mut self, group: Group, reactor: &mut Reactor, channel: &mut Channel) {
         let connected = Cpg::new().and_then(|mut cpg| {
             let nodeid = cpg.local_node_id()?;
             channel
                 .fs()
-                .cpg_connected(MemberId::new(nodeid, std::process::id()));
-            cpg.join(DCDB_GROUP)?;
+                .cpg_connected(group, MemberId::new(nodeid, std::process::id()));
+            cpg.join(group.name())?;
             Ok((cpg, nodeid))
         });
+        let index = Self::conn_index(group);
         match connected {
             Ok((cpg, nodeid)) => {
-                match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_CPG) {
-                    Ok(id) => self.cpg_poll = Some(id),
+                let conn = &mut self.conns[index];
+                match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, conn.token) {
+                    Ok(id) => conn.poll = Some(id),
                     Err(error) => tracing::error!(%error, "cannot poll the CPG fd"),
                 }
-                tracing::info!(nodeid, group = DCDB_GROUP, "joined the CPG group");
-                self.cpg = Some(cpg);
-                self.cpg_backoff = BACKOFF_MIN;
+                tracing::info!(nodeid, group = group.name(), "joined the CPG group");
+                conn.cpg = Some(cpg);
+                conn.backoff = BACKOFF_MIN;
                 self.failures_logged = false;
             }
             Err(error) => {
-                self.log_failure(&format!("cpg: {error}"));
-                self.next_cpg = Instant::now() + self.cpg_backoff;
-                self.cpg_backoff = (self.cpg_backoff * 2).min(BACKOFF_MAX);
+                self.log_failure(&format!("cpg {}: {error}", group.name()));
+                let conn = &mut self.conns[index];
+                conn.next = Instant::now() + conn.backoff;
+                conn.backoff = (conn.backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -224,13 +257,24 @@ impl ClusterLink {
         }
     }
 
-    /// The CPG fd is readable.
-    pub fn on_cpg(&mut self, id: OperationId, reactor: &mut Reactor, channel: &mut Channel) {
-        if self.cpg_poll != Some(id) {
+    /// A CPG fd is readable (`token` names the group).
+    pub fn on_cpg(
+        &mut self,
+        token: Token,
+        id: OperationId,
+        reactor: &mut Reactor,
+        channel: &mut Channel,
+    ) {
+        let Some(index) = self.conns.iter().position(|conn| conn.token == token) else {
+            return;
+        };
+        let conn = &mut self.conns[index];
+        let group = conn.group;
+        if conn.poll != Some(id) {
             return; // a poll of a connection that is gone
         }
-        self.cpg_poll = None;
-        let Some(cpg) = self.cpg.as_mut() else {
+        conn.poll = None;
+        let Some(cpg) = conn.cpg.as_mut() else {
             return;
         };
         let dispatched = cpg.dispatch();
@@ -243,40 +287,35 @@ impl ClusterLink {
                     pid,
                     payload,
                     ..
-                } => fs.cpg_deliver(MemberId::new(node_id, pid), &payload),
+                } => fs.cpg_deliver(group, MemberId::new(node_id, pid), &payload),
                 CpgEvent::ConfChg {
                     members, joined, ..
                 } => {
-                    let members: Vec<MemberId> = members
-                        .iter()
-                        .map(|m| MemberId::new(m.node_id, m.pid))
-                        .collect();
-                    let joined: Vec<MemberId> = joined
-                        .iter()
-                        .map(|m| MemberId::new(m.node_id, m.pid))
-                        .collect();
-                    let online: Vec<u32> = members.iter().map(|m| m.nodeid).collect();
-                    fs.set_online(&online);
-                    fs.cpg_confchg(&members, &joined);
+                    let ids = |list: &[pmxcfs_cpg::corosync::CpgMember]| -> Vec<MemberId> {
+                        list.iter()
+                            .map(|m| MemberId::new(m.node_id, m.pid))
+                            .collect()
+                    };
+                    fs.cpg_confchg(group, &ids(&members), &ids(&joined));
                 }
             }
         }
-        match dispatched {
-            Ok(()) => {
-                if let Some(cpg) = &self.cpg {
-                    match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_CPG) {
-                        Ok(id) => self.cpg_poll = Some(id),
-                        Err(error) => {
-                            tracing::error!(%error, "cannot poll the CPG fd");
-                            self.drop_cpg(reactor, channel, BACKOFF_MIN);
-                        }
-                    }
+        let rearmed = dispatched.is_ok()
+            && match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, token) {
+                Ok(id) => {
+                    conn.poll = Some(id);
+                    true
                 }
+                Err(error) => {
+                    tracing::error!(%error, "cannot poll the CPG fd");
+                    false
+                }
+            };
+        if !rearmed {
+            if let Err(error) = dispatched {
+                tracing::error!(%error, group = group.name(), "CPG dispatch failed; reconnecting");
             }
-            Err(error) => {
-                tracing::error!(%error, "CPG dispatch failed; reconnecting");
-                self.drop_cpg(reactor, channel, BACKOFF_MIN);
-            }
+            self.drop_cpg(group, reactor, channel, BACKOFF_MIN);
         }
         self.after_events(reactor, channel);
     }
@@ -312,21 +351,32 @@ impl ClusterLink {
         self.after_events(reactor, channel);
     }
 
-    /// Drops the CPG connection: waiting writers fail, the DFSM starts
-    /// over, a new connection is tried after `delay`.
-    fn drop_cpg(&mut self, reactor: &mut Reactor, channel: &mut Channel, delay: Duration) {
-        if let Some(id) = self.cpg_poll.take() {
+    /// Drops a group's CPG connection: waiting writers fail, the DFSM
+    /// starts over, a new connection is tried after `delay`.
+    fn drop_cpg(
+        &mut self,
+        group: Group,
+        reactor: &mut Reactor,
+        channel: &mut Channel,
+        delay: Duration,
+    ) {
+        let conn = &mut self.conns[Self::conn_index(group)];
+        if let Some(id) = conn.poll.take() {
             let _ = reactor.cancel(id);
         }
-        self.cpg = None;
-        for pending in self.send_queue.drain(..) {
-            channel.fs().send_failed(&pending.msg);
+        conn.cpg = None;
+        let failed: Vec<Pending> = conn.send_queue.drain(..).collect();
+        conn.next = Instant::now() + delay;
+        for pending in failed {
+            channel.fs().send_failed(group, &pending.msg);
         }
-        if !channel.fs().cpg_restart() {
-            tracing::error!("the DFSM is in a permanent error mode; cluster connection stopped");
-            self.dead = true;
+        if !channel.fs().cpg_restart(group) {
+            tracing::error!(
+                group = group.name(),
+                "the DFSM is in a permanent error mode; this group's connection stopped"
+            );
+            self.conns[Self::conn_index(group)].dead = true;
         }
-        self.next_cpg = Instant::now() + delay;
     }
 
     /// Sends what the DFSM queued, leaves if it asked to, flushes replies
@@ -338,22 +388,30 @@ impl ClusterLink {
                 break;
             }
             let now = Instant::now();
-            for (msg, bytes) in outgoing {
-                self.send_queue.push_back(Pending {
-                    msg,
-                    bytes,
-                    since: now,
-                });
+            for (group, msg, bytes) in outgoing {
+                self.conns[Self::conn_index(group)]
+                    .send_queue
+                    .push_back(Pending {
+                        msg,
+                        bytes,
+                        since: now,
+                    });
             }
-            self.send_queued(channel);
+            for group in Group::ALL {
+                self.send_queued(group, channel);
+            }
         }
-        if channel.fs().take_leave() {
-            if let Some(cpg) = self.cpg.as_mut() {
-                let _ = cpg.leave();
+        for group in Group::ALL {
+            if channel.fs().take_leave(group) {
+                if let Some(cpg) = self.conns[Self::conn_index(group)].cpg.as_mut() {
+                    let _ = cpg.leave();
+                }
+                tracing::warn!(
+                    group = group.name(),
+                    "left the CPG group; joining again in {REJOIN_DELAY:?}"
+                );
+                self.drop_cpg(group, reactor, channel, REJOIN_DELAY);
             }
-            tracing::warn!("left the CPG group; joining again in {REJOIN_DELAY:?}");
-            self.drop_cpg(reactor, channel, REJOIN_DELAY);
-            // Messages queued by the restart (none normally) go out later.
         }
         if let Some(notify) = channel.fs().take_corosync_conf_change() {
             self.sync_corosync_conf(channel, notify);
@@ -362,27 +420,28 @@ impl ClusterLink {
         self.arm_tick(reactor);
     }
 
-    fn send_queued(&mut self, channel: &mut Channel) {
-        while let Some(pending) = self.send_queue.front() {
-            let Some(cpg) = self.cpg.as_mut() else {
+    fn send_queued(&mut self, group: Group, channel: &mut Channel) {
+        let conn = &mut self.conns[Self::conn_index(group)];
+        while let Some(pending) = conn.send_queue.front() {
+            let Some(cpg) = conn.cpg.as_mut() else {
                 // Not connected: the DFSM learns the send failed.
-                if let Some(pending) = self.send_queue.pop_front() {
-                    channel.fs().send_failed(&pending.msg);
+                if let Some(pending) = conn.send_queue.pop_front() {
+                    channel.fs().send_failed(group, &pending.msg);
                 }
                 continue;
             };
             match cpg.mcast_agreed(&[IoSlice::new(&pending.bytes)]) {
                 Ok(()) => {
-                    self.send_queue.pop_front();
+                    conn.send_queue.pop_front();
                 }
                 Err(error) if error.is_try_again() && pending.since.elapsed() < SEND_RETRY_FOR => {
                     // Flow control: retried by the (short) tick.
                     return;
                 }
                 Err(error) => {
-                    tracing::error!(%error, "multicast failed");
-                    if let Some(pending) = self.send_queue.pop_front() {
-                        channel.fs().send_failed(&pending.msg);
+                    tracing::error!(%error, group = group.name(), "multicast failed");
+                    if let Some(pending) = conn.send_queue.pop_front() {
+                        channel.fs().send_failed(group, &pending.msg);
                     }
                 }
             }
@@ -402,18 +461,20 @@ impl ClusterLink {
         }
     }
 
-    /// Shutdown: the group is left when the connection closes.
+    /// Shutdown: the groups are left when the connections close.
     pub fn stop(&mut self, reactor: &mut Reactor) {
-        for id in [self.cpg_poll.take(), self.quorum_poll.take()]
-            .into_iter()
-            .flatten()
-        {
+        for conn in &mut self.conns {
+            if let Some(id) = conn.poll.take() {
+                let _ = reactor.cancel(id);
+            }
+            if let Some(cpg) = conn.cpg.as_mut() {
+                let _ = cpg.leave();
+            }
+            conn.cpg = None;
+        }
+        if let Some(id) = self.quorum_poll.take() {
             let _ = reactor.cancel(id);
         }
-        if let Some(cpg) = self.cpg.as_mut() {
-            let _ = cpg.leave();
-        }
-        self.cpg = None;
         self.quorum = None;
         self.cmap = None;
     }

@@ -15,7 +15,7 @@ use pmxcfs_reactor::{DAEMON_SIGNALS, Reactor, Signals, Token};
 use pmxcfs_store::{Durability, Store};
 
 use crate::cli::DaemonOptions;
-use crate::cluster::{ClusterLink, TOKEN_CPG, TOKEN_QUORUM, TOKEN_TICK};
+use crate::cluster::{ClusterLink, TOKEN_CPG_DCDB, TOKEN_CPG_KVSTORE, TOKEN_QUORUM, TOKEN_TICK};
 use crate::lock::{DataDirLock, LockError};
 
 /// Requests the kernel may hand us at once (reads posted on /dev/fuse).
@@ -389,7 +389,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         www_data_gid: settings.www_data_gid,
     };
     let fs = if cluster_mode {
-        PmxFs::new_cluster(session, permit, config)
+        PmxFs::new_cluster(session, permit, config, settings.node_ip.clone())
     } else {
         PmxFs::new(session, permit, config)
     };
@@ -578,7 +578,7 @@ fn serve(
                         tracing::error!(%error, "journal sync failed");
                     }
                 }
-                TOKEN_CPG | TOKEN_QUORUM | TOKEN_TICK => {
+                TOKEN_CPG_DCDB | TOKEN_CPG_KVSTORE | TOKEN_QUORUM | TOKEN_TICK => {
                     let Some(link) = link.as_deref_mut() else {
                         continue;
                     };
@@ -586,7 +586,9 @@ fn serve(
                         continue;
                     }
                     match completion.token {
-                        TOKEN_CPG => link.on_cpg(completion.id, reactor, channel),
+                        TOKEN_CPG_DCDB | TOKEN_CPG_KVSTORE => {
+                            link.on_cpg(completion.token, completion.id, reactor, channel)
+                        }
                         TOKEN_QUORUM => link.on_quorum(completion.id, reactor, channel),
                         _ => link.on_tick(reactor, channel),
                     }

@@ -5,4 +5,5 @@ pub mod corosync;
 pub mod dcdb;
 pub mod dfsm;
 pub mod frame;
+pub mod kvstore;
 pub mod wire;

@@ -15,12 +15,40 @@ use std::io;
 use pmxcfs_cpg::dcdb::Dcdb;
 use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Mode};
 use pmxcfs_cpg::frame;
-use pmxcfs_cpg::wire::{DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, UnlockPayload};
+use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
+use pmxcfs_cpg::wire::{
+    DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, KVSTORE_PROTOCOL_VERSION, UnlockPayload,
+};
 use pmxcfs_store::{ApplyPermit, Op, Session, path};
 
 use crate::fs::{Backend, Core, Invalidation, Orphan, PmxFs, now_secs, special_by_id};
 use crate::quorum::Proposal;
 use crate::wire::*;
+
+/// The two CPG groups of a node, each with its DFSM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Group {
+    /// `pve_dcdb_v1`: the replicated tree.
+    Dcdb,
+    /// `pve_kvstore_v1`: status, node IPs, cluster log, "online".
+    Kvstore,
+}
+
+impl Group {
+    pub const ALL: [Group; 2] = [Group::Dcdb, Group::Kvstore];
+
+    /// The CPG group name (joined with its NUL, as the C daemon does).
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Dcdb => "pve_dcdb_v1",
+            Group::Kvstore => "pve_kvstore_v1",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// At most this many (node id → name) pairs are remembered for the
 /// invalidation after a resync; beyond it the oldest knowledge is dropped
@@ -137,11 +165,12 @@ fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
 
 pub(crate) struct Cluster {
     dfsm: Dfsm<Dcdb<'static, 'static>>,
+    kv: Dfsm<Kvstore>,
     parked: HashMap<u64, Parked>,
     by_count: HashMap<u64, u64>,
-    outgoing: Vec<Message>,
+    outgoing: Vec<(Group, Message)>,
     replies: Vec<Vec<u8>>,
-    leave: bool,
+    leave: [bool; 2],
     /// Node ids handed to the kernel with the (parent, name) they were
     /// looked up under: what a resync must invalidate.
     known: HashMap<u64, (u64, Vec<u8>)>,
@@ -151,16 +180,24 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub(crate) fn new(session: Session<'static>, permit: ApplyPermit) -> Cluster {
+    pub(crate) fn new(
+        session: Session<'static>,
+        permit: ApplyPermit,
+        nodename: &str,
+        node_ip: Option<String>,
+        log: ClusterLog,
+    ) -> Cluster {
         let dcdb = Dcdb::owned(session, permit);
         let local = MemberId::new(0, std::process::id());
+        let kvstore = Kvstore::new(nodename, node_ip, log);
         Cluster {
             dfsm: Dfsm::new(local, DCDB_PROTOCOL_VERSION, dcdb),
+            kv: Dfsm::new(local, KVSTORE_PROTOCOL_VERSION, kvstore),
             parked: HashMap::new(),
             by_count: HashMap::new(),
             outgoing: Vec::new(),
             replies: Vec::new(),
-            leave: false,
+            leave: [false; 2],
             known: HashMap::new(),
             corosync_conf: None,
         }
@@ -175,8 +212,11 @@ impl Cluster {
     }
 
     pub(crate) fn into_session(self) -> Session<'static> {
-        let Cluster { mut dfsm, .. } = self;
+        let Cluster {
+            mut dfsm, mut kv, ..
+        } = self;
         dfsm.shutdown();
+        kv.shutdown();
         match dfsm.into_app().into_parts() {
             Some((session, _permit)) => session,
             // Dcdb::owned always holds its parts.
@@ -195,6 +235,16 @@ impl Cluster {
 }
 
 impl Core {
+    /// `.clusterlog` in cluster mode (the kvstore's merged log).
+    pub(crate) fn cluster_log_text(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Cluster(cluster) => Some(crate::status::Status::clusterlog_text_of(
+                cluster.kv.app().log(),
+            )),
+            Backend::Local { .. } => None,
+        }
+    }
+
     fn cluster(&mut self) -> Option<&mut Cluster> {
         match &mut self.backend {
             Backend::Cluster(cluster) => Some(cluster),
@@ -617,12 +667,29 @@ impl Core {
                 break;
             };
             match action {
-                Action::Multicast(msg) => cluster.outgoing.push(msg),
-                Action::Leave => cluster.leave = true,
+                Action::Multicast(msg) => cluster.outgoing.push((Group::Dcdb, msg)),
+                Action::Leave => cluster.leave[Group::Dcdb.index()] = true,
                 Action::Result { count, result } => self.finish(count, result),
-                Action::ModeChanged(mode) => tracing::debug!(?mode, "dfsm mode changed"),
+                Action::ModeChanged(mode) => tracing::debug!(?mode, "dcdb mode changed"),
             }
         }
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        while let Some(action) = cluster.kv.poll_action() {
+            match action {
+                Action::Multicast(msg) => cluster.outgoing.push((Group::Kvstore, msg)),
+                Action::Leave => cluster.leave[Group::Kvstore.index()] = true,
+                Action::Result { .. } => {}
+                Action::ModeChanged(mode) => tracing::debug!(?mode, "kvstore mode changed"),
+            }
+        }
+        let online = cluster.kv.app_mut().take_online();
+        let ips = cluster.kv.app().ips().clone();
+        if let Some(online) = online {
+            self.status.set_online(&online);
+        }
+        self.status.set_ips(&ips);
         let Some(cluster) = self.cluster() else {
             return;
         };
@@ -729,62 +796,99 @@ impl PmxFs {
             .unwrap_or_default()
     }
 
-    /// Messages to multicast, in order, with their bytes.
-    pub fn take_outgoing(&self) -> Vec<(Message, Vec<u8>)> {
+    /// Messages to multicast, in order, with their group and bytes.
+    pub fn take_outgoing(&self) -> Vec<(Group, Message, Vec<u8>)> {
         let mut core = self.core();
         let Some(cluster) = core.cluster() else {
             return Vec::new();
         };
         std::mem::take(&mut cluster.outgoing)
             .into_iter()
-            .filter_map(|msg| frame::encode_message(&msg).map(|bytes| (msg, bytes)))
+            .filter_map(|(group, msg)| frame::encode_message(&msg).map(|bytes| (group, msg, bytes)))
             .collect()
     }
 
-    fn with_dfsm(&self, f: impl FnOnce(&mut Dfsm<Dcdb<'static, 'static>>)) {
+    /// Runs `dcdb` or `kv` on the group's DFSM, then processes the results.
+    fn with_group(
+        &self,
+        group: Group,
+        dcdb: impl FnOnce(&mut Dfsm<Dcdb<'static, 'static>>),
+        kv: impl FnOnce(&mut Dfsm<Kvstore>),
+    ) {
         let mut core = self.core();
         if let Some(cluster) = core.cluster() {
-            f(&mut cluster.dfsm);
+            match group {
+                Group::Dcdb => dcdb(&mut cluster.dfsm),
+                Group::Kvstore => kv(&mut cluster.kv),
+            }
             core.pump();
         }
     }
 
     /// A multicast failed for good.
-    pub fn send_failed(&self, msg: &Message) {
-        self.with_dfsm(|dfsm| dfsm.on_send_failed(msg, now_secs()));
+    pub fn send_failed(&self, group: Group, msg: &Message) {
+        let now = now_secs();
+        self.with_group(
+            group,
+            |dfsm| dfsm.on_send_failed(msg, now),
+            |dfsm| dfsm.on_send_failed(msg, now),
+        );
     }
 
-    /// The CPG connection is up: our member id (before joining).
-    pub fn cpg_connected(&self, local: MemberId) {
-        self.with_dfsm(|dfsm| {
-            if !dfsm.set_local(local) {
-                tracing::warn!(mode = ?dfsm.mode(), "member id set outside mode START");
+    /// The group's CPG connection is up: our member id (before joining).
+    pub fn cpg_connected(&self, group: Group, local: MemberId) {
+        let set = |ok: bool| {
+            if !ok {
+                tracing::warn!(?group, "member id set outside mode START");
             }
-        });
+        };
+        self.with_group(
+            group,
+            |dfsm| set(dfsm.set_local(local)),
+            |dfsm| set(dfsm.set_local(local)),
+        );
     }
 
-    pub fn cpg_confchg(&self, members: &[MemberId], joined: &[MemberId]) {
-        self.with_dfsm(|dfsm| dfsm.on_confchg(members, joined, now_secs()));
+    pub fn cpg_confchg(&self, group: Group, members: &[MemberId], joined: &[MemberId]) {
+        let now = now_secs();
+        self.with_group(
+            group,
+            |dfsm| dfsm.on_confchg(members, joined, now),
+            |dfsm| dfsm.on_confchg(members, joined, now),
+        );
     }
 
-    pub fn cpg_deliver(&self, sender: MemberId, bytes: &[u8]) {
+    pub fn cpg_deliver(&self, group: Group, sender: MemberId, bytes: &[u8]) {
+        let now = now_secs();
         let msg = frame::decode_message(bytes);
-        self.with_dfsm(|dfsm| dfsm.on_deliver(sender, msg, now_secs()));
+        let copy = msg.clone();
+        self.with_group(
+            group,
+            |dfsm| dfsm.on_deliver(sender, msg, now),
+            |dfsm| dfsm.on_deliver(sender, copy, now),
+        );
     }
 
-    /// The CPG connection is gone (or we left): waiting writers fail, the
-    /// DFSM starts over. `false` if it cannot restart (ERROR modes).
-    pub fn cpg_restart(&self) -> bool {
+    /// The group's CPG connection is gone (or we left): waiting writers
+    /// fail, the DFSM starts over. `false` if it cannot restart (ERROR
+    /// modes).
+    pub fn cpg_restart(&self, group: Group) -> bool {
+        let now = now_secs();
         let mut restarted = false;
-        self.with_dfsm(|dfsm| restarted = dfsm.restart(now_secs()).is_ok());
-        restarted
+        let mut kv_restarted = false;
+        self.with_group(
+            group,
+            |dfsm| restarted = dfsm.restart(now).is_ok(),
+            |dfsm| kv_restarted = dfsm.restart(now).is_ok(),
+        );
+        restarted || kv_restarted
     }
 
-    /// The DFSM asked to leave the group (since the last call).
-    pub fn take_leave(&self) -> bool {
+    /// The group's DFSM asked to leave (since the last call).
+    pub fn take_leave(&self, group: Group) -> bool {
         let mut core = self.core();
         core.cluster()
-            .map(|cluster| std::mem::take(&mut cluster.leave))
+            .map(|cluster| std::mem::take(&mut cluster.leave[group.index()]))
             .unwrap_or(false)
     }
 
@@ -795,9 +899,13 @@ impl PmxFs {
 
     /// The hourly verify request (only the lowest node id sends it).
     pub fn request_verify(&self) {
-        self.with_dfsm(|dfsm| {
-            dfsm.request_verify(now_secs());
-        });
+        self.with_group(
+            Group::Dcdb,
+            |dfsm| {
+                dfsm.request_verify(now_secs());
+            },
+            |_| {},
+        );
     }
 
     /// Quorum from corosync: the gate, the DCDB flag, and the modes the
@@ -840,16 +948,19 @@ impl PmxFs {
 
     /// The cluster membership for `.members` (from cmap and CPG).
     pub fn set_cluster_info(&self, info: Option<crate::status::ClusterInfo>) {
-        self.core().status.set_cluster_info(info);
+        let mut core = self.core();
+        if let Some(cluster) = core.cluster() {
+            let ids: Vec<u32> = info
+                .iter()
+                .flat_map(|info| info.nodes.iter().map(|node| node.nodeid))
+                .collect();
+            cluster.kv.app_mut().set_configured(ids);
+        }
+        core.status.set_cluster_info(info);
     }
 
     /// This node's address for `.members`.
     pub fn set_node_ip(&self, ip: Option<String>) {
         self.core().status.node_ip = ip;
-    }
-
-    /// Marks which node ids have a pmxcfs in the group (`.members` online).
-    pub fn set_online(&self, nodeids: &[u32]) {
-        self.core().status.set_online(nodeids);
     }
 }

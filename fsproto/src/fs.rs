@@ -173,16 +173,32 @@ impl PmxFs {
     /// Cluster mode: not quorate until corosync says so; mutating requests
     /// are intercepted by the channel ([`PmxFs::intercept`]) and answered
     /// after their DCDB message was delivered.
-    pub fn new_cluster(session: Session<'static>, permit: ApplyPermit, config: Config) -> PmxFs {
-        let cluster = Cluster::new(session, permit);
+    pub fn new_cluster(
+        session: Session<'static>,
+        permit: ApplyPermit,
+        config: Config,
+        node_ip: Option<String>,
+    ) -> PmxFs {
+        let mut status = Self::new_status(&config);
+        let log = status.take_log();
+        let cluster = Cluster::new(session, permit, &config.nodename, node_ip, log);
         let mut quorum = QuorumGate::local();
         quorum.set_quorate(false);
-        Self::with_backend(Backend::Cluster(Box::new(cluster)), quorum, config)
+        Self::assemble(Backend::Cluster(Box::new(cluster)), quorum, status, config)
+    }
+
+    fn new_status(config: &Config) -> Status {
+        let mut status = Status::new(&config.nodename, now_secs());
+        status.record_reload();
+        status
     }
 
     fn with_backend(backend: Backend, quorum: QuorumGate, config: Config) -> PmxFs {
-        let mut status = Status::new(&config.nodename, now_secs());
-        status.record_reload();
+        let status = Self::new_status(&config);
+        Self::assemble(backend, quorum, status, config)
+    }
+
+    fn assemble(backend: Backend, quorum: QuorumGate, status: Status, config: Config) -> PmxFs {
         PmxFs {
             core: Mutex::new(Core {
                 backend,
@@ -346,7 +362,9 @@ impl Core {
             Virtual::Members => self.status.members_text(self.quorate()),
             Virtual::Vmlist => vmlist_text(self.session().vmlist()),
             Virtual::Rrd => String::new(),
-            Virtual::ClusterLog => self.status.clusterlog_text(),
+            Virtual::ClusterLog => self
+                .cluster_log_text()
+                .unwrap_or_else(|| self.status.clusterlog_text()),
             Virtual::Debug => self.status.debug_text().to_string(),
         }
     }

@@ -14,6 +14,7 @@ pub mod status;
 mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
+pub use cluster::Group;
 pub use fs::{Config, Invalidation, PmxFs};
 pub use pmxcfs_cpg::dfsm::{MemberId, Message as DfsmMessage, Mode as DfsmMode};
 pub use quorum::{Proposal, Quorate, QuorumGate};

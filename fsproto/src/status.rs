@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use pmxcfs_cpg::kvstore::ClusterLog;
 use pmxcfs_store::VmList;
 
 /// The config paths whose changes `.version` counts, in the C daemon's order.
@@ -56,22 +57,8 @@ pub const TRACKED_PATHS: [&str; 43] = [
     "mapping/usb.cfg",
 ];
 
-/// Cluster log entries kept for the dump (the C ring holds ~131 KB).
-const CLUSTER_LOG_ENTRIES_MAX: usize = 2048;
 /// Entries `.clusterlog` prints.
 const CLUSTER_LOG_DUMP_MAX: usize = 50;
-
-#[derive(Clone, Debug)]
-struct LogEntry {
-    uid: u32,
-    time: u32,
-    priority: u8,
-    tag: String,
-    pid: u32,
-    node: String,
-    user: String,
-    message: String,
-}
 
 /// One configured cluster node (cmap `nodelist.node.N`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,8 +87,11 @@ pub struct Status {
     pub clinfo_version: u32,
     pub debug: bool,
     counters: [u32; 43],
-    log: std::collections::VecDeque<LogEntry>,
-    log_uid: u32,
+    /// The cluster log; in cluster mode it moves to the kvstore
+    /// application (see `take_log`).
+    log: ClusterLog,
+    /// Other nodes' IPs (kvstore `nodeip`), by node id.
+    ips: std::collections::BTreeMap<u32, String>,
 }
 
 impl Status {
@@ -115,8 +105,8 @@ impl Status {
             clinfo_version: 0,
             debug: false,
             counters: [0; 43],
-            log: std::collections::VecDeque::new(),
-            log_uid: 0,
+            log: ClusterLog::new(),
+            ips: std::collections::BTreeMap::new(),
         };
         status.log_local(
             6,
@@ -156,20 +146,12 @@ impl Status {
         message: &str,
         now: u32,
     ) {
-        self.log_uid = self.log_uid.wrapping_add(1);
-        if self.log.len() == CLUSTER_LOG_ENTRIES_MAX {
-            self.log.pop_front();
+        if let Some(entry) = self
+            .log
+            .pack(&self.nodename, user, tag, pid, priority, now, message)
+        {
+            self.log.insert(entry);
         }
-        self.log.push_back(LogEntry {
-            uid: self.log_uid,
-            time: now,
-            priority,
-            tag: tag.to_string(),
-            pid,
-            node: self.nodename.clone(),
-            user: user.to_string(),
-            message: message.to_string(),
-        });
     }
 
     /// `.version` (spec/status.md §6.1), local mode: no remote kv tables.
@@ -246,9 +228,12 @@ impl Status {
                 node.nodeid,
                 u8::from(self.online.contains(&node.nodeid))
             );
-            if node.name == self.nodename
-                && let Some(ip) = &self.node_ip
-            {
+            let ip = if node.name == self.nodename {
+                self.node_ip.as_ref()
+            } else {
+                self.ips.get(&node.nodeid)
+            };
+            if let Some(ip) = ip {
                 let _ = write!(out, ", \"ip\": \"{ip}\"");
             }
             out.push('}');
@@ -259,32 +244,25 @@ impl Status {
 
     /// `.clusterlog`: newest first, at most 50 entries (spec/status.md §5.4).
     pub fn clusterlog_text(&self) -> String {
-        let mut out = String::from("{\n\"data\": [\n");
-        let mut first = true;
-        for entry in self.log.iter().rev().take(CLUSTER_LOG_DUMP_MAX) {
-            if !first {
-                out.push_str(",\n");
-            }
-            first = false;
-            let _ = write!(
-                out,
-                "{{\"uid\": {}, \"time\": {}, \"pri\": {}, \"tag\": \"{}\", \"pid\": {}, \
-                 \"node\": \"{}\", \"user\": \"{}\", \"msg\": \"{}\"}}",
-                entry.uid,
-                entry.time,
-                entry.priority,
-                entry.tag,
-                entry.pid,
-                entry.node,
-                entry.user,
-                entry.message
-            );
+        self.log.dump_json(CLUSTER_LOG_DUMP_MAX)
+    }
+
+    /// `.clusterlog` of a log kept elsewhere (cluster mode).
+    pub fn clusterlog_text_of(log: &ClusterLog) -> String {
+        log.dump_json(CLUSTER_LOG_DUMP_MAX)
+    }
+
+    /// Hands the cluster log over (to the kvstore application).
+    pub fn take_log(&mut self) -> ClusterLog {
+        std::mem::take(&mut self.log)
+    }
+
+    /// Other nodes' IPs for `.members`.
+    pub fn set_ips(&mut self, ips: &std::collections::BTreeMap<u32, String>) {
+        if &self.ips != ips {
+            self.ips = ips.clone();
+            self.clinfo_version = self.clinfo_version.wrapping_add(1);
         }
-        if !first {
-            out.push('\n');
-        }
-        out.push_str("]\n}\n");
-        out
     }
 
     pub fn debug_text(&self) -> &'static str {

@@ -1,0 +1,90 @@
+//! The kvstore application against the captured C messages
+//! (shared/vectors/dcdb, `$PMXCFS_SHARED`, default `../../shared`): the
+//! cluster log ring a C node sent as its STATE is re-created byte for byte
+//! from its entries, and the LOG messages C nodes multicast decode into
+//! entries that re-encode to the same bytes.
+
+use std::path::PathBuf;
+
+use pmxcfs_cpg::kvstore::{ClusterLog, LogEntry};
+use pmxcfs_cpg::wire::{self, ClogEntry, ClogState, STATE_HEADER_BYTES};
+
+fn vectors() -> PathBuf {
+    let shared = std::env::var_os("PMXCFS_SHARED").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")),
+        PathBuf::from,
+    );
+    shared.join("vectors/dcdb")
+}
+
+fn files(suffix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(vectors())
+        .expect("vectors dir (set PMXCFS_SHARED)")
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("-kvstore-") && name.ends_with(suffix))
+        .map(|name| {
+            let bytes = std::fs::read(vectors().join(&name)).expect("read vector");
+            (name, bytes)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn entry_of(entry: &ClogEntry<'_>) -> LogEntry {
+    LogEntry {
+        uid: entry.uid,
+        time: entry.time,
+        node_digest: entry.node_digest,
+        ident_digest: entry.ident_digest,
+        pid: entry.pid,
+        priority: entry.priority,
+        node: entry.node.to_vec(),
+        ident: entry.ident.to_vec(),
+        tag: entry.tag.to_vec(),
+        message: entry.message.to_vec(),
+    }
+}
+
+#[test]
+fn c_state_rings_are_reproduced_byte_for_byte() {
+    let states = files(".STATE.bin");
+    assert!(!states.is_empty(), "no kvstore STATE vectors");
+    let mut checked = 0;
+    for (name, bytes) in states.iter().filter(|(name, _)| name.contains("mcast@")) {
+        let blob = &bytes[STATE_HEADER_BYTES..];
+        let state = ClogState::decode(blob).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut newest_first = Vec::new();
+        for item in state.entries() {
+            let (_, entry) = item.unwrap_or_else(|e| panic!("{name}: {e}"));
+            newest_first.push(entry_of(&entry));
+        }
+        let mut log = ClusterLog::new();
+        for entry in newest_first.iter().rev() {
+            assert!(log.insert(entry.clone()), "{name}: entry refused");
+        }
+        assert_eq!(log.state_blob(), blob, "{name}: ring differs");
+        // Merging it with an empty log gives the same ring.
+        let mut merged = ClusterLog::new();
+        merged.merge(&[newest_first.clone(), Vec::new()]);
+        assert_eq!(merged.state_blob(), blob, "{name}: merged ring differs");
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} STATE vectors checked");
+}
+
+#[test]
+fn c_log_messages_round_trip() {
+    let logs = files(".LOG.bin");
+    assert!(!logs.is_empty(), "no LOG vectors");
+    for (name, bytes) in &logs {
+        let msg = wire::decode(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let wire::Message::Normal { payload, .. } = msg else {
+            panic!("{name}: not NORMAL");
+        };
+        let entry = ClogEntry::decode(payload).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let owned = entry_of(&entry);
+        assert_eq!(owned.encode().as_deref(), Some(payload), "{name}");
+    }
+}

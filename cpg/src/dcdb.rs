@@ -25,6 +25,8 @@ use crate::wire::{
 
 /// The store session the application writes through: borrowed (tests,
 /// replays) or owned (the daemon keeps the DFSM for its whole life).
+/// One per process: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Held<'a, 's> {
     Borrowed {
         session: &'a mut Session<'s>,

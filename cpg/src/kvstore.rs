@@ -138,6 +138,21 @@ pub fn utf8_to_ascii(input: &[u8], limit: usize) -> Vec<u8> {
     out
 }
 
+/// What a local cluster log entry is made of (`clog_pack`'s arguments).
+#[derive(Clone, Copy, Debug)]
+pub struct LogRecord<'a> {
+    pub node: &'a str,
+    pub ident: &'a str,
+    pub tag: &'a str,
+    pub pid: u32,
+    pub priority: u8,
+    pub time: u32,
+    pub message: &'a str,
+}
+
+/// A node's generic key/value table: key → (value, version).
+pub type KvTable = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
+
 /// The cluster log: entries oldest first, bounded by the 128 KiB ring, with
 /// the per-node duplicate suppression of logger.c.
 #[derive(Debug, Default)]
@@ -160,16 +175,16 @@ impl ClusterLog {
 
     /// Builds a local entry (`clog_pack`): a fresh uid, the message escaped.
     /// `None` for a priority above 7.
-    pub fn pack(
-        &mut self,
-        node: &str,
-        ident: &str,
-        tag: &str,
-        pid: u32,
-        priority: u8,
-        time: u32,
-        message: &str,
-    ) -> Option<LogEntry> {
+    pub fn pack(&mut self, record: &LogRecord<'_>) -> Option<LogEntry> {
+        let LogRecord {
+            node,
+            ident,
+            tag,
+            pid,
+            priority,
+            time,
+            message,
+        } = *record;
         if priority >= 8 {
             return None;
         }
@@ -347,7 +362,7 @@ pub struct Kvstore {
     log: ClusterLog,
     /// Generic key/value tables of other nodes: node id → key → (value,
     /// version).
-    remote: BTreeMap<u32, BTreeMap<Vec<u8>, (Vec<u8>, u32)>>,
+    remote: BTreeMap<u32, KvTable>,
     /// `nodeip` of other nodes.
     ips: BTreeMap<u32, String>,
     /// Node ids configured in corosync (remote updates of others are
@@ -392,7 +407,7 @@ impl Kvstore {
     }
 
     /// Other nodes' generic key/value tables.
-    pub fn remote(&self) -> &BTreeMap<u32, BTreeMap<Vec<u8>, (Vec<u8>, u32)>> {
+    pub fn remote(&self) -> &BTreeMap<u32, KvTable> {
         &self.remote
     }
 
@@ -607,12 +622,19 @@ mod tests {
     fn packed_entries_stay_within_the_limit() {
         let mut log = ClusterLog::new();
         let long = "\u{1}".repeat(5000);
-        let packed = log
-            .pack("node1", "root@pam", "tag", 1, 6, 1, &long)
-            .expect("priority ok");
+        let record = |priority, message| LogRecord {
+            node: "node1",
+            ident: "root@pam",
+            tag: "tag",
+            pid: 1,
+            priority,
+            time: 1,
+            message,
+        };
+        let packed = log.pack(&record(6, &long)).expect("priority ok");
         assert!(packed.as_wire().size() <= CLOG_MAX_ENTRY_BYTES as u64);
         let bytes = packed.encode().expect("encodes");
         assert_eq!(ClogEntry::decode(&bytes).map(|e| e.uid), Ok(1));
-        assert!(log.pack("n", "u", "t", 1, 8, 1, "x").is_none());
+        assert!(log.pack(&record(8, "x")).is_none());
     }
 }

@@ -121,6 +121,8 @@ pub struct Config {
 
 /// Where changes are applied: at once (local mode), or by the DFSM on
 /// delivery (cluster mode; the DCDB application owns the session).
+/// One per process: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     Local {
         session: Session<'static>,

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use pmxcfs_cpg::kvstore::ClusterLog;
+use pmxcfs_cpg::kvstore::{ClusterLog, LogRecord};
 use pmxcfs_store::VmList;
 
 /// The config paths whose changes `.version` counts, in the C daemon's order.
@@ -146,10 +146,16 @@ impl Status {
         message: &str,
         now: u32,
     ) {
-        if let Some(entry) = self
-            .log
-            .pack(&self.nodename, user, tag, pid, priority, now, message)
-        {
+        let record = LogRecord {
+            node: &self.nodename,
+            ident: user,
+            tag,
+            pid,
+            priority,
+            time: now,
+            message,
+        };
+        if let Some(entry) = self.log.pack(&record) {
             self.log.insert(entry);
         }
     }
@@ -206,9 +212,9 @@ impl Status {
             "{{\n\"nodename\": \"{}\",\n\"version\": {},\n",
             self.nodename, self.clinfo_version
         );
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "\"cluster\": {{ \"name\": \"{}\", \"version\": {}, \"nodes\": {}, \"quorate\": {} }},\n",
+            "\"cluster\": {{ \"name\": \"{}\", \"version\": {}, \"nodes\": {}, \"quorate\": {} }},",
             cluster.name,
             cluster.config_version,
             cluster.nodes.len(),

@@ -20,6 +20,9 @@ Usage:
       --sync-writes     fdatasync before acknowledging each change (every
                         acknowledged write survives a power cut; default: the
                         journal is synced within 10 ms, as ARCHITECTURE.md says)
+      --no-uring        serve /dev/fuse only (local mode otherwise uses FUSE over
+                        io_uring, one queue per CPU, when the kernel offers it;
+                        it switches the fuse module's enable_uring on)
       defaults: --mountpoint /etc/pve --data-dir /var/lib/pve-cluster
                 --run-dir /run/pve-cluster --pid-file /var/run/pve-cluster.pid
                 --corosync-conf /etc/corosync/corosync.conf (the host copy)
@@ -100,6 +103,7 @@ pub struct DaemonOptions {
     pub nodename: Option<OsString>,
     pub node_ip: Option<OsString>,
     pub corosync_conf: Option<PathBuf>,
+    pub no_uring: bool,
 }
 
 /// Arguments of `import-db` and `export-db`.
@@ -253,6 +257,7 @@ fn parse_daemon(args: Vec<OsString>) -> Result<Command, UsageError> {
                     "foreground" => flag(&mut options.foreground)?,
                     "local" => flag(&mut options.local)?,
                     "sync-writes" => flag(&mut options.sync_writes)?,
+                    "no-uring" => flag(&mut options.no_uring)?,
                     "mountpoint" | "data-dir" | "run-dir" | "pid-file" | "corosync-conf" => {
                         let value = PathBuf::from(option_value(&name, glued, &mut tokens, USAGE)?);
                         let slot = match name.as_str() {

@@ -394,7 +394,10 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         PmxFs::new(session, permit, config)
     };
     fs.set_node_ip(settings.node_ip.clone());
-    let mut channel = Channel::mount(&settings.mountpoint, fs)?;
+    // Local mode serves through per-CPU io_uring queues when the kernel has
+    // them (fuse.enable_uring; switched on here as root), else /dev/fuse.
+    let uring = !cluster_mode && !options.no_uring && pmxcfs_fsproto::enable_uring();
+    let mut channel = Channel::mount(&settings.mountpoint, fs, uring)?;
     match (&settings.node_ip, cluster_mode) {
         (Some(ip), true) => tracing::info!(
             mountpoint = %settings.mountpoint.display(),

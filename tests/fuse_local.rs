@@ -416,15 +416,36 @@ fn layout_modes_and_attributes() {
 #[test]
 fn file_data_operations() {
     let daemon = Daemon::started();
+    // Local mode serves through per-CPU io_uring queues when the kernel has
+    // FUSE over io_uring (the daemon switches fuse.enable_uring on), else
+    // through /dev/fuse; either way the log says which.
+    let offered = Path::new("/sys/module/fuse/parameters/enable_uring").exists();
+    let log = daemon.log_tail();
+    assert_eq!(
+        log.contains("FUSE over io_uring: one queue per CPU"),
+        offered,
+        "transport does not match the kernel's offer\n{log}"
+    );
+    file_data_operations_on(&daemon);
+}
+
+#[test]
+fn file_data_operations_on_dev_fuse() {
+    let mut daemon = Daemon::new().arg("--no-uring");
+    daemon.start();
+    file_data_operations_on(&daemon);
+}
+
+fn file_data_operations_on(daemon: &Daemon) {
     let p = |rel: &str| daemon.path(rel);
 
     // create / read / overwrite (O_TRUNC) / append
-    put(&daemon, "a.cfg", "abc");
-    assert_eq!(get(&daemon, "a.cfg"), b"abc");
-    put(&daemon, "a.cfg", "0123456789");
-    put(&daemon, "a.cfg", "xy");
+    put(daemon, "a.cfg", "abc");
+    assert_eq!(get(daemon, "a.cfg"), b"abc");
+    put(daemon, "a.cfg", "0123456789");
+    put(daemon, "a.cfg", "xy");
     assert_eq!(
-        get(&daemon, "a.cfg"),
+        get(daemon, "a.cfg"),
         b"xy",
         "overwrite with shorter content"
     );
@@ -435,7 +456,7 @@ fn file_data_operations() {
         );
         ok(file.write_all(b"def"), "append");
     }
-    assert_eq!(get(&daemon, "a.cfg"), b"xydef");
+    assert_eq!(get(daemon, "a.cfg"), b"xydef");
     {
         let _file = ok(
             OpenOptions::new()
@@ -445,38 +466,38 @@ fn file_data_operations() {
             "open O_TRUNC",
         );
     }
-    assert_eq!(get(&daemon, "a.cfg"), b"", "O_TRUNC empties the file");
+    assert_eq!(get(daemon, "a.cfg"), b"", "O_TRUNC empties the file");
     assert_eq!(attr(&p("a.cfg")).size, 0);
 
     // pwrite past the end: gap is zero-filled
-    put(&daemon, "gap.cfg", "abc");
+    put(daemon, "gap.cfg", "abc");
     {
         let file = ok(OpenOptions::new().write(true).open(p("gap.cfg")), "open");
         ok(file.write_at(b"Z", 10), "pwrite at 10");
         ok(file.write_at(b"B", 1), "pwrite inside");
     }
-    assert_eq!(get(&daemon, "gap.cfg"), b"aBc\0\0\0\0\0\0\0Z");
+    assert_eq!(get(daemon, "gap.cfg"), b"aBc\0\0\0\0\0\0\0Z");
 
     // truncate grow (zero-filled) and shrink
-    put(&daemon, "t.cfg", "abc");
+    put(daemon, "t.cfg", "abc");
     {
         let file = ok(OpenOptions::new().write(true).open(p("t.cfg")), "open");
         ok(file.set_len(8), "truncate grow");
     }
-    assert_eq!(get(&daemon, "t.cfg"), b"abc\0\0\0\0\0");
+    assert_eq!(get(daemon, "t.cfg"), b"abc\0\0\0\0\0");
     assert_eq!(attr(&p("t.cfg")).size, 8);
     {
         let file = ok(OpenOptions::new().write(true).open(p("t.cfg")), "open");
         ok(file.set_len(2), "truncate shrink");
     }
-    assert_eq!(get(&daemon, "t.cfg"), b"ab");
+    assert_eq!(get(daemon, "t.cfg"), b"ab");
     // growing an empty file by truncate zero-fills too (filesystem.md §6.3)
-    put(&daemon, "empty.cfg", "");
+    put(daemon, "empty.cfg", "");
     {
         let file = ok(OpenOptions::new().write(true).open(p("empty.cfg")), "open");
         ok(file.set_len(5), "truncate grow empty");
     }
-    assert_eq!(get(&daemon, "empty.cfg"), vec![0u8; 5]);
+    assert_eq!(get(daemon, "empty.cfg"), vec![0u8; 5]);
 
     // mknod(S_IFREG) makes a normal empty file
     ok(
@@ -485,13 +506,13 @@ fn file_data_operations() {
     );
     let node = attr(&p("node.cfg"));
     assert_eq!((node.kind, node.perm, node.size), (libc::S_IFREG, 0o640, 0));
-    put(&daemon, "node.cfg", "made by mknod");
-    assert_eq!(get(&daemon, "node.cfg"), b"made by mknod");
+    put(daemon, "node.cfg", "made by mknod");
+    assert_eq!(get(daemon, "node.cfg"), b"made by mknod");
 
     // 1 MiB limit
     let big: Vec<u8> = (0..MAX_FILE_SIZE).map(|i| (i % 251) as u8).collect();
-    put(&daemon, "big.bin", &big);
-    assert_eq!(get(&daemon, "big.bin"), big, "1 MiB file content");
+    put(daemon, "big.bin", &big);
+    assert_eq!(get(daemon, "big.bin"), big, "1 MiB file content");
     let big_attr = attr(&p("big.bin"));
     assert_eq!(
         (big_attr.size, big_attr.blocks),
@@ -515,7 +536,7 @@ fn file_data_operations() {
     }
     let mut expected = big.clone();
     expected[MAX_FILE_SIZE - 1] = b'!';
-    assert_eq!(get(&daemon, "big.bin"), expected, "after refused writes");
+    assert_eq!(get(daemon, "big.bin"), expected, "after refused writes");
     assert_errno(
         fs::write(p("big2.bin"), vec![1u8; MAX_FILE_SIZE + 1]),
         libc::EFBIG,
@@ -525,12 +546,30 @@ fn file_data_operations() {
 
 #[test]
 fn tree_operations_and_errnos() {
-    let daemon = Daemon::started();
+    tree_operations_and_errnos_on(&Daemon::started());
+}
+
+/// The same through /dev/fuse only (the transport of cluster mode, and of
+/// local mode on kernels without FUSE over io_uring).
+#[test]
+fn tree_operations_and_errnos_on_dev_fuse() {
+    let mut daemon = Daemon::new().arg("--no-uring");
+    daemon.start();
+    tree_operations_and_errnos_on(&daemon);
+    assert!(
+        !daemon
+            .log_tail()
+            .contains("FUSE over io_uring: one queue per CPU"),
+        "--no-uring still started io_uring queues"
+    );
+}
+
+fn tree_operations_and_errnos_on(daemon: &Daemon) {
     let p = |rel: &str| daemon.path(rel);
 
-    mkdirs(&daemon, &["dir", "priv/lock/x"]);
-    put(&daemon, "file.cfg", "f");
-    put(&daemon, "dir/inner.cfg", "i");
+    mkdirs(daemon, &["dir", "priv/lock/x"]);
+    put(daemon, "file.cfg", "f");
+    put(daemon, "dir/inner.cfg", "i");
 
     assert_errno(fs::create_dir(p("dir")), libc::EEXIST, "mkdir existing dir");
     assert_errno(fs::create_dir(p("file.cfg")), libc::EEXIST, "mkdir on file");
@@ -573,21 +612,21 @@ fn tree_operations_and_errnos() {
     assert_errno(fs::read(p("nothing.cfg")), libc::ENOENT, "read missing");
 
     // rename a file
-    put(&daemon, "r1.cfg", "one");
+    put(daemon, "r1.cfg", "one");
     ok(fs::rename(p("r1.cfg"), p("r2.cfg")), "rename file");
     assert_errno(fs::metadata(p("r1.cfg")), libc::ENOENT, "old name gone");
-    assert_eq!(get(&daemon, "r2.cfg"), b"one");
+    assert_eq!(get(daemon, "r2.cfg"), b"one");
     // rename over an existing file replaces it
-    put(&daemon, "r3.cfg", "three");
+    put(daemon, "r3.cfg", "three");
     ok(fs::rename(p("r3.cfg"), p("r2.cfg")), "rename over file");
-    assert_eq!(get(&daemon, "r2.cfg"), b"three");
+    assert_eq!(get(daemon, "r2.cfg"), b"three");
     assert_errno(fs::metadata(p("r3.cfg")), libc::ENOENT, "source gone");
     // rename into another directory
     ok(
         fs::rename(p("r2.cfg"), p("dir/r2.cfg")),
         "rename across dirs",
     );
-    assert_eq!(get(&daemon, "dir/r2.cfg"), b"three");
+    assert_eq!(get(daemon, "dir/r2.cfg"), b"three");
     assert_errno(
         fs::rename(p("dir/r2.cfg"), p("missing/r2.cfg")),
         libc::ENOENT,
@@ -597,13 +636,13 @@ fn tree_operations_and_errnos() {
     // rename gives the moved entry a new mtime (now); creating a child
     // leaves the directory's mtime alone (filesystem.md §9a)
     let start = now_secs();
-    put(&daemon, "m.cfg", "m");
+    put(daemon, "m.cfg", "m");
     ok(utime(&p("m.cfg"), 1000, 1000), "utime m.cfg");
     ok(fs::rename(p("m.cfg"), p("m2.cfg")), "rename m.cfg");
     let moved = attr(&p("m2.cfg")).mtime;
     assert!(moved >= start - 1, "mtime after rename {moved}, want now");
     ok(utime(&p("dir"), 1000, 1000), "utime dir");
-    put(&daemon, "dir/child.cfg", "c");
+    put(daemon, "dir/child.cfg", "c");
     assert_eq!(
         attr(&p("dir")).mtime,
         1000,
@@ -611,7 +650,7 @@ fn tree_operations_and_errnos() {
     );
 
     // rename directories: only empty ones
-    mkdirs(&daemon, &["e1", "e2"]);
+    mkdirs(daemon, &["e1", "e2"]);
     ok(fs::rename(p("e1"), p("e1moved")), "rename empty dir");
     assert!(p("e1moved").is_dir());
     assert_errno(fs::metadata(p("e1")), libc::ENOENT, "old dir name gone");
@@ -627,7 +666,7 @@ fn tree_operations_and_errnos() {
         "rename non-empty dir",
     );
     assert_eq!(
-        get(&daemon, "dir/inner.cfg"),
+        get(daemon, "dir/inner.cfg"),
         b"i",
         "refused rename kept dir"
     );
@@ -636,8 +675,8 @@ fn tree_operations_and_errnos() {
         libc::ENOTEMPTY,
         "rename dir over non-empty dir",
     );
-    assert_eq!(get(&daemon, "dir/inner.cfg"), b"i", "target dir kept");
-    mkdirs(&daemon, &["nested/sub"]);
+    assert_eq!(get(daemon, "dir/inner.cfg"), b"i", "target dir kept");
+    mkdirs(daemon, &["nested/sub"]);
     assert_errno(
         fs::rename(p("nested"), p("nested2")),
         libc::ENOTEMPTY,
@@ -664,7 +703,7 @@ fn tree_operations_and_errnos() {
     assert_errno(fs::metadata(p("e2")), libc::ENOENT, "removed dir");
 
     // readdir over many buffers: every entry exactly once
-    mkdirs(&daemon, &["many"]);
+    mkdirs(daemon, &["many"]);
     let mut wanted = BTreeSet::new();
     for i in 0..300 {
         let name = format!("{i:04}-{}", "e".repeat(110));
@@ -689,15 +728,15 @@ fn tree_operations_and_errnos() {
     // names: 255 and 1000 bytes work (no limit in the daemon, §6.1)
     for length in [255, 1000] {
         let name = "n".repeat(length);
-        put(&daemon, &name, format!("{length}"));
-        assert_eq!(get(&daemon, &name), format!("{length}").as_bytes());
+        put(daemon, &name, format!("{length}"));
+        assert_eq!(get(daemon, &name), format!("{length}").as_bytes());
         assert!(
             names_in(&daemon.mountpoint).contains(&name),
             "readdir {length}"
         );
         let renamed = "r".repeat(length);
         ok(fs::rename(p(&name), p(&renamed)), "rename long name");
-        assert_eq!(get(&daemon, &renamed), format!("{length}").as_bytes());
+        assert_eq!(get(daemon, &renamed), format!("{length}").as_bytes());
     }
     // 1025 bytes: ENAMETOOLONG, the limit the C daemon's kernels set
     // (FUSE_NAME_MAX 1024). Newer kernels pass longer names on; the daemon
@@ -713,7 +752,7 @@ fn tree_operations_and_errnos() {
         libc::ENAMETOOLONG,
         "mkdir 1025-byte name",
     );
-    put(&daemon, "short.cfg", "x");
+    put(daemon, "short.cfg", "x");
     assert_errno(
         fs::rename(p("short.cfg"), p(&long)),
         libc::ENAMETOOLONG,

@@ -14,6 +14,14 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
 
 use crate::fs::{Invalidation, PmxFs};
+use crate::uring::{FLAGS2_OVER_IO_URING, Queues};
+use crate::wire::{InHeader, read_at};
+
+const FUSE_INIT: u32 = 26;
+/// `fuse_init_in.flags2` after the 40-byte in header.
+const INIT_IN_FLAGS2: usize = 40 + 16;
+/// `fuse_init_out.flags2` after the 16-byte out header.
+const INIT_OUT_FLAGS2: usize = 16 + 32;
 
 /// Size of one request buffer: the largest request (a 1 MiB write) plus the
 /// FUSE headers.
@@ -31,7 +39,7 @@ pub enum ChannelError {
 
 pub struct Channel {
     session: FuseSession,
-    server: Server<Arc<PmxFs>>,
+    server: Arc<Server<Arc<PmxFs>>>,
     fs: Arc<PmxFs>,
     /// Our own duplicate of the /dev/fuse fd: `FuseSession::umount` closes
     /// the session's, and requests may still be answered after that.
@@ -46,6 +54,9 @@ pub struct Channel {
     connection: Option<u64>,
     /// Cluster mode: mutating requests are parked (see `PmxFs::intercept`).
     cluster: bool,
+    /// FUSE over io_uring wanted (offered at INIT, queues started after it).
+    uring: bool,
+    queues: Option<Queues>,
 }
 
 /// Finds the FUSE connection id of the mount at `mountpoint` in
@@ -68,7 +79,10 @@ fn connection_id(mountpoint: &Path) -> Option<u64> {
 
 impl Channel {
     /// Mounts `fs` at `mountpoint` (default_permissions, allow_other).
-    pub fn mount(mountpoint: &Path, fs: PmxFs) -> Result<Channel, ChannelError> {
+    /// With `uring`, requests are served by per-CPU io_uring queues once the
+    /// kernel accepted the transport at INIT (see `uring.rs`; local mode
+    /// only), else all through this channel.
+    pub fn mount(mountpoint: &Path, fs: PmxFs, uring: bool) -> Result<Channel, ChannelError> {
         let mount_error = |reason: String| ChannelError::Mount {
             mountpoint: mountpoint.display().to_string(),
             reason,
@@ -99,11 +113,13 @@ impl Channel {
         let cluster = fs.is_cluster();
         Ok(Channel {
             cluster,
+            uring: uring && !cluster,
+            queues: None,
             connection,
             fuse_fd,
             notifier,
             session,
-            server: Server::new(Arc::clone(&fs)),
+            server: Arc::new(Server::new(Arc::clone(&fs))),
             fs,
             fd,
             reply_buffer: vec![0u8; REQUEST_BUFFER_BYTES],
@@ -125,6 +141,12 @@ impl Channel {
             self.flush();
             return Ok(());
         }
+        if self.uring
+            && self.queues.is_none()
+            && read_at::<InHeader>(request, 0).is_some_and(|h| h.opcode == FUSE_INIT)
+        {
+            return self.init_with_uring(request);
+        }
         let reader = Reader::<()>::from_fuse_buffer(FuseBuf::new(request))
             .map_err(|error| ChannelError::Request(error.to_string()))?;
         let writer = FuseDevWriter::new(self.fd, &mut self.reply_buffer)
@@ -139,6 +161,76 @@ impl Channel {
             // the reply write fails with ENOENT, which is not our problem.
             Err(error) => Err(ChannelError::Request(error.to_string())),
         }
+    }
+
+    /// INIT offering FUSE over io_uring: the server's reply is taken from a
+    /// pipe, `FUSE_OVER_IO_URING` added when the kernel offered it, and the
+    /// queues started once the kernel has the reply.
+    fn init_with_uring(&mut self, request: &mut [u8]) -> Result<(), ChannelError> {
+        let offered = read_at::<u32>(request, INIT_IN_FLAGS2)
+            .is_some_and(|flags2| flags2 & FLAGS2_OVER_IO_URING != 0);
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds that are owned below.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(ChannelError::Request(format!(
+                "pipe: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fresh fds.
+        let (pipe_read, pipe_write) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let reader = Reader::<()>::from_fuse_buffer(FuseBuf::new(request))
+            .map_err(|error| ChannelError::Request(error.to_string()))?;
+        let writer = FuseDevWriter::new(pipe_write.as_raw_fd(), &mut self.reply_buffer)
+            .map_err(|error| ChannelError::Request(error.to_string()))?;
+        self.server
+            .handle_message(reader, writer.into(), None, None)
+            .map_err(|error| ChannelError::Request(error.to_string()))?;
+        drop(pipe_write);
+        let mut reply = vec![0u8; 4096];
+        // SAFETY: reading into our buffer from our pipe (the writer is closed).
+        let length = unsafe {
+            libc::read(
+                pipe_read.as_raw_fd(),
+                reply.as_mut_ptr().cast(),
+                reply.len(),
+            )
+        };
+        let length = usize::try_from(length).unwrap_or(0);
+        reply.truncate(length);
+        let accepted =
+            offered && reply.len() >= INIT_OUT_FLAGS2 + 4 && read_at::<i32>(&reply, 4) == Some(0);
+        if accepted {
+            let flags2 =
+                read_at::<u32>(&reply, INIT_OUT_FLAGS2).unwrap_or(0) | FLAGS2_OVER_IO_URING;
+            reply[INIT_OUT_FLAGS2..INIT_OUT_FLAGS2 + 4].copy_from_slice(&flags2.to_le_bytes());
+        }
+        // SAFETY: writing the reply to our /dev/fuse fd.
+        let written = unsafe { libc::write(self.fd, reply.as_ptr().cast(), reply.len()) };
+        if written < 0 {
+            return Err(ChannelError::Request(format!(
+                "INIT reply: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        if accepted {
+            match Queues::start(
+                self.fd,
+                Arc::clone(&self.server),
+                Arc::clone(&self.fs),
+                self.notifier.clone(),
+            ) {
+                Ok(queues) => self.queues = Some(queues),
+                Err(error) => tracing::error!(%error, "io_uring queues not started"),
+            }
+        } else {
+            tracing::info!(
+                offered,
+                "FUSE over io_uring not used; serving /dev/fuse only"
+            );
+        }
+        Ok(())
     }
 
     /// Writes the answers of parked requests that completed and hands the
@@ -191,9 +283,11 @@ impl Channel {
             fs,
             notifier,
             fuse_fd,
+            queues,
             ..
         } = self;
         drop(notifier);
+        drop(queues);
         drop(server);
         drop(session);
         drop(fuse_fd);
@@ -207,7 +301,7 @@ const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
 
 /// One notification message: `fuse_out_header` (len, error = code, unique 0)
 /// and the code's body (linux/fuse.h).
-fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
+pub(crate) fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
     let mut body = Vec::with_capacity(64);
     let code = match invalidation {
         Invalidation::Inode { node_id } => {

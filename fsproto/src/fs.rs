@@ -799,6 +799,7 @@ impl FileSystem for PmxFs {
         // by the kernel (their targets never change). No writeback cache: a
         // write must be applied (and replicated) before it returns.
         let wanted = FsOptions::ASYNC_READ
+            | FsOptions::INIT_EXT
             | FsOptions::BIG_WRITES
             | FsOptions::MAX_PAGES
             | FsOptions::PARALLEL_DIROPS

@@ -11,6 +11,7 @@ mod cluster;
 mod fs;
 mod quorum;
 pub mod status;
+mod uring;
 mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
@@ -19,3 +20,4 @@ pub use fs::{Config, Invalidation, PmxFs};
 pub use pmxcfs_cpg::dfsm::{MemberId, Message as DfsmMessage, Mode as DfsmMode};
 pub use quorum::{Proposal, Quorate, QuorumGate};
 pub use status::{ClusterInfo, ClusterNode};
+pub use uring::enable as enable_uring;

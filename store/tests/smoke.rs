@@ -71,3 +71,61 @@ fn changes_survive_a_crash_through_the_journal() {
     assert_eq!(session.recovery().replayed_records, 0);
     assert_eq!(session.reader().root().expect("root").meta.version, 4);
 }
+
+/// The daemon's FUSE queues run on one thread per CPU: the session (and its
+/// open LMDB write transaction) is used, committed and checkpointed from
+/// whichever thread holds it. LMDB's writer lock is a POSIX semaphore here
+/// (heed `posix-sem`), which has no owner thread; with the default robust
+/// mutex a checkpoint on another thread than the one that began the
+/// transaction would deadlock the next begin.
+#[test]
+fn sessions_move_between_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: &'static Store = Box::leak(Box::new(Store::open(dir.path()).expect("open")));
+    let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+    session
+        .writer(&mut permit)
+        .apply(&Op::Mkdir { path: b"a" }, ORIGIN)
+        .expect("mkdir");
+    session.commit().expect("commit");
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut session = session;
+        let mut permit = permit;
+        for round in 0..3 {
+            let path = format!("a/f{round}");
+            session
+                .writer(&mut permit)
+                .apply(
+                    &Op::Create {
+                        path: path.as_bytes(),
+                    },
+                    ORIGIN,
+                )
+                .expect("create");
+            session.commit().expect("commit");
+            // Commits the transaction begun on the other thread (or in the
+            // previous round) and begins the next one here.
+            session.checkpoint().expect("checkpoint");
+        }
+        let _ = done.send((session, permit));
+    });
+    let (mut session, mut permit) = finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("checkpoints on another thread finished (no deadlock)");
+    session
+        .writer(&mut permit)
+        .apply(&Op::Create { path: b"a/back" }, ORIGIN)
+        .expect("create");
+    session.commit().expect("commit");
+    session
+        .checkpoint()
+        .expect("checkpoint back on the first thread");
+    let reader = session.reader();
+    for name in ["a/f0", "a/f1", "a/f2", "a/back"] {
+        assert!(
+            reader.resolve(name.as_bytes()).expect("resolve").is_some(),
+            "{name}"
+        );
+    }
+}

@@ -10,7 +10,8 @@
 # The C binary is NOT part of this repository: build src/pmxcfs of Proxmox's
 # pve-cluster outside this tree and pass its path. The Rust binary is
 # target/debug/pmxcfs (override with RUST_PMXCFS=...; build it with
-# `cargo build --bin pmxcfs`).
+# `cargo build --bin pmxcfs`); it is copied to the work directory first, so a
+# rebuild during the run cannot mix versions across restarts.
 #
 # Rust node I runs in node I's network namespace on LAB/nI/pmxcfs/{mnt,data,run}
 # with LAB/nI/pmxcfs/etc/corosync.conf (the lab's config without its per-node
@@ -27,16 +28,20 @@
 # Checks, each with a timeout (MIXED_WAIT_S, default 30 s, polled every 50 ms):
 # quorate everywhere; create/rewrite/mkdir/rename/unlink/rmdir on either side seen
 # on the others; priv/lock dirs exclusive across implementations (EEXIST); equal
-# trees (paths, types, sha256 of every file; root dot-files are per node);
+# trees (paths, types, sha256 of every file; root dot-files are per node) and
+# equal store rows (inode, parent, version, writer, mtime, type, content of every
+# row of the Rust stores (`pmxcfs dump`) and of the C config.db; needs python3);
 # C stopped -> writes on Rust -> C restarted catches up; Rust node stopped ->
-# writes on C -> catches up; both Rust stopped -> writes on C -> both restarted
-# (C is the sync leader); 3 s of concurrent writers on all nodes, then converged.
+# writes on C -> catches up (Rust leader); both Rust stopped -> writes on the lone
+# C node -> node 2 restarted (C is the sync leader) -> node 1 restarted (Rust node 2
+# leads); 3 s of concurrent writers on all nodes, then converged; 2 s idle: no new
+# sync round, no errors or warnings in any daemon's log.
 # Prints what it checked and a timing summary; exits non-zero on the first failure
 # (with the tails of all daemons' logs).
 #
 # Teardown (also on failure or Ctrl-C): every daemon by pid (SIGTERM, SIGKILL after
 # 5 s), then `lab.sh down` (namespaces, corosyncs, lab dir). MIXED_KEEP=1 keeps the
-# lab directory with all logs.
+# lab directory with all logs; MIXED_VERBOSE=1 prints every wait and its duration.
 set -euo pipefail
 
 usage() {
@@ -56,23 +61,23 @@ RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-$REPO/target/debug/pmxcfs}")
 [ -x "$RUST_PMXCFS" ] || { echo "mixed.sh: $RUST_PMXCFS missing: cargo build --bin pmxcfs" >&2; exit 1; }
 WAIT_S=${MIXED_WAIT_S:-30}
 KEEP=${MIXED_KEEP:-0}
+VERBOSE=${MIXED_VERBOSE:-0}
+HAVE_PY=0
+command -v python3 >/dev/null 2>&1 && python3 -c 'import sqlite3, json, hashlib' 2>/dev/null && HAVE_PY=1
 export LC_ALL=C
 
 WORK=$(mktemp -d /tmp/pmxcfs-mixed.XXXXXX)
 export LAB_DIR=$WORK/lab
-# A private copy: a rebuild during the run must not mix versions across restarts.
-cp "$RUST_PMXCFS" "$WORK/pmxcfs-rust"
-RUST_ORIG=$RUST_PMXCFS
-RUST_PMXCFS=$WORK/pmxcfs-rust
 LAB_UP=0
 declare -A PID=()     # node -> daemon pid (running), empty when stopped
 declare -a TIMINGS=() # "what: ms"
+declare -a CONC=()    # concurrent writer subshells
 C_NODE=3
 
 now_ms() { date +%s%3N; }
 T0=$(now_ms)
 say() { printf '[%6.1fs] %s\n' "$(awk -v a="$(now_ms)" -v b="$T0" 'BEGIN { print (a - b) / 1000 }')" "$*"; }
-timing() { TIMINGS+=("$(printf '%-58s %7d ms' "$1" "$2")"); }
+timing() { TIMINGS+=("$(printf '%-66s %7d ms' "$1" "$2")"); }
 
 kind() { [ "$1" = "$C_NODE" ] && echo C || echo Rust; }
 node_dir() { if [ "$1" = "$C_NODE" ]; then echo "$LAB_DIR/n$1/cpmxcfs"; else echo "$LAB_DIR/n$1/pmxcfs"; fi; }
@@ -134,6 +139,7 @@ wait_for() {
         sleep 0.05
     done
     WAITED_MS=$(($(now_ms) - start))
+    [ "$VERBOSE" != 1 ] || say "    ${WAITED_MS} ms: $what"
 }
 
 # --- daemons --------------------------------------------------------------
@@ -197,12 +203,9 @@ start_c() {
     echo "=== started pid ${PID[$C_NODE]} at $(date '+%T.%N')" >>"$d/pmxcfs.log"
 }
 
-start_node() { if [ "$1" = "$C_NODE" ]; then start_c; else start_rust "$1"; fi; }
-
 # SIGTERM, SIGKILL after 5 s; always reaped. Sets STOP_MS and STOP_HOW.
 stop_node() { # node
     local pid=${PID[$1]:-} start i=0
-    PID[$1]=
     STOP_HOW=none
     STOP_MS=0
     [ -n "$pid" ] || return 0
@@ -216,6 +219,7 @@ stop_node() { # node
         kill -KILL "$pid" 2>/dev/null || true
     fi
     wait "$pid" 2>/dev/null || true
+    PID[$1]=
     STOP_MS=$(($(now_ms) - start))
     echo "=== stopped pid $pid by $STOP_HOW at $(date '+%T.%N')" >>"$(log_of "$1")"
 }
@@ -224,6 +228,7 @@ cleanup() {
     local status=$? i
     trap - EXIT INT TERM HUP
     set +e
+    for i in "${CONC[@]}"; do kill "$i" 2>/dev/null && wait "$i" 2>/dev/null; done
     for i in 1 2 3; do stop_node "$i"; done
     if [ "$LAB_UP" = 1 ] || [ -f "$LAB_DIR/tag" ]; then
         LAB_KEEP=$KEEP "$LAB" down "$LAB_DIR" || status=1
@@ -239,6 +244,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+
+# A private copy: a rebuild during the run must not mix versions across restarts.
+cp "$RUST_PMXCFS" "$WORK/pmxcfs-rust"
+RUST_ORIG=$RUST_PMXCFS
+RUST_PMXCFS=$WORK/pmxcfs-rust
 
 # --- file system probes ---------------------------------------------------
 
@@ -339,8 +349,95 @@ wait_converged() {
         check_alive
         sleep 0.05
     done
+    CONVERGED_AT=$(now_ms)
+    WAITED_MS=$((CONVERGED_AT - start))
+    local running=""
+    for i in 1 2 3; do [ -z "${PID[$i]:-}" ] || running="$running $i"; done
+    set -- "$1" $running
+    say "  trees equal on nodes ${*:2} ($(manifest "$2" | wc -l) entries) after ${WAITED_MS} ms ($1)"
+}
+
+# The sync leaders NODE's log names since NODE's daemon started ("leader is ID/PID",
+# the same line in both implementations' logs).
+leaders_since_start() {
+    awk '/^=== started/ { buf = "" } /leader is/ { buf = buf $0 "\n" } END { printf "%s", buf }' "$(log_of "$1")" |
+        grep -Eo 'leader is [0-9]+/[0-9]+' | tr '\n' ',' | sed 's/,$//; s/,/, /g'
+}
+# wait_for_leader NODE LEADER: NODE's current daemon synced with LEADER's current
+# daemon as the leader. Sets LEADER_LINE.
+led_by() { leaders_since_start "$1" | grep -Eq "leader is $2/${PID[$2]}(,|\$)"; }
+wait_for_leader() {
+    ON_TIMEOUT="leaders_since_start $1" wait_for \
+        "node $1 ($(kind "$1")) synced with node $2 ($(kind "$2"), pid ${PID[$2]}) as the leader" led_by "$1" "$2"
+    LEADER_LINE="node $1's log since its start: $(leaders_since_start "$1"); node $2 is $(kind "$2") pid ${PID[$2]}"
+}
+
+# The rows of NODE's store, one a line: inode parent version writer mtime type
+# size sha256 name. Rust: `pmxcfs dump`; C: its sqlite config.db (read-only,
+# beside the running daemon). Needs python3 (json, sqlite3, hashlib). The type of
+# the version row (inode 0) is left out: a resync writes it as 4, the next write
+# as 8, in both implementations (docs/store.md).
+store_rows() {
+    if [ "$1" = "$C_NODE" ]; then
+        python3 - "$(node_dir "$1")/data/config.db" <<'PY'
+import hashlib, sqlite3, sys
+db = sqlite3.connect("file:%s?mode=ro" % sys.argv[1], uri=True, timeout=5)
+for r in db.execute("SELECT inode, parent, version, writer, mtime, type, name, data FROM tree ORDER BY inode"):
+    data = r[7] or b""
+    r = list(r)
+    if r[0] == 0:
+        r[5] = "-"
+    print(*r[:6], len(data), hashlib.sha256(data).hexdigest(), r[6])
+PY
+    else
+        "$RUST_PMXCFS" dump --data-dir "$(node_dir "$1")/data" 2>/dev/null | python3 -c '
+import json, sys
+rows = sorted((json.loads(l) for l in sys.stdin), key=lambda r: r["inode"])
+for r in rows:
+    if r["inode"] == 0:
+        r["type"] = "-"
+    print(r["inode"], r["parent"], r["version"], r["writer"], r["mtime"], r["type"], r["size"], r["sha256"], r["name"])
+'
+    fi
+}
+
+stores_equal() {
+    local first="" i rows
+    for i in 1 2 3; do
+        [ -n "${PID[$i]:-}" ] || continue
+        rows=$(store_rows "$i") && [ -n "$rows" ] || return 1
+        if [ -z "$first" ]; then first=$rows; else [ "$rows" = "$first" ] || return 1; fi
+    done
+}
+
+# wait_stores_equal WHAT: the databases of all running nodes have the same rows
+# (inode numbers, versions, writers, mtimes, contents), or fail with the diff.
+wait_stores_equal() {
+    local start deadline i running=""
+    if [ "$HAVE_PY" != 1 ]; then
+        say "  (no python3: store rows not compared)"
+        return 0
+    fi
+    for i in 1 2 3; do [ -z "${PID[$i]:-}" ] || running="$running $i"; done
+    start=$(now_ms)
+    deadline=$((start + WAIT_S * 1000))
+    until stores_equal; do
+        if [ "$(now_ms)" -ge "$deadline" ]; then
+            for i in $running; do store_rows "$i" >"$WORK/rows.$i" 2>&1; done
+            set -- "$1" $running
+            echo "mixed.sh: store rows differ ($1); columns: inode parent version writer mtime type size sha256 name" >&2
+            for i in "${@:3}"; do
+                echo "--- node $2 ($(kind "$2")) vs node $i ($(kind "$i"))" >&2
+                diff "$WORK/rows.$2" "$WORK/rows.$i" | head -n 40 >&2
+            done
+            fail "store rows not equal within ${WAIT_S} s ($1)"
+        fi
+        check_alive
+        sleep 0.05
+    done
     WAITED_MS=$(($(now_ms) - start))
-    say "  trees equal on nodes $(for i in 1 2 3; do [ -n "${PID[$i]:-}" ] && printf '%s ' "$i"; done)($(manifest 1 | wc -l) entries) after ${WAITED_MS} ms ($1)"
+    set -- "$1" $running
+    say "  store rows equal on nodes ${*:2} ($(store_rows "$2" | wc -l) rows: inode, parent, version, writer, mtime, type, content; compared in ${WAITED_MS} ms) ($1)"
 }
 
 # mkdir_fails_eexist NODE REL
@@ -398,6 +495,7 @@ for i in 1 2 3; do
 done
 say "1. every tree holds the same imported corosync.conf"
 wait_converged "after start"
+wait_stores_equal "after start"
 
 # --- 2. replication both ways ---------------------------------------------
 t=$(now_ms)
@@ -483,6 +581,7 @@ timing "2. replication checks (both ways, locks)" $(($(now_ms) - t))
 
 # --- 3. equal trees -------------------------------------------------------
 wait_converged "after the replication checks"
+wait_stores_equal "after the replication checks"
 
 # --- 4. restarts and resyncs ----------------------------------------------
 # 4a. C down, writes on Rust, C back: a Rust leader resyncs the C node.
@@ -500,6 +599,7 @@ write 1 mixed/from-c "rewritten while C was down
 rm "$(mnt 2)/mixed/from-r1" || fail "unlink on node 2 (Rust) while C was down"
 mv "$(mnt 1)/missed/file-5" "$(mnt 1)/missed/file-5-renamed" || fail "rename on node 1 while C was down"
 wait_converged "Rust nodes while C is down"
+wait_stores_equal "Rust nodes while C is down"
 t2=$(now_ms)
 start_c
 wait_started 3
@@ -508,9 +608,11 @@ wait_for "C node 3 has the writes it missed" has 3 missed/file-5-renamed \
     "$(ref m5 "missed write 5 while C was down
 ")"
 wait_converged "C node 3 resynced from the Rust nodes"
+wait_stores_equal "C node 3 resynced from the Rust nodes"
 absent 3 mixed/from-r1 || fail "the unlink done while C was down did not reach C"
-timing "4a. C restart: resynced from Rust (stop to converged)" $(($(now_ms) - t))
-say "4a. C node 3 restarted and received 6 missed writes, 1 unlink, 1 rename (leader: $(grep -ho 'leader is [0-9/]*' "$(log_of 3)" | tail -n 1))"
+timing "4a. C restart: resynced from Rust (stop to converged)" $((CONVERGED_AT - t))
+wait_for_leader 3 1
+say "4a. C node 3 restarted (pid ${PID[3]}) and received 6 missed writes, 1 unlink, 1 rename ($LEADER_LINE)"
 
 # 4b. Rust node 2 down, writes on C, node 2 back: resync by node 1 (Rust) as leader.
 t=$(now_ms)
@@ -522,17 +624,22 @@ for k in 1 2 3; do write 3 "missed-by-2/file-$k" "C write $k while node 2 was do
 "; done
 rm "$(mnt 3)/missed/file-1" || fail "unlink on node 3 (C) while node 2 was down"
 wait_converged "nodes 1 (Rust) and 3 (C) while node 2 is down"
+wait_stores_equal "nodes 1 (Rust) and 3 (C) while node 2 is down"
 t2=$(now_ms)
 start_rust 2
 wait_started 2
 timing "4b. Rust pmxcfs restart until quorate" $(($(now_ms) - t2))
 wait_converged "Rust node 2 resynced (node 1 and C up)"
+wait_stores_equal "Rust node 2 resynced (node 1 and C up)"
 absent 2 missed/file-1 || fail "the unlink done while node 2 was down did not reach node 2"
-timing "4b. Rust node 2 restart: resynced (stop to converged)" $(($(now_ms) - t))
-say "4b. Rust node 2 restarted and caught up with 4 writes and 1 unlink done on C (leader: $(grep -ho 'leader is [0-9/]*' "$(log_of 3)" | tail -n 1))"
+timing "4b. Rust node 2 restart: resynced (stop to converged)" $((CONVERGED_AT - t))
+wait_for_leader 2 1
+say "4b. Rust node 2 restarted (pid ${PID[2]}) and caught up with 4 writes and 1 unlink done on C ($LEADER_LINE)"
 
-# 4c. Both Rust nodes down, writes on C (corosync keeps quorum), both back:
-# the C node alone has the newest data, so it is the sync leader.
+# 4c. Both Rust nodes down, writes on C (corosync keeps quorum). Node 2 back
+# first: the C node alone has the newest data, so it leads that sync. Then
+# node 1: nodes 2 and 3 are equal and the lower node id leads (the C rule), so
+# Rust node 2 leads, with the C node a synced member.
 t=$(now_ms)
 stop_node 1
 stop_node 2
@@ -541,19 +648,28 @@ wait_for "C node 3 quorate and writable alone" quorate 3
 mkdir "$(mnt 3)/c-alone" || fail "mkdir on node 3 (C) alone"
 for k in 1 2 3; do write 3 "c-alone/file-$k" "C alone write $k
 "; done
-write 3 corosync.conf.note "C alone
+write 3 mixed/from-c "rewritten on the lone C node
 "
 rm "$(mnt 3)/missed-by-2/file-3" || fail "unlink on node 3 (C) alone"
+mv "$(mnt 3)/missed-by-2/file-2" "$(mnt 3)/c-alone/file-2-moved" || fail "rename on node 3 (C) alone"
+t2=$(now_ms)
+start_rust 2
+wait_started 2
+wait_converged "Rust node 2 resynced from the lone C node"
+wait_stores_equal "Rust node 2 resynced from the lone C node"
+wait_for_leader 2 3
+timing "4c. Rust node 2 restart: resynced from C (start to converged)" $((CONVERGED_AT - t2))
+say "4c. Rust node 2 restarted (pid ${PID[2]}) and caught up from C node 3 ($LEADER_LINE)"
+absent 2 missed-by-2/file-3 || fail "the unlink done on the lone C node did not reach node 2"
 t2=$(now_ms)
 start_rust 1
-start_rust 2
 wait_started 1
-wait_started 2
-timing "4c. both Rust restarts until quorate" $(($(now_ms) - t2))
-wait_converged "both Rust nodes resynced from C"
-absent 1 missed-by-2/file-3 && absent 2 missed-by-2/file-3 || fail "the unlink done on the lone C node did not reach the Rust nodes"
-timing "4c. both Rust restarts: resynced from C (stop to converged)" $(($(now_ms) - t))
-say "4c. Rust nodes 1, 2 restarted and caught up from C (leader: $(grep -ho 'leader is [0-9/]*' "$(log_of 3)" | tail -n 1))"
+wait_converged "Rust node 1 resynced (node 2 and C up)"
+wait_stores_equal "Rust node 1 resynced (node 2 and C up)"
+absent 1 missed-by-2/file-3 || fail "the unlink done on the lone C node did not reach node 1"
+wait_for_leader 1 2
+timing "4c. Rust node 1 restart: resynced from node 2 (start to converged)" $((CONVERGED_AT - t2))
+say "4c. Rust node 1 restarted (pid ${PID[1]}) and caught up ($LEADER_LINE)"
 
 # Replication still works both ways after all that.
 r=$(ref after "after the restarts
@@ -571,18 +687,19 @@ t=$(now_ms)
 mkdir "$(mnt 1)/conc" || fail "mkdir conc on node 1"
 dir_everywhere 1 conc
 for i in 1 2 3; do mkdir "$(mnt "$i")/conc/n$i" || fail "mkdir conc/n$i on node $i"; done
-declare -a CONC=()
 for i in 1 2 3; do
     (
         m=$(mnt "$i")
         end=$(($(now_ms) + 3000))
         k=0 errors=0
         while [ "$(now_ms)" -lt "$end" ]; do
-            if ! printf 'node %s write %s\n' "$i" "$k" >"$m/conc/n$i/f-$k" 2>>"$WORK/conc-errors.$i"; then
+            { printf 'node %s write %s\n' "$i" "$k" >"$m/conc/n$i/f-$k"; } 2>>"$WORK/conc-errors.$i" ||
                 errors=$((errors + 1))
-            fi
             # every 10th write also rewrites one file per node
-            [ $((k % 10)) -ne 0 ] || printf 'node %s last %s\n' "$i" "$k" >"$m/conc/n$i/last" 2>>"$WORK/conc-errors.$i" || errors=$((errors + 1))
+            if [ $((k % 10)) -eq 0 ]; then
+                { printf 'node %s last %s\n' "$i" "$k" >"$m/conc/n$i/last"; } 2>>"$WORK/conc-errors.$i" ||
+                    errors=$((errors + 1))
+            fi
             k=$((k + 1))
         done
         echo "$k $errors" >"$WORK/conc-count.$i"
@@ -590,6 +707,8 @@ for i in 1 2 3; do
     CONC[$i]=$!
 done
 for i in 1 2 3; do wait "${CONC[$i]}" || fail "concurrent writer on node $i"; done
+CONC=()
+check_alive
 summary=""
 for i in 1 2 3; do
     read -r n errors <"$WORK/conc-count.$i"
@@ -599,6 +718,7 @@ for i in 1 2 3; do
 done
 say "5. 3 s of concurrent writes:$summary"
 wait_converged "after the concurrent writes"
+wait_stores_equal "after the concurrent writes"
 for i in 1 2 3; do
     for j in 1 2 3; do
         eval "want=\$CONC_N$j"
@@ -606,15 +726,30 @@ for i in 1 2 3; do
         [ "$got" -eq "$want" ] || fail "node $i has $got of node $j's $want concurrent files"
     done
 done
-timing "5. concurrent writes: 3 s + convergence" $(($(now_ms) - t))
+timing "5. concurrent writes: 3 s + convergence" $((CONVERGED_AT - t))
 say "5. every node holds all $((CONC_N1 + CONC_N2 + CONC_N3)) concurrent files with equal content"
 
-# Still quorate and nobody left the cluster.
+# --- 6. stays converged ----------------------------------------------------
+# Idle for 2 s: no new sync round (nobody left or rejoined the DFSM), still
+# quorate, trees still equal; no errors in any log.
+syncs() { grep -Ec 'starting data sync' "$(log_of "$1")" || true; }
+before="$(syncs 1) $(syncs 2) $(syncs 3)"
+sleep 2
+after="$(syncs 1) $(syncs 2) $(syncs 3)"
+[ "$before" = "$after" ] || fail "sync rounds started while idle (per-node counts $before -> $after)"
 for i in 1 2 3; do quorate "$i" || fail "node $i no longer quorate at the end"; done
 check_alive
+trees_equal || fail "trees differ after 2 s idle"
+[ "$HAVE_PY" != 1 ] || stores_equal || fail "store rows differ after 2 s idle"
+bad=$(grep -HE ' (ERROR|WARN) ' "$(log_of 1)" "$(log_of 2)" || true)
+bad_c=$(grep -HEi '\] (crit|err|error|warning):' "$(log_of 3)" || true)
+[ -z "$bad$bad_c" ] || fail "errors or warnings in the daemons' logs:
+$bad
+$bad_c"
+say "6. 2 s idle: no sync round, all quorate, trees equal; no ERROR/WARN in the Rust logs, no crit/error/warning in the C log"
 
 echo
 echo "mixed.sh: PASSED (Rust $RUST_ORIG on nodes 1, 2; C $C_PMXCFS on node 3)"
 echo "timings:"
 printf '  %s\n' "${TIMINGS[@]}"
-printf '  %-58s %7d ms\n' "total" $(($(now_ms) - T0))
+printf '  %-66s %7d ms\n' "total" $(($(now_ms) - T0))

@@ -295,6 +295,44 @@ fn three_node_cluster() {
         &fs::read(nodes[0].dir.join("etc/corosync.conf")).expect("host conf"),
     );
 
+    // A new corosync.conf (config_version bumped, written as PVE does: .new
+    // then rename) reaches every node's host copy, replaced atomically.
+    let current = fs::read_to_string(nodes[0].path("corosync.conf")).expect("tree conf");
+    let bumped = current.replace("config_version: 1", "config_version: 2");
+    assert_ne!(bumped, current, "lab config has config_version 1");
+    fs::write(nodes[0].path("corosync.conf.new"), &bumped).expect("write .new");
+    fs::rename(
+        nodes[0].path("corosync.conf.new"),
+        nodes[0].path("corosync.conf"),
+    )
+    .expect("rename corosync.conf");
+    for node in &nodes {
+        wait_for(
+            &format!("host corosync.conf of node {}", node.index),
+            &nodes,
+            || {
+                fs::read_to_string(node.dir.join("etc/corosync.conf"))
+                    .ok()
+                    .as_deref()
+                    == Some(bumped.as_str())
+            },
+        );
+    }
+    // An older version in the tree does not replace a newer host file.
+    fs::write(nodes[1].path("corosync.conf"), &current).expect("write older conf");
+    wait_visible(&nodes, "corosync.conf", current.as_bytes());
+    thread::sleep(Duration::from_millis(200));
+    for node in &nodes {
+        assert_eq!(
+            fs::read_to_string(node.dir.join("etc/corosync.conf"))
+                .ok()
+                .as_deref(),
+            Some(bumped.as_str()),
+            "node {}: an older corosync.conf replaced the host copy",
+            node.index
+        );
+    }
+
     // A write on node 1 is readable everywhere; a rewrite replaces what
     // node 2's kernel cached (remote changes invalidate).
     fs::write(nodes[0].path("storage.cfg"), b"dir: local\n").expect("write");

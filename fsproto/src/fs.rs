@@ -156,8 +156,10 @@ pub(crate) struct Orphan {
     data: Vec<u8>,
 }
 
-/// The file system. All state is behind one mutex that only the loop thread
-/// ever takes (fuse-backend-rs wants `Sync`); it is never contended.
+/// The file system. All state is behind one mutex: taken by the loop thread,
+/// and in local mode with FUSE over io_uring by the per-CPU queue threads
+/// (held only for the few µs a request takes; the store session and its
+/// open write transaction move between threads, see store/tests/smoke.rs).
 pub struct PmxFs {
     pub(crate) core: Mutex<Core>,
 }

@@ -197,7 +197,14 @@ impl ClusterLink {
                 let conn = &mut self.conns[index];
                 match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, conn.token) {
                     Ok(id) => conn.poll = Some(id),
-                    Err(error) => tracing::error!(%error, "cannot poll the CPG fd"),
+                    Err(error) => {
+                        // Without a poll the group would never be dispatched:
+                        // drop the connection (leaves the group) and retry.
+                        tracing::error!(%error, "cannot poll the CPG fd; retrying");
+                        drop(cpg);
+                        self.drop_cpg(group, reactor, channel, BACKOFF_MIN);
+                        return;
+                    }
                 }
                 tracing::info!(nodeid, group = group.name(), "joined the CPG group");
                 conn.cpg = Some(cpg);
@@ -382,6 +389,12 @@ impl ClusterLink {
     /// Sends what the DFSM queued, leaves if it asked to, flushes replies
     /// and invalidations, copies corosync.conf if it changed.
     pub fn after_events(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
+        // Whatever waits from an earlier TRY_AGAIN goes first (the tick
+        // lands here too: a refused message is retried even if nothing new
+        // comes).
+        for group in Group::ALL {
+            self.send_queued(group, channel);
+        }
         loop {
             let outgoing = channel.fs().take_outgoing();
             if outgoing.is_empty() {

@@ -26,6 +26,8 @@ use serde_json::Value;
 
 const NODES: u32 = 3;
 const WAIT: Duration = Duration::from_secs(30);
+/// Lock lifetime of the lab daemons (C: 120 s).
+const LOCK_TIMEOUT_SECS: u64 = 2;
 
 struct Node {
     index: u32,
@@ -80,6 +82,7 @@ impl Node {
             .arg("--corosync-conf")
             .arg(d("etc/corosync.conf"))
             .env("RUST_LOG", "info")
+            .env("PMXCFS_LOCK_TIMEOUT_SECS", LOCK_TIMEOUT_SECS.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -404,6 +407,41 @@ fn three_node_cluster() {
         Some(libc::EACCES)
     );
     fs::remove_dir(nodes[0].path("priv/lock/ha_agent")).expect("release lock");
+    // An expired lock: taken on node 2, an unlock request from node 3 makes
+    // node 1 (the lowest node id decides) send the UNLOCK; it is removed
+    // everywhere, also from node 1's kernel cache although node 1's own
+    // message removed it, and node 1 can take it at once.
+    fs::create_dir(nodes[1].path("priv/lock/expiring")).expect("take lock on node 2");
+    wait_for("lock on node 1", &nodes, || {
+        nodes[0].path("priv/lock/expiring").is_dir()
+    });
+    wait_for("lock on node 3", &nodes, || {
+        nodes[2].path("priv/lock/expiring").is_dir()
+    });
+    thread::sleep(Duration::from_secs(LOCK_TIMEOUT_SECS + 1));
+    assert_eq!(
+        errno_of(common::utime(&nodes[2].path("priv/lock/expiring"), 0, 0)),
+        Some(libc::EACCES),
+        "an unlock request answers EACCES (the MTIME 0 is refused), as C"
+    );
+    // Node 1's kernel had the lock cached (entry and attributes for 10 s):
+    // the UNLOCK applied there must drop it, or stat would still see it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while nodes[0].path("priv/lock/expiring").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 still shows the removed lock (stale kernel cache)"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    while let Err(error) = fs::create_dir(nodes[0].path("priv/lock/expiring")) {
+        assert!(
+            Instant::now() < deadline,
+            "expired lock not taken over on node 1: {error}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    fs::remove_dir(nodes[0].path("priv/lock/expiring")).expect("release");
     wait_converged(&nodes);
 
     // A stopped node misses writes and is resynced when it comes back.

@@ -23,6 +23,17 @@ use crate::wire::{
     DcdbPayload, DcdbType, EntryType, IndexView, UnlockPayload, UpdateEntry, decode_dcdb,
 };
 
+/// A path a delivered message changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The member whose message it was.
+    pub sender: MemberId,
+    /// That message's count (per sender).
+    pub count: u64,
+    /// The path, as in the message.
+    pub path: Vec<u8>,
+}
+
 /// The store session the application writes through: borrowed (tests,
 /// replays) or owned (the daemon keeps the DFSM for its whole life).
 /// One per process: the size difference of the variants does not matter.
@@ -43,9 +54,9 @@ enum Held<'a, 's> {
 pub struct Dcdb<'a, 's> {
     held: Held<'a, 's>,
     quorate: bool,
-    /// Paths changed by delivered messages, with the sender (for cache
-    /// invalidation and the `.version` counters).
-    changed: Vec<(MemberId, Vec<u8>)>,
+    /// Paths changed by delivered messages (for cache invalidation and the
+    /// `.version` counters).
+    changed: Vec<Change>,
     /// Set by a resync commit: the whole tree may have changed.
     resynced: bool,
     /// The leader's index of the current state exchange.
@@ -133,9 +144,10 @@ impl<'a, 's> Dcdb<'a, 's> {
         }
     }
 
-    /// Takes the paths changed since the last call with the member whose
-    /// message changed them, in apply order (a rename gives both paths).
-    pub fn drain_changed(&mut self) -> Vec<(MemberId, Vec<u8>)> {
+    /// Takes the paths changed since the last call, in apply order (a rename
+    /// gives both paths, also when it failed: the C quirk may have removed
+    /// its target).
+    pub fn drain_changed(&mut self) -> Vec<Change> {
         std::mem::take(&mut self.changed)
     }
 
@@ -176,6 +188,7 @@ impl<'a, 's> Dcdb<'a, 's> {
         fuse: &crate::wire::FusePayload<'_>,
         origin: Origin,
         sender: MemberId,
+        count: u64,
     ) -> Result<i32, AppError> {
         let path = fuse.path;
         let op = match kind {
@@ -205,10 +218,15 @@ impl<'a, 's> Dcdb<'a, 's> {
             Ok(count) => i32::try_from(count).unwrap_or(i32::MAX),
             Err(error) => Self::store_result(&error)?,
         };
-        if result >= 0 {
-            self.changed.push((sender, path.to_vec()));
+        let change = |path: &[u8]| Change {
+            sender,
+            count,
+            path: path.to_vec(),
+        };
+        if result >= 0 || kind == DcdbType::Rename {
+            self.changed.push(change(path));
             if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
-                self.changed.push((sender, to.to_vec()));
+                self.changed.push(change(to));
             }
         }
         Ok(result)
@@ -221,6 +239,7 @@ impl<'a, 's> Dcdb<'a, 's> {
         unlock: &UnlockPayload<'_>,
         origin: Origin,
         sender: MemberId,
+        count: u64,
     ) -> Result<i32, AppError> {
         let mut writer = self.writer();
         if kind == DcdbType::UnlockRequest {
@@ -248,7 +267,11 @@ impl<'a, 's> Dcdb<'a, 's> {
         match writer.unlock(unlock.path, unlock.checksum, origin) {
             Ok(deleted) => {
                 if deleted {
-                    self.changed.push((sender, unlock.path.to_vec()));
+                    self.changed.push(Change {
+                        sender,
+                        count,
+                        path: unlock.path.to_vec(),
+                    });
                 }
                 Ok(0)
             }
@@ -364,9 +387,12 @@ impl Application for Dcdb<'_, '_> {
             writer: sender.nodeid,
             mtime: time,
         };
+        let count = ctx.message_count().unwrap_or(0);
         let result = match decoded {
-            DcdbPayload::Fuse(fuse) => self.apply_fuse(kind, &fuse, origin, sender)?,
-            DcdbPayload::Unlock(unlock) => self.apply_unlock(ctx, kind, &unlock, origin, sender)?,
+            DcdbPayload::Fuse(fuse) => self.apply_fuse(kind, &fuse, origin, sender, count)?,
+            DcdbPayload::Unlock(unlock) => {
+                self.apply_unlock(ctx, kind, &unlock, origin, sender, count)?
+            }
         };
         if self.session().is_poisoned() {
             tracing::error!("database errors flag set - entering error mode");

@@ -439,6 +439,12 @@ impl Ctx<'_> {
         self.core.lowest_nodeid != 0 && self.core.lowest_nodeid == self.core.local.nodeid
     }
 
+    /// The count of the NORMAL message being delivered (in
+    /// [`Application::deliver`]), `None` elsewhere.
+    pub fn message_count(&self) -> Option<u64> {
+        self.core.delivering
+    }
+
     /// Multicasts an asynchronous NORMAL message (no result slot) and returns
     /// its count.
     pub fn send_normal(&mut self, subtype: u16, payload: Vec<u8>) -> u64 {
@@ -510,6 +516,8 @@ struct Core {
     csum_id: u64,
     csum_counter: u64,
     actions: VecDeque<Action>,
+    /// The count of the NORMAL message being delivered to the application.
+    delivering: Option<u64>,
 }
 
 impl Core {
@@ -644,6 +652,7 @@ impl<A: Application> Dfsm<A> {
                 csum_id: 0,
                 csum_counter: 0,
                 actions: VecDeque::new(),
+                delivering: None,
             },
         }
     }
@@ -1080,6 +1089,7 @@ impl<A: Application> Dfsm<A> {
         let MessageBody::Normal { payload, .. } = &msg.body else {
             return;
         };
+        self.core.delivering = Some(count);
         let res = self.app.deliver(
             &mut Ctx {
                 core: &mut self.core,
@@ -1089,6 +1099,7 @@ impl<A: Application> Dfsm<A> {
             msg.time,
             payload,
         );
+        self.core.delivering = None;
         let result = match res {
             Ok(r) => r,
             Err(e) => e.result,

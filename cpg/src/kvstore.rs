@@ -212,7 +212,12 @@ impl ClusterLog {
     }
 
     /// Inserts with the duplicate check (`dedup_lookup`); false if dropped.
+    /// An entry larger than 4096 bytes is dropped (a C ring cannot hold it).
     pub fn insert(&mut self, entry: LogEntry) -> bool {
+        if entry.as_wire().size() > CLOG_MAX_ENTRY_BYTES as u64 {
+            tracing::debug!("cluster log entry larger than 4096 bytes dropped");
+            return false;
+        }
         let newer = match self.newest.get(&entry.node_digest) {
             None => true,
             Some(&(time, uid)) => entry.time > time || (entry.time == time && entry.uid > uid),
@@ -301,13 +306,15 @@ impl ClusterLog {
                 break;
             }
         }
-        selected.sort_by(log_order);
+        // Per node, the first entry selected (the newest) seeds the
+        // duplicate check, as C rebuilds it.
         self.newest.clear();
-        for entry in selected.iter().rev() {
+        for entry in &selected {
             self.newest
                 .entry(entry.node_digest)
                 .or_insert((entry.time, entry.uid));
         }
+        selected.sort_by(log_order);
         self.bytes = selected.iter().map(LogEntry::ring_bytes).sum();
         self.entries = selected;
     }

@@ -310,6 +310,12 @@ pub(crate) fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
             body.extend_from_slice(&0i64.to_le_bytes()); // length 0: all pages
             FUSE_NOTIFY_INVAL_INODE
         }
+        Invalidation::Attributes { node_id } => {
+            body.extend_from_slice(&node_id.to_le_bytes());
+            body.extend_from_slice(&(-1i64).to_le_bytes()); // offset < 0: attributes only
+            body.extend_from_slice(&0i64.to_le_bytes());
+            FUSE_NOTIFY_INVAL_INODE
+        }
         Invalidation::Entry { parent, name } => {
             body.extend_from_slice(&parent.to_le_bytes());
             body.extend_from_slice(&(name.len() as u32).to_le_bytes());
@@ -368,6 +374,8 @@ mod tests {
         assert_eq!(&entry[16..24], &7u64.to_le_bytes());
         assert_eq!(&entry[24..28], &6u32.to_le_bytes());
         assert_eq!(&entry[32..], b"lock-a\0");
+        let attributes = encode_notification(&Invalidation::Attributes { node_id: 9 });
+        assert_eq!(&attributes[24..32], &(-1i64).to_le_bytes());
         let inode = encode_notification(&Invalidation::Inode { node_id: 9 });
         assert_eq!(inode.len(), 40);
         assert_eq!(&inode[4..8], &2i32.to_le_bytes());

@@ -177,6 +177,9 @@ pub(crate) struct Cluster {
     /// corosync.conf changed: `Some(notify)` (notify = the change came from
     /// this node), for the daemon's copy to /etc/corosync.
     corosync_conf: Option<bool>,
+    /// Counts of own messages whose parked request got a success result in
+    /// this pump: their changes were made through this kernel, which knows.
+    answered_ok: std::collections::HashSet<u64>,
 }
 
 impl Cluster {
@@ -200,6 +203,7 @@ impl Cluster {
             leave: [false; 2],
             known: HashMap::new(),
             corosync_conf: None,
+            answered_ok: std::collections::HashSet::new(),
         }
     }
 
@@ -573,6 +577,9 @@ impl Core {
         let Some(unique) = cluster.by_count.remove(&count) else {
             return;
         };
+        if result >= 0 {
+            cluster.answered_ok.insert(count);
+        }
         let Some(parked) = cluster.parked.get_mut(&unique) else {
             return;
         };
@@ -696,16 +703,22 @@ impl Core {
         let local = cluster.dfsm.local();
         let changed = cluster.dfsm.app_mut().drain_changed();
         let resynced = cluster.dfsm.app_mut().take_resynced();
-        for (sender, path) in changed {
+        let answered_ok = std::mem::take(&mut cluster.answered_ok);
+        for change in changed {
+            let path = change.path;
             self.status.record_change(&path);
             let relative = path.strip_prefix(b"/").unwrap_or(&path);
+            let own = change.sender == local;
             if relative == b"corosync.conf"
                 && let Some(cluster) = self.cluster()
             {
-                let notify = sender == local;
-                cluster.corosync_conf = Some(cluster.corosync_conf.unwrap_or(false) || notify);
+                cluster.corosync_conf = Some(cluster.corosync_conf.unwrap_or(false) || own);
             }
-            if sender != local {
+            // Only a change this kernel made and was told succeeded is known
+            // to it; everything else (other nodes, the UNLOCK of an expired
+            // lock, an aborted request applied after all, a failed rename
+            // that removed its target) is invalidated.
+            if !(own && answered_ok.contains(&change.count)) {
                 self.invalidate_path(&path);
             }
         }
@@ -768,10 +781,14 @@ impl Core {
             if entries {
                 self.invalidations
                     .push(Invalidation::Entry { parent, name });
+                self.invalidations.push(Invalidation::Inode { node_id });
+            } else {
+                self.invalidations
+                    .push(Invalidation::Attributes { node_id });
             }
-            self.invalidations.push(Invalidation::Inode { node_id });
         }
-        self.invalidations.push(Invalidation::Inode { node_id: 1 });
+        self.invalidations
+            .push(Invalidation::Attributes { node_id: 1 });
     }
 }
 

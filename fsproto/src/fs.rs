@@ -108,8 +108,18 @@ pub(crate) fn now_secs() -> u32 {
 /// A kernel cache entry to drop after the current reply was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalidation {
-    Entry { parent: u64, name: Vec<u8> },
-    Inode { node_id: u64 },
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    /// Attributes and cached pages.
+    Inode {
+        node_id: u64,
+    },
+    /// Attributes only (modes change with quorum).
+    Attributes {
+        node_id: u64,
+    },
 }
 
 /// Static facts of this node.

@@ -273,6 +273,7 @@ fn serve_queue(
     }
     ring.submit()?;
     let mut ready = Vec::with_capacity(DEPTH);
+    let mut live = entries.len();
     loop {
         match ring.submit_and_wait(1) {
             Ok(_) => {}
@@ -285,20 +286,33 @@ fn serve_queue(
         }
         for &(user_data, result) in &ready {
             if user_data == STOP || stop.load(Ordering::Relaxed) {
-                drop(ring);
-                drop(entries);
+                // Commands may still be armed: the kernel could write into
+                // their buffers until the ring is torn down, so the buffers
+                // are leaked, never freed under it (once per queue, at exit).
+                std::mem::forget(entries);
                 return Ok(());
             }
             if result < 0 {
-                drop(ring);
-                drop(entries);
                 // ENOTCONN/ENODEV: unmounted, the normal end.
                 if matches!(-result, libc::ENOTCONN | libc::ENODEV | libc::ECANCELED) {
                     tracing::debug!(qid, "io_uring queue ends: connection gone");
+                    std::mem::forget(entries);
                     return Ok(());
                 }
-                // EOPNOTSUPP and the like: the kernel refused the transport.
-                return Err(io::Error::from_raw_os_error(-result));
+                // The kernel refused this entry (EOPNOTSUPP before the ring
+                // was ready, ...): it is out of service, the others go on.
+                tracing::error!(
+                    qid,
+                    entry = user_data,
+                    errno = -result,
+                    "io_uring entry refused"
+                );
+                live -= 1;
+                if live == 0 {
+                    std::mem::forget(entries);
+                    return Err(io::Error::from_raw_os_error(-result));
+                }
+                continue;
             }
             let Some(entry) = entries.get_mut(user_data as usize) else {
                 continue;

@@ -15,6 +15,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::thread;
@@ -369,6 +370,24 @@ fn three_node_cluster() {
     }
     let vmlist = fs::read_to_string(nodes[2].path(".vmlist")).expect(".vmlist");
     assert!(vmlist.contains("\"100\""), "{vmlist}");
+
+    // A file held open on node 2 (pages cached, KEEP_CACHE) sees a remote
+    // same-size rewrite, also when it is renamed right after (directories
+    // with entries cannot be renamed, as in C).
+    fs::create_dir(nodes[0].path("held")).expect("mkdir held");
+    fs::write(nodes[0].path("held/f.cfg"), b"AAAA").expect("write");
+    wait_visible(&nodes, "held/f.cfg", b"AAAA");
+    let held = fs::File::open(nodes[1].path("held/f.cfg")).expect("open on node 2");
+    let mut buf = [0u8; 4];
+    held.read_exact_at(&mut buf, 0).expect("read");
+    assert_eq!(&buf, b"AAAA");
+    fs::write(nodes[0].path("held/f.cfg"), b"BBBB").expect("rewrite");
+    fs::rename(nodes[0].path("held/f.cfg"), nodes[0].path("held/g.cfg")).expect("rename");
+    wait_for("open file on node 2 sees the rewrite", &nodes, || {
+        held.read_exact_at(&mut buf, 0).is_ok() && &buf == b"BBBB"
+    });
+    drop(held);
+    wait_visible(&nodes, "held/g.cfg", b"BBBB");
 
     // Errors come back to the writer with the C errno.
     assert_eq!(

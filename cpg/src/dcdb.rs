@@ -32,6 +32,27 @@ pub struct Change {
     pub count: u64,
     /// The path, as in the message.
     pub path: Vec<u8>,
+    /// Store inode of the path's directory before the change (if it
+    /// resolved): its listing and the dentry of the name are stale.
+    pub parent_before: Option<u64>,
+    /// Store inode the path named before the change (if any): its data and
+    /// attributes are stale, wherever it lives afterwards.
+    pub inode_before: Option<u64>,
+}
+
+fn change(
+    sender: MemberId,
+    count: u64,
+    path: &[u8],
+    (parent_before, inode_before): (Option<u64>, Option<u64>),
+) -> Change {
+    Change {
+        sender,
+        count,
+        path: path.to_vec(),
+        parent_before,
+        inode_before,
+    }
 }
 
 /// The store session the application writes through: borrowed (tests,
@@ -167,6 +188,18 @@ impl<'a, 's> Dcdb<'a, 's> {
         self.local_index.as_deref()
     }
 
+    /// The store inodes of `path`'s directory and of `path` itself, as they
+    /// are before a change (for the caller's cache invalidation).
+    fn resolve_before(&self, path: &[u8]) -> (Option<u64>, Option<u64>) {
+        let reader = self.session().reader();
+        let parent = match path.iter().rposition(|byte| *byte == b'/') {
+            Some(slash) => &path[..slash],
+            None => &b""[..],
+        };
+        let inode_of = |p: &[u8]| reader.resolve(p).ok().flatten().map(|e| e.meta.inode);
+        (inode_of(parent), inode_of(path))
+    }
+
     /// Store failure while applying: a refusal is the writer's result, any
     /// other failure is this node's and switches the DFSM to ERROR (C: the
     /// memdb errors flag, §9.3 step 6).
@@ -214,19 +247,19 @@ impl<'a, 's> Dcdb<'a, 's> {
             },
             DcdbType::UnlockRequest | DcdbType::Unlock => return Err(AppError::LEAVE),
         };
+        let before_from = self.resolve_before(path);
+        let before_to = fuse
+            .to
+            .filter(|_| kind == DcdbType::Rename)
+            .map_or((None, None), |to| self.resolve_before(to));
         let result = match self.writer().apply(&op, origin) {
             Ok(count) => i32::try_from(count).unwrap_or(i32::MAX),
             Err(error) => Self::store_result(&error)?,
         };
-        let change = |path: &[u8]| Change {
-            sender,
-            count,
-            path: path.to_vec(),
-        };
         if result >= 0 || kind == DcdbType::Rename {
-            self.changed.push(change(path));
+            self.changed.push(change(sender, count, path, before_from));
             if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
-                self.changed.push(change(to));
+                self.changed.push(change(sender, count, to, before_to));
             }
         }
         Ok(result)
@@ -241,6 +274,7 @@ impl<'a, 's> Dcdb<'a, 's> {
         sender: MemberId,
         count: u64,
     ) -> Result<i32, AppError> {
+        let before_unlock = self.resolve_before(unlock.path);
         let mut writer = self.writer();
         if kind == DcdbType::UnlockRequest {
             if !ctx.lowest_nodeid_is_local() {
@@ -267,11 +301,8 @@ impl<'a, 's> Dcdb<'a, 's> {
         match writer.unlock(unlock.path, unlock.checksum, origin) {
             Ok(deleted) => {
                 if deleted {
-                    self.changed.push(Change {
-                        sender,
-                        count,
-                        path: unlock.path.to_vec(),
-                    });
+                    self.changed
+                        .push(change(sender, count, unlock.path, before_unlock));
                 }
                 Ok(0)
             }

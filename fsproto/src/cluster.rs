@@ -719,6 +719,22 @@ impl Core {
             // lock, an aborted request applied after all, a failed rename
             // that removed its target) is invalidated.
             if !(own && answered_ok.contains(&change.count)) {
+                // What the path named before the change (it may live
+                // elsewhere now, e.g. renamed away in the same batch) and
+                // what it names now.
+                if let Some(dir) = change.parent_before {
+                    let name = path.rsplit(|byte| *byte == b'/').next().unwrap_or(&path);
+                    self.invalidations.push(Invalidation::Entry {
+                        parent: dir + 1,
+                        name: name.to_vec(),
+                    });
+                    self.invalidations
+                        .push(Invalidation::Inode { node_id: dir + 1 });
+                }
+                if let Some(inode) = change.inode_before {
+                    self.invalidations
+                        .push(Invalidation::Inode { node_id: inode + 1 });
+                }
                 self.invalidate_path(&path);
             }
         }

@@ -106,7 +106,7 @@ pub(crate) fn now_secs() -> u32 {
 }
 
 /// A kernel cache entry to drop after the current reply was sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Invalidation {
     Entry {
         parent: u64,
@@ -237,9 +237,15 @@ impl PmxFs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Kernel cache entries to invalidate, collected while serving requests.
+    /// Kernel cache entries to invalidate, collected while serving requests,
+    /// each once, in order.
     pub fn take_invalidations(&self) -> Vec<Invalidation> {
-        std::mem::take(&mut self.core().invalidations)
+        let mut all = std::mem::take(&mut self.core().invalidations);
+        if all.len() > 1 {
+            let mut seen = std::collections::HashSet::with_capacity(all.len());
+            all.retain(|invalidation| seen.insert(invalidation.clone()));
+        }
+        all
     }
 
     /// `fdatasync`s the journal (the loop's timer); Err poisons the store.

@@ -27,6 +27,8 @@ const TOKEN_SIGNAL: Token = Token(100);
 const TOKEN_SYNC: Token = Token(101);
 const TOKEN_FUSE_POLL: Token = Token(102);
 const TOKEN_STOP_DEADLINE: Token = Token(103);
+/// Cluster mode with io_uring queues: a queue took a mutating request.
+const TOKEN_WAKE: Token = Token(104);
 /// After serving, the loop keeps polling (yielding the CPU between polls)
 /// this long before it sleeps. A caller that sends its next request at once
 /// (most do: stat after create, write after open) then finds the loop
@@ -394,9 +396,9 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         PmxFs::new(session, permit, config)
     };
     fs.set_node_ip(settings.node_ip.clone());
-    // Local mode serves through per-CPU io_uring queues when the kernel has
+    // Requests are served through per-CPU io_uring queues when the kernel has
     // them (fuse.enable_uring; switched on here as root), else /dev/fuse.
-    let uring = !cluster_mode && !options.no_uring && pmxcfs_fsproto::enable_uring();
+    let uring = !options.no_uring && pmxcfs_fsproto::enable_uring();
     let mut channel = Channel::mount(&settings.mountpoint, fs, uring)?;
     match (&settings.node_ip, cluster_mode) {
         (Some(ip), true) => tracing::info!(
@@ -439,6 +441,9 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         // C: the tree's corosync.conf is copied to the host once at start.
         link.sync_corosync_conf(&mut channel, true);
         link.start(&mut reactor, &mut channel);
+        if let Some(fd) = channel.wake_fd() {
+            reactor.poll_once(fd, libc::POLLIN as u32, TOKEN_WAKE)?;
+        }
     }
     reactor.submit()?;
     if let Some(pipe) = ready_pipe {
@@ -594,6 +599,20 @@ fn serve(
                         }
                         TOKEN_QUORUM => link.on_quorum(completion.id, reactor, channel),
                         _ => link.on_tick(reactor, channel),
+                    }
+                }
+                TOKEN_WAKE => {
+                    if stopping {
+                        continue;
+                    }
+                    if let Some(fd) = channel.wake_fd() {
+                        let mut value = [0u8; 8];
+                        // SAFETY: reading 8 bytes from our non-blocking eventfd.
+                        unsafe { libc::read(fd, value.as_mut_ptr().cast(), 8) };
+                        reactor.poll_once(fd, libc::POLLIN as u32, TOKEN_WAKE)?;
+                    }
+                    if let Some(link) = link.as_deref_mut() {
+                        link.after_events(reactor, channel);
                     }
                 }
                 TOKEN_STOP_DEADLINE => {

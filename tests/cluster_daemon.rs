@@ -283,6 +283,19 @@ fn three_node_cluster() {
         write_when_writable(&nodes, i, &format!("hello-{i}"), b"hi");
     }
     eprintln!("3 daemons writable after {:?}", started.elapsed());
+    // Served through the per-CPU io_uring queues when the kernel offers
+    // them (mutating requests parked in their entries), else /dev/fuse.
+    let offered = std::path::Path::new("/sys/module/fuse/parameters/enable_uring").exists();
+    for node in &nodes {
+        let log = fs::read_to_string(node.dir.join("pmxcfs.log")).unwrap_or_default();
+        assert_eq!(
+            log.contains("FUSE over io_uring: one queue per CPU"),
+            offered,
+            "node {}: transport does not match the kernel's offer\n{}",
+            node.index,
+            node.log_tail()
+        );
+    }
     let members = nodes[0].members().expect(".members");
     assert_eq!(members["cluster"]["nodes"], 3, "{members}");
     assert_eq!(members["nodelist"]["node1"]["id"], 1, "{members}");

@@ -57,6 +57,9 @@ pub struct Channel {
     /// FUSE over io_uring wanted (offered at INIT, queues started after it).
     uring: bool,
     queues: Option<Queues>,
+    /// Cluster mode with queues: signalled by a queue that took a request
+    /// (the loop then multicasts; see `Channel::wake_fd`).
+    loop_wake: Option<OwnedFd>,
 }
 
 /// Finds the FUSE connection id of the mount at `mountpoint` in
@@ -80,8 +83,8 @@ fn connection_id(mountpoint: &Path) -> Option<u64> {
 impl Channel {
     /// Mounts `fs` at `mountpoint` (default_permissions, allow_other).
     /// With `uring`, requests are served by per-CPU io_uring queues once the
-    /// kernel accepted the transport at INIT (see `uring.rs`; local mode
-    /// only), else all through this channel.
+    /// kernel accepted the transport at INIT (see `uring.rs`), else all
+    /// through this channel.
     pub fn mount(mountpoint: &Path, fs: PmxFs, uring: bool) -> Result<Channel, ChannelError> {
         let mount_error = |reason: String| ChannelError::Mount {
             mountpoint: mountpoint.display().to_string(),
@@ -111,10 +114,25 @@ impl Channel {
         let fs = Arc::new(fs);
         let connection = connection_id(mountpoint);
         let cluster = fs.is_cluster();
+        let loop_wake = if cluster && uring {
+            // SAFETY: eventfd(2); the fd is owned below.
+            let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if raw < 0 {
+                return Err(mount_error(format!(
+                    "eventfd: {}",
+                    std::io::Error::last_os_error()
+                )));
+            }
+            // SAFETY: a fresh fd.
+            Some(unsafe { OwnedFd::from_raw_fd(raw) })
+        } else {
+            None
+        };
         Ok(Channel {
             cluster,
-            uring: uring && !cluster,
+            uring,
             queues: None,
+            loop_wake,
             connection,
             fuse_fd,
             notifier,
@@ -124,6 +142,13 @@ impl Channel {
             fd,
             reply_buffer: vec![0u8; REQUEST_BUFFER_BYTES],
         })
+    }
+
+    /// Cluster mode with io_uring queues: an eventfd a queue signals after it
+    /// took a mutating request; the loop polls it and then multicasts
+    /// (`after_events`). Read it empty before polling again.
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.loop_wake.as_ref().map(|fd| fd.as_raw_fd())
     }
 
     /// The /dev/fuse fd (non-blocking) the reactor reads requests from.
@@ -220,6 +245,7 @@ impl Channel {
                 Arc::clone(&self.server),
                 Arc::clone(&self.fs),
                 self.notifier.clone(),
+                self.loop_wake.as_ref().map(|fd| fd.as_raw_fd()),
             ) {
                 Ok(queues) => self.queues = Some(queues),
                 Err(error) => tracing::error!(%error, "io_uring queues not started"),
@@ -237,6 +263,11 @@ impl Channel {
     /// kernel invalidations to the notifier (after every request and every
     /// batch of CPG events).
     pub fn flush(&mut self) {
+        if let Some(queues) = &self.queues
+            && self.fs.has_queue_replies()
+        {
+            queues.wake_all();
+        }
         for reply in self.fs.take_replies() {
             // SAFETY: writing a valid buffer to our /dev/fuse fd.
             let written = unsafe { libc::write(self.fd, reply.as_ptr().cast(), reply.len()) };

@@ -115,6 +115,11 @@ impl OwnedOp {
     }
 }
 
+/// The `unique` of an encoded reply (bytes 8..16 of its header).
+fn reply_unique(reply: &[u8]) -> u64 {
+    read_at::<u64>(reply, 8).unwrap_or(0)
+}
+
 /// The DCDB message of an operation (spec/filesystem.md §6.3).
 fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
     let plain = |path| FusePayload {
@@ -170,6 +175,9 @@ pub(crate) struct Cluster {
     by_count: HashMap<u64, u64>,
     outgoing: Vec<(Group, Message)>,
     replies: Vec<Vec<u8>>,
+    /// FUSE uniques of taken requests that came through an io_uring queue
+    /// (its index): their replies are committed by that queue.
+    uring_origin: HashMap<u64, u16>,
     leave: [bool; 2],
     /// Node ids handed to the kernel with the (parent, name) they were
     /// looked up under: what a resync must invalidate.
@@ -200,6 +208,7 @@ impl Cluster {
             by_count: HashMap::new(),
             outgoing: Vec::new(),
             replies: Vec::new(),
+            uring_origin: HashMap::new(),
             leave: [false; 2],
             known: HashMap::new(),
             corosync_conf: None,
@@ -269,13 +278,24 @@ impl Core {
     /// Handles a mutating request in cluster mode: `true` if it was taken
     /// (parked, or answered with an error in `replies`), `false` if the
     /// server should handle it.
-    pub(crate) fn intercept(&mut self, request: &[u8]) -> bool {
+    pub(crate) fn intercept(&mut self, request: &[u8], queue: Option<u16>) -> bool {
         if self.cluster().is_none() {
             return false;
         }
         let Some(header) = read_at::<InHeader>(request, 0) else {
             return false;
         };
+        let taken = self.intercept_header(&header, request);
+        if taken
+            && let Some(qid) = queue
+            && let Some(cluster) = self.cluster()
+        {
+            cluster.uring_origin.insert(header.unique, qid);
+        }
+        taken
+    }
+
+    fn intercept_header(&mut self, header: &InHeader, request: &[u8]) -> bool {
         let body = size_of::<InHeader>();
         let plan = match header.opcode {
             FUSE_WRITE => self.plan_write(header.nodeid, request, body),
@@ -818,15 +838,62 @@ impl PmxFs {
     /// A mutating request in cluster mode: taken (parked or refused; see
     /// [`PmxFs::take_replies`]) or `false` for the normal server path.
     pub fn intercept(&self, request: &[u8]) -> bool {
-        self.core().intercept(request)
+        self.core().intercept(request, None)
     }
 
-    /// Replies to write to /dev/fuse (answers of parked requests).
+    /// [`PmxFs::intercept`] for a request of io_uring queue `qid`: its
+    /// reply comes from [`PmxFs::take_uring_replies`].
+    pub(crate) fn intercept_from_queue(&self, request: &[u8], qid: u16) -> bool {
+        self.core().intercept(request, Some(qid))
+    }
+
+    /// Replies to write to /dev/fuse (answers of parked requests that came
+    /// through /dev/fuse).
     pub fn take_replies(&self) -> Vec<Vec<u8>> {
         let mut core = self.core();
-        core.cluster()
-            .map(|cluster| std::mem::take(&mut cluster.replies))
-            .unwrap_or_default()
+        let Some(cluster) = core.cluster() else {
+            return Vec::new();
+        };
+        if cluster.uring_origin.is_empty() {
+            return std::mem::take(&mut cluster.replies);
+        }
+        let (queued, dev): (Vec<Vec<u8>>, Vec<Vec<u8>>) = std::mem::take(&mut cluster.replies)
+            .into_iter()
+            .partition(|reply| cluster.uring_origin.contains_key(&reply_unique(reply)));
+        cluster.replies = queued;
+        dev
+    }
+
+    /// Whether replies wait for an io_uring queue.
+    pub(crate) fn has_queue_replies(&self) -> bool {
+        let mut core = self.core();
+        core.cluster().is_some_and(|cluster| {
+            cluster
+                .replies
+                .iter()
+                .any(|reply| cluster.uring_origin.contains_key(&reply_unique(reply)))
+        })
+    }
+
+    /// The replies for requests queue `qid` took, with their unique.
+    pub(crate) fn take_uring_replies(&self, qid: u16) -> Vec<(u64, Vec<u8>)> {
+        let mut core = self.core();
+        let Some(cluster) = core.cluster() else {
+            return Vec::new();
+        };
+        let mut mine = Vec::new();
+        let mut rest = Vec::new();
+        for reply in std::mem::take(&mut cluster.replies) {
+            let unique = reply_unique(&reply);
+            if cluster.uring_origin.get(&unique) == Some(&qid) {
+                cluster.uring_origin.remove(&unique);
+                mine.push((unique, reply));
+            } else {
+                rest.push(reply);
+            }
+        }
+        cluster.replies = rest;
+        mine
     }
 
     /// Messages to multicast, in order, with their group and bytes.

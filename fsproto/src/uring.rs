@@ -18,9 +18,11 @@
 //! Requests are served by the same fuse-backend-rs `Server` as on /dev/fuse:
 //! the request is laid out contiguously as on /dev/fuse, and the reply the
 //! server writes (to a pipe owned by the queue) is split back into header
-//! and payload. Only local mode uses this transport: cluster mode parks
-//! mutating requests, and their replies must be committed by the queue
-//! that holds them.
+//! and payload. In cluster mode a mutating request is taken by
+//! `PmxFs::intercept_from_queue` instead: its entry stays with the queue
+//! until the loop thread has the DFSM's result; the loop then wakes the
+//! queue (its eventfd), which commits the reply. After taking one, the
+//! queue wakes the loop (its eventfd) to multicast the message.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -45,13 +47,17 @@ const CMD_COMMIT_AND_FETCH: u32 = 2;
 const HEADER_BYTES: usize = 288;
 const IN_OUT_BYTES: usize = 128;
 const OP_IN_BYTES: usize = 128;
-/// Entries per queue: requests one CPU can have in flight here.
-const DEPTH: usize = 2;
+/// Entries per queue: requests one CPU can have in flight here (cluster
+/// mode parks writes in them for a CPG round trip). Payload buffers are
+/// only touched as far as requests fill them.
+const DEPTH: usize = 8;
 /// Payload buffer: the largest write (1 MiB) or read reply.
 const PAYLOAD_BYTES: usize = 1 << 20;
 const REQUEST_BYTES: usize = 40 + OP_IN_BYTES + PAYLOAD_BYTES;
 /// user_data of the stop poll.
 const STOP: u64 = u64::MAX;
+/// user_data of the poll of the queue's wake eventfd.
+const WAKE: u64 = u64::MAX - 1;
 
 /// `fuse_uring_ent_in_out`.
 #[repr(C)]
@@ -107,7 +113,32 @@ struct Entry {
 pub struct Queues {
     stop: Arc<AtomicBool>,
     stop_fd: OwnedFd,
+    /// One per queue: written when replies for it are ready.
+    wake_fds: Vec<OwnedFd>,
     threads: Vec<JoinHandle<()>>,
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd(2) with valid flags; the fd is owned below.
+    let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Adds one to an eventfd (wakes its poller).
+pub(crate) fn signal(fd: RawFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: writing 8 bytes to an eventfd.
+    unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+}
+
+fn drain(fd: RawFd) {
+    let mut value = [0u8; 8];
+    // SAFETY: reading 8 bytes from a non-blocking eventfd.
+    unsafe { libc::read(fd, value.as_mut_ptr().cast(), 8) };
 }
 
 impl std::fmt::Debug for Queues {
@@ -120,23 +151,24 @@ impl std::fmt::Debug for Queues {
 
 impl Queues {
     /// Starts one pinned thread per CPU queue; each registers its entries.
-    /// `notifier` takes the kernel cache invalidations the requests queued.
+    /// `notifier` takes the kernel cache invalidations the requests queued;
+    /// `loop_wake` (cluster mode) is signalled after a request was taken.
     pub fn start(
         fuse_fd: RawFd,
         server: Arc<Server<Arc<PmxFs>>>,
         fs: Arc<PmxFs>,
         notifier: Sender<Vec<u8>>,
+        loop_wake: Option<RawFd>,
     ) -> io::Result<Queues> {
-        // SAFETY: eventfd(2) with valid flags; the fd is owned below.
-        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd owned by nothing else.
-        let stop_fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let stop_fd = eventfd()?;
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        for qid in 0..possible_cpus() {
+        let queues = possible_cpus();
+        let wake_fds = (0..queues)
+            .map(|_| eventfd())
+            .collect::<io::Result<Vec<_>>>()?;
+        for (qid, wake_fd) in wake_fds.iter().enumerate() {
+            let wake_raw = wake_fd.as_raw_fd();
             let server = Arc::clone(&server);
             let stop = Arc::clone(&stop);
             let notifier = notifier.clone();
@@ -145,9 +177,14 @@ impl Queues {
             let thread = std::thread::Builder::new()
                 .name(format!("pmxcfs-q{qid}"))
                 .spawn(move || {
-                    if let Err(error) = serve_queue(
-                        qid as u16, fuse_fd, stop_raw, &server, &fs, &stop, &notifier,
-                    ) && !stop.load(Ordering::Relaxed)
+                    let fds = QueueFds {
+                        fuse: fuse_fd,
+                        stop: stop_raw,
+                        wake: wake_raw,
+                        loop_wake,
+                    };
+                    if let Err(error) = serve_queue(qid as u16, fds, &server, &fs, &stop, &notifier)
+                        && !stop.load(Ordering::Relaxed)
                     {
                         tracing::error!(qid, %error, "io_uring queue stopped");
                     }
@@ -161,16 +198,22 @@ impl Queues {
         Ok(Queues {
             stop,
             stop_fd,
+            wake_fds,
             threads,
         })
+    }
+
+    /// Wakes every queue (replies for some of them are ready).
+    pub fn wake_all(&self) {
+        for fd in &self.wake_fds {
+            signal(fd.as_raw_fd());
+        }
     }
 
     /// Stops the queues (after the unmount their commands end anyway).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: writing 8 bytes to our eventfd.
-        unsafe { libc::write(self.stop_fd.as_raw_fd(), one.as_ptr().cast(), 8) };
+        signal(self.stop_fd.as_raw_fd());
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
@@ -220,15 +263,23 @@ fn command(fuse_fd: RawFd, op: u32, entry: &Entry, commit_id: u64, qid: u16) -> 
     unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
 }
 
+#[derive(Clone, Copy)]
+struct QueueFds {
+    fuse: RawFd,
+    stop: RawFd,
+    wake: RawFd,
+    loop_wake: Option<RawFd>,
+}
+
 fn serve_queue(
     qid: u16,
-    fuse_fd: RawFd,
-    stop_fd: RawFd,
+    fds: QueueFds,
     server: &Server<Arc<PmxFs>>,
     fs: &PmxFs,
     stop: &AtomicBool,
     notifier: &Sender<Vec<u8>>,
 ) -> io::Result<()> {
+    let fuse_fd = fds.fuse;
     pin_to_cpu(qid as usize);
     let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
         IoUring::builder().build((DEPTH * 2 + 2) as u32)?;
@@ -257,14 +308,22 @@ fn serve_queue(
     let mut request = vec![0u8; REQUEST_BYTES];
     let mut reply = vec![0u8; PAYLOAD_BYTES + 4096];
     let mut scratch = vec![0u8; PAYLOAD_BYTES + 4096];
-    let stop_poll = opcode::PollAdd::new(types::Fd(stop_fd), libc::POLLIN as u32)
+    let stop_poll = opcode::PollAdd::new(types::Fd(fds.stop), libc::POLLIN as u32)
         .build()
         .user_data(STOP);
+    let wake_poll = || {
+        opcode::PollAdd::new(types::Fd(fds.wake), libc::POLLIN as u32)
+            .build()
+            .user_data(WAKE)
+    };
+    // Requests taken by the cluster (parked): unique → entry.
+    let mut parked: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     // SAFETY: the buffers of every SQE (iovecs, headers, payloads) live in
     // `entries`, which outlives the ring (dropped after it, below).
     unsafe {
         let mut sq = ring.submission();
         let _ = sq.push(&stop_poll.into());
+        let _ = sq.push(&wake_poll().into());
         for (index, entry) in entries.iter().enumerate() {
             let sqe = command(fuse_fd, CMD_REGISTER, entry, 0, qid).user_data(index as u64);
             sq.push(&sqe)
@@ -314,45 +373,77 @@ fn serve_queue(
                 }
                 continue;
             }
-            let Some(entry) = entries.get_mut(user_data as usize) else {
-                continue;
-            };
-            let commit_id = handle(
-                entry,
-                server,
-                &mut request,
-                &mut reply,
-                &mut scratch,
-                reply_fd.as_raw_fd(),
-            );
+            let mut commits: Vec<(usize, u64)> = Vec::new();
+            if user_data == WAKE {
+                drain(fds.wake);
+                // SAFETY: the poll has no buffer.
+                unsafe {
+                    ring.submission()
+                        .push(&wake_poll().into())
+                        .map_err(|_| io::Error::other("submission queue full"))?;
+                }
+            } else {
+                let index = user_data as usize;
+                let Some(entry) = entries.get_mut(index) else {
+                    continue;
+                };
+                let (total, in_header) = rebuild(entry, &mut request);
+                if fs.is_cluster() && fs.intercept_from_queue(&request[..total], qid) {
+                    parked.insert(in_header.unique, index);
+                    if let Some(fd) = fds.loop_wake {
+                        signal(fd);
+                    }
+                } else {
+                    let commit_id = serve(
+                        entry,
+                        server,
+                        &mut request[..total],
+                        &mut reply,
+                        &mut scratch,
+                        reply_fd.as_raw_fd(),
+                    );
+                    commits.push((index, commit_id));
+                }
+            }
+            // Replies of parked requests (the loop woke us, or an immediate
+            // refusal of the request just taken).
+            if !parked.is_empty() {
+                for (unique, bytes) in fs.take_uring_replies(qid) {
+                    let Some(index) = parked.remove(&unique) else {
+                        continue;
+                    };
+                    if let Some(entry) = entries.get_mut(index) {
+                        let commit_id = fill_reply(entry, &bytes);
+                        commits.push((index, commit_id));
+                    }
+                }
+            }
             // Invalidations go to the notifier thread (never written here:
             // the kernel may block such a write on a lock held by a caller
             // waiting for this queue).
             for invalidation in fs.take_invalidations() {
                 let _ = notifier.send(encode_notification(&invalidation));
             }
-            let sqe =
-                command(fuse_fd, CMD_COMMIT_AND_FETCH, entry, commit_id, qid).user_data(user_data);
-            // SAFETY: as above.
-            unsafe {
-                ring.submission()
-                    .push(&sqe)
-                    .map_err(|_| io::Error::other("submission queue full"))?;
+            for (index, commit_id) in commits {
+                let Some(entry) = entries.get(index) else {
+                    continue;
+                };
+                let sqe = command(fuse_fd, CMD_COMMIT_AND_FETCH, entry, commit_id, qid)
+                    .user_data(index as u64);
+                // SAFETY: as above.
+                unsafe {
+                    ring.submission()
+                        .push(&sqe)
+                        .map_err(|_| io::Error::other("submission queue full"))?;
+                }
             }
         }
     }
 }
 
-/// Serves the request in `entry` and writes its reply into it; returns the
-/// commit id.
-fn handle(
-    entry: &mut Entry,
-    server: &Server<Arc<PmxFs>>,
-    request: &mut [u8],
-    reply: &mut [u8],
-    scratch: &mut [u8],
-    reply_fd: RawFd,
-) -> u64 {
+/// Lays the request of `entry` out as on /dev/fuse in `request`; returns
+/// its length and header.
+fn rebuild(entry: &Entry, request: &mut [u8]) -> (usize, InHeader) {
     let ent: EntInOut = read_at(&entry.header[..], IN_OUT_BYTES + OP_IN_BYTES).unwrap_or_default();
     let in_header: InHeader = read_at(&entry.header[..], 0).unwrap_or_default();
     let payload_len = (ent.payload_sz as usize).min(PAYLOAD_BYTES);
@@ -365,8 +456,21 @@ fn handle(
     request[40 + op_len..total].copy_from_slice(&entry.payload[..payload_len]);
     // The length the server sees is what it got.
     request[..4].copy_from_slice(&(total as u32).to_le_bytes());
+    (total, in_header)
+}
 
-    let served = Reader::<()>::from_fuse_buffer(FuseBuf::new(&mut request[..total]))
+/// Serves `request` (rebuilt from `entry`) and puts the reply into
+/// `entry`; returns the commit id.
+fn serve(
+    entry: &mut Entry,
+    server: &Server<Arc<PmxFs>>,
+    request: &mut [u8],
+    reply: &mut [u8],
+    scratch: &mut [u8],
+    reply_fd: RawFd,
+) -> u64 {
+    let unique = read_at::<InHeader>(request, 0).unwrap_or_default().unique;
+    let served = Reader::<()>::from_fuse_buffer(FuseBuf::new(request))
         .map_err(|error| error.to_string())
         .and_then(|reader| {
             let writer =
@@ -386,17 +490,25 @@ fn handle(
     let length = usize::try_from(read).unwrap_or(0);
     // SAFETY: as above.
     unsafe { libc::lseek(reply_fd, 0, libc::SEEK_SET) };
-    let out: OutHeader = if length >= size_of::<OutHeader>() {
-        read_at(&reply[..], 0).unwrap_or_default()
-    } else {
+    if length < size_of::<OutHeader>() {
         // No reply: answer EIO so the entry comes back.
-        OutHeader {
+        let out = OutHeader {
             len: 16,
             error: -libc::EIO,
-            unique: in_header.unique,
-        }
-    };
-    let body = length
+            unique,
+        };
+        return fill_reply(entry, bytemuck::bytes_of(&out));
+    }
+    fill_reply(entry, &reply[..length])
+}
+
+/// Puts an encoded reply (out header + body) into `entry`: header into
+/// `in_out`, body into the payload; returns the commit id.
+fn fill_reply(entry: &mut Entry, reply: &[u8]) -> u64 {
+    let ent: EntInOut = read_at(&entry.header[..], IN_OUT_BYTES + OP_IN_BYTES).unwrap_or_default();
+    let out: OutHeader = read_at(reply, 0).unwrap_or_default();
+    let body = reply
+        .len()
         .saturating_sub(size_of::<OutHeader>())
         .min(PAYLOAD_BYTES);
     entry.payload[..body].copy_from_slice(&reply[16..16 + body]);

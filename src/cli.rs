@@ -20,9 +20,9 @@ Usage:
       --sync-writes     fdatasync before acknowledging each change (every
                         acknowledged write survives a power cut; default: the
                         journal is synced within 10 ms, as ARCHITECTURE.md says)
-      --no-uring        serve /dev/fuse only (local mode otherwise uses FUSE over
-                        io_uring, one queue per CPU, when the kernel offers it;
-                        it switches the fuse module's enable_uring on)
+      --no-uring        serve /dev/fuse only (otherwise FUSE over io_uring is used,
+                        one queue per CPU, when the kernel offers it; the daemon
+                        switches the fuse module's enable_uring on)
       defaults: --mountpoint /etc/pve --data-dir /var/lib/pve-cluster
                 --run-dir /run/pve-cluster --pid-file /var/run/pve-cluster.pid
                 --corosync-conf /etc/corosync/corosync.conf (the host copy)

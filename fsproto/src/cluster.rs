@@ -248,6 +248,16 @@ impl Cluster {
 }
 
 impl Core {
+    /// Other nodes' kvstore tables (cluster mode).
+    pub(crate) fn kv_remote(
+        &self,
+    ) -> Option<&std::collections::BTreeMap<u32, pmxcfs_cpg::kvstore::KvTable>> {
+        match &self.backend {
+            Backend::Cluster(cluster) => Some(cluster.kv.app().remote()),
+            Backend::Local { .. } => None,
+        }
+    }
+
     /// `.clusterlog` in cluster mode (the kvstore's merged log).
     pub(crate) fn cluster_log_text(&self) -> Option<String> {
         match &self.backend {

@@ -378,7 +378,12 @@ impl Core {
 
     fn virtual_content(&self, file: Virtual) -> String {
         match file {
-            Virtual::Version => self.status.version_text(self.session().vmlist()),
+            Virtual::Version => match self.kv_remote() {
+                Some(remote) => self
+                    .status
+                    .version_text_with(self.session().vmlist(), remote),
+                None => self.status.version_text(self.session().vmlist()),
+            },
             Virtual::Members => self.status.members_text(self.quorate()),
             Virtual::Vmlist => vmlist_text(self.session().vmlist()),
             Virtual::Rrd => String::new(),

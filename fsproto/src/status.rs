@@ -162,6 +162,17 @@ impl Status {
 
     /// `.version` (spec/status.md §6.1), local mode: no remote kv tables.
     pub fn version_text(&self, vmlist: &VmList) -> String {
+        self.version_text_with(vmlist, &std::collections::BTreeMap::new())
+    }
+
+    /// `.version` with the other nodes' kvstore tables (node id → key →
+    /// (value, version)); nodes without a name in the cluster
+    /// configuration are left out, as C only knows configured nodes.
+    pub fn version_text_with(
+        &self,
+        vmlist: &VmList,
+        remote: &std::collections::BTreeMap<u32, pmxcfs_cpg::kvstore::KvTable>,
+    ) -> String {
         let mut out = String::with_capacity(2048);
         let _ = write!(
             out,
@@ -173,11 +184,27 @@ impl Status {
         for (path, counter) in TRACKED_PATHS.iter().zip(self.counters) {
             let _ = writeln!(out, "\"{path}\": {counter},");
         }
-        let _ = write!(
-            out,
-            "\"kvstore\": {{\n\"{}\": {{\n}}\n}}\n}}\n",
-            self.nodename
-        );
+        let _ = write!(out, "\"kvstore\": {{\n\"{}\": {{\n}}\n", self.nodename);
+        for (nodeid, table) in remote {
+            let Some(name) = self.cluster.as_ref().and_then(|info| {
+                info.nodes
+                    .iter()
+                    .find(|node| node.nodeid == *nodeid)
+                    .map(|node| node.name.as_str())
+            }) else {
+                continue;
+            };
+            let _ = write!(out, ",\n\"{name}\": {{\n");
+            let entries: Vec<String> = table
+                .iter()
+                .map(|(key, (_, version))| {
+                    format!("\"{}\": {version}", String::from_utf8_lossy(key))
+                })
+                .collect();
+            out.push_str(&entries.join(",\n"));
+            out.push_str("}\n");
+        }
+        out.push_str("}\n}\n");
         out
     }
 
@@ -341,5 +368,40 @@ mod tests {
                 .collect()
         };
         assert_eq!(keys(&ours), keys(&captured));
+    }
+
+    #[test]
+    fn version_lists_other_nodes_kv_tables() {
+        let mut status = Status::new("node1", 1_795_319_668);
+        status.set_cluster_info(Some(ClusterInfo {
+            name: "lab".into(),
+            config_version: 1,
+            nodes: vec![
+                ClusterNode {
+                    name: "node1".into(),
+                    nodeid: 1,
+                    votes: 1,
+                },
+                ClusterNode {
+                    name: "node2".into(),
+                    nodeid: 2,
+                    votes: 1,
+                },
+            ],
+        }));
+        let mut remote = std::collections::BTreeMap::new();
+        let mut table = pmxcfs_cpg::kvstore::KvTable::new();
+        table.insert(b"kv/x".to_vec(), (b"1\0".to_vec(), 3));
+        table.insert(b"tasklist".to_vec(), (b"[]\0".to_vec(), 0));
+        remote.insert(2, table);
+        // A node id not in the configuration is not printed.
+        remote.insert(9, pmxcfs_cpg::kvstore::KvTable::new());
+        let text = status.version_text_with(&VmList::default(), &remote);
+        assert!(
+            text.ends_with(
+                "\"kvstore\": {\n\"node1\": {\n}\n,\n\"node2\": {\n\"kv/x\": 3,\n\"tasklist\": 0}\n}\n}\n"
+            ),
+            "{text}"
+        );
     }
 }

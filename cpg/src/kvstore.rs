@@ -39,7 +39,8 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    fn from_wire(entry: &ClogEntry<'_>) -> LogEntry {
+    /// An owned copy of a decoded entry.
+    pub fn from_wire(entry: &ClogEntry<'_>) -> LogEntry {
         LogEntry {
             uid: entry.uid,
             time: entry.time,

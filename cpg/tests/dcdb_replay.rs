@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pmxcfs_cpg::dcdb::Dcdb;
 use pmxcfs_cpg::dfsm::{self, Action, Dfsm, MemberId, MessageBody};
+use pmxcfs_cpg::frame;
 use pmxcfs_cpg::wire::{self, MessageType};
 use pmxcfs_store::{Durability, Op, Origin, Reader, Row, Store, VERSION_ROW_NAME};
 use serde_json::Value;
@@ -168,90 +169,21 @@ fn events_of(node: u64) -> (MemberId, Vec<Event>) {
     (local, events)
 }
 
-fn epoch_of(epoch: wire::Epoch) -> dfsm::Epoch {
-    dfsm::Epoch {
-        epoch: epoch.epoch,
-        time: epoch.time,
-        nodeid: epoch.node_id,
-        pid: epoch.pid,
-    }
-}
-
-/// The byte adapter: a captured message as the DFSM's `Message`.
+/// The library's byte adapter (`frame`), checked here against the C
+/// bytes: every captured message decodes to a well-formed DFSM message.
 fn to_dfsm(bytes: &[u8], file: &str) -> dfsm::Message {
-    let msg = wire::decode(bytes).unwrap_or_else(|error| panic!("{file}: {error}"));
-    let base = *msg.base();
-    let body = match msg {
-        wire::Message::Normal { header, payload } => MessageBody::Normal {
-            subtype: base.subtype,
-            count: header.count,
-            payload: payload.to_vec(),
-        },
-        wire::Message::SyncStart { header } => MessageBody::SyncStart {
-            epoch: epoch_of(header.epoch),
-        },
-        wire::Message::State { header, blob } => MessageBody::State {
-            epoch: epoch_of(header.epoch),
-            blob: blob.to_vec(),
-        },
-        wire::Message::Update { header, payload } => MessageBody::Update {
-            epoch: epoch_of(header.epoch),
-            payload: payload.to_vec(),
-        },
-        wire::Message::UpdateComplete { header } => MessageBody::UpdateComplete {
-            epoch: epoch_of(header.epoch),
-        },
-        wire::Message::VerifyRequest { header, csum_id } => MessageBody::VerifyRequest {
-            epoch: epoch_of(header.epoch),
-            csum_id,
-        },
-        wire::Message::Verify {
-            header,
-            csum_id,
-            checksum,
-        } => MessageBody::Verify {
-            epoch: epoch_of(header.epoch),
-            csum_id,
-            checksum,
-        },
-    };
-    dfsm::Message {
-        protocol_version: base.protocol_version,
-        time: base.time,
-        body,
-    }
+    let msg = frame::decode_message(bytes);
+    assert!(
+        !matches!(msg.body, MessageBody::Malformed(_)),
+        "{file}: malformed: {:?}",
+        msg.body
+    );
+    msg
 }
 
-/// The bytes the caller multicasts for a `Multicast` action.
+/// The bytes the daemon multicasts for a `Multicast` action.
 fn encode(msg: &dfsm::Message) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (pv, time) = (msg.protocol_version, msg.time);
-    let state = |kind, epoch: &dfsm::Epoch, payload: &[u8], out: &mut Vec<u8>| {
-        let epoch = wire::Epoch {
-            epoch: epoch.epoch,
-            time: epoch.time,
-            node_id: epoch.nodeid,
-            pid: epoch.pid,
-        };
-        wire::encode_state(kind, pv, time, epoch, payload, out);
-    };
-    match &msg.body {
-        MessageBody::Normal {
-            subtype,
-            count,
-            payload,
-        } => wire::encode_normal(*subtype, pv, time, *count, payload, &mut out),
-        MessageBody::SyncStart { epoch } => state(MessageType::SyncStart, epoch, &[], &mut out),
-        MessageBody::State { epoch, blob } => state(MessageType::State, epoch, blob, &mut out),
-        MessageBody::Update { epoch, payload } => {
-            state(MessageType::Update, epoch, payload, &mut out)
-        }
-        MessageBody::UpdateComplete { epoch } => {
-            state(MessageType::UpdateComplete, epoch, &[], &mut out)
-        }
-        other => panic!("unexpected multicast {other:?}"),
-    }
-    out
+    frame::encode_message(msg).unwrap_or_else(|| panic!("unexpected multicast {msg:?}"))
 }
 
 fn msg_type(bytes: &[u8]) -> u16 {

@@ -32,21 +32,6 @@ fn files(suffix: &str) -> Vec<(String, Vec<u8>)> {
     found
 }
 
-fn entry_of(entry: &ClogEntry<'_>) -> LogEntry {
-    LogEntry {
-        uid: entry.uid,
-        time: entry.time,
-        node_digest: entry.node_digest,
-        ident_digest: entry.ident_digest,
-        pid: entry.pid,
-        priority: entry.priority,
-        node: entry.node.to_vec(),
-        ident: entry.ident.to_vec(),
-        tag: entry.tag.to_vec(),
-        message: entry.message.to_vec(),
-    }
-}
-
 #[test]
 fn c_state_rings_are_reproduced_byte_for_byte() {
     let states = files(".STATE.bin");
@@ -58,7 +43,7 @@ fn c_state_rings_are_reproduced_byte_for_byte() {
         let mut newest_first = Vec::new();
         for item in state.entries() {
             let (_, entry) = item.unwrap_or_else(|e| panic!("{name}: {e}"));
-            newest_first.push(entry_of(&entry));
+            newest_first.push(LogEntry::from_wire(&entry));
         }
         let mut log = ClusterLog::new();
         for entry in newest_first.iter().rev() {
@@ -84,7 +69,7 @@ fn c_log_messages_round_trip() {
             panic!("{name}: not NORMAL");
         };
         let entry = ClogEntry::decode(payload).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let owned = entry_of(&entry);
+        let owned = LogEntry::from_wire(&entry);
         assert_eq!(owned.encode().as_deref(), Some(payload), "{name}");
     }
 }

@@ -675,7 +675,9 @@ impl Core {
             }),
             ReplyKind::Empty => {
                 if let Some((node_id, orphan)) = parked.victim
-                    && matches!(self.reader().entry(node_id - 1), Ok(None))
+                    && node_id
+                        .checked_sub(1)
+                        .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)))
                 {
                     self.orphans.insert(node_id, orphan);
                 }
@@ -1072,5 +1074,136 @@ impl PmxFs {
     /// This node's address for `.members`.
     pub fn set_node_ip(&self, ip: Option<String>) {
         self.core().status.node_ip = ip;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cluster_fs() -> PmxFs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: &'static pmxcfs_store::Store = Box::leak(Box::new(
+            pmxcfs_store::Store::open(dir.path()).expect("store"),
+        ));
+        // The directory must outlive the leaked store.
+        std::mem::forget(dir);
+        let (session, permit) = store
+            .session(pmxcfs_store::Durability::Relaxed)
+            .expect("session");
+        let fs = PmxFs::new_cluster(
+            session,
+            permit,
+            crate::fs::Config {
+                nodename: "n1".into(),
+                www_data_gid: 33,
+            },
+            None,
+        );
+        fs.cpg_connected(Group::Dcdb, MemberId::new(1, 1));
+        fs.set_quorate(true);
+        fs
+    }
+
+    const MUTATING: [u32; 9] = [
+        FUSE_SETATTR,
+        FUSE_MKNOD,
+        FUSE_MKDIR,
+        FUSE_UNLINK,
+        FUSE_RMDIR,
+        FUSE_RENAME,
+        FUSE_WRITE,
+        FUSE_CREATE,
+        FUSE_RENAME2,
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever the kernel's request bytes: no panic, and a taken
+        /// request is parked (a message to send) or answered at once.
+        #[test]
+        fn intercept_never_panics(
+            op in 0usize..MUTATING.len(),
+            nodeid in prop_oneof![Just(1u64), 0u64..8, Just(1u64 << 62), any::<u64>()],
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            unique in any::<u64>(),
+        ) {
+            let fs = cluster_fs();
+            let header = InHeader {
+                len: (40 + body.len()) as u32,
+                opcode: MUTATING[op],
+                unique,
+                nodeid,
+                ..InHeader::default()
+            };
+            let mut request = bytemuck::bytes_of(&header).to_vec();
+            request.extend_from_slice(&body);
+            if fs.intercept(&request) {
+                let replies = fs.take_replies();
+                let outgoing = fs.take_outgoing();
+                prop_assert!(replies.len() + outgoing.len() >= 1);
+                for reply in replies {
+                    prop_assert_eq!(reply_unique(&reply), unique);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_create_is_parked_then_answered_with_entry_and_open() {
+        let fs = cluster_fs();
+        let header = InHeader {
+            len: 40 + 16 + 6,
+            opcode: FUSE_CREATE,
+            unique: 77,
+            nodeid: 1,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(bytemuck::bytes_of(&CreateIn::default()));
+        request.extend_from_slice(b"a.cfg\0");
+        assert!(fs.intercept(&request));
+        assert!(fs.take_replies().is_empty(), "parked until delivered");
+        let outgoing = fs.take_outgoing();
+        assert_eq!(outgoing.len(), 1);
+        let (group, _, bytes) = &outgoing[0];
+        assert_eq!(*group, Group::Dcdb);
+        // A single-member group: the confchg makes us synced, the delivery
+        // applies it and answers the parked request.
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.cpg_deliver(Group::Dcdb, me, bytes);
+        let replies = fs.take_replies();
+        assert_eq!(replies.len(), 1);
+        let reply = &replies[0];
+        let out: OutHeader = read_at(reply, 0).expect("header");
+        assert_eq!((out.error, out.unique), (0, 77));
+        assert_eq!(reply.len(), 16 + 128 + 16, "entry_out + open_out");
+        let entry: EntryOut = read_at(reply, 16).expect("entry");
+        assert_eq!(entry.attr.mode & libc::S_IFMT, libc::S_IFREG);
+        assert!(fs.read_tree_file(b"a.cfg").is_some());
+    }
+
+    #[test]
+    fn writes_without_quorum_are_refused_before_anything_is_sent() {
+        let fs = cluster_fs();
+        fs.set_quorate(false);
+        let header = InHeader {
+            len: 40 + 8 + 2,
+            opcode: FUSE_MKDIR,
+            unique: 5,
+            nodeid: 1,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(bytemuck::bytes_of(&MkdirIn::default()));
+        request.extend_from_slice(b"d\0");
+        assert!(fs.intercept(&request));
+        assert!(fs.take_outgoing().is_empty());
+        let replies = fs.take_replies();
+        let out: OutHeader = read_at(&replies[0], 0).expect("header");
+        assert_eq!(out.error, -libc::EACCES);
     }
 }

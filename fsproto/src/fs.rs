@@ -88,6 +88,11 @@ pub(crate) fn special_by_id(node_id: u64) -> Option<Special> {
         .map(|(_, special)| *special)
 }
 
+/// The store inode of a tree node id (node id 0 does not exist).
+pub(crate) fn store_inode(node_id: u64) -> io::Result<u64> {
+    node_id.checked_sub(1).ok_or_else(|| errno(libc::ENOENT))
+}
+
 pub(crate) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -309,7 +314,7 @@ impl Core {
             return Err(errno(libc::EACCES));
         }
         self.reader()
-            .path_of(node_id - 1)
+            .path_of(store_inode(node_id)?)
             .map_err(store_error)?
             .ok_or_else(|| errno(libc::ENOENT))
     }
@@ -421,7 +426,7 @@ impl Core {
         let path = self.path_of(node_id)?;
         let reader = self.reader();
         let entry = reader
-            .entry(node_id - 1)
+            .entry(store_inode(node_id)?)
             .map_err(store_error)?
             .ok_or_else(|| errno(libc::ENOENT))?;
         Ok((self.tree_stat(&entry, &path), TREE_TTL))
@@ -450,7 +455,7 @@ impl Core {
         }
         let child = self
             .reader()
-            .child_inode(parent - 1, name)
+            .child_inode(store_inode(parent)?, name)
             .map_err(store_error)?
             .ok_or_else(|| errno(libc::ENOENT))?;
         self.remember(parent, name, child + 1);
@@ -481,7 +486,7 @@ impl Core {
         if let Some((node_id, orphan)) = victim
             && self
                 .reader()
-                .entry(node_id - 1)
+                .entry(store_inode(node_id)?)
                 .map_err(store_error)?
                 .is_none()
         {
@@ -689,7 +694,7 @@ impl Core {
         }
         let reader = self.reader();
         let entry = reader
-            .entry(node_id - 1)
+            .entry(store_inode(node_id)?)
             .map_err(store_error)?
             .ok_or_else(|| errno(libc::ENOENT))?;
         if entry.meta.kind != Kind::File {
@@ -762,7 +767,7 @@ impl Core {
         }
         let reader = self.reader();
         reader
-            .for_each_child(node_id - 1, |child| {
+            .for_each_child(store_inode(node_id)?, |child| {
                 if node_id == ROOT_ID && special_by_name(child.name).is_some() {
                     return true;
                 }

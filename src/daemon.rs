@@ -354,7 +354,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     recover_stale_mount(&settings.mountpoint)?;
 
     let fresh = !settings.data_dir.join("lmdb").join("data.mdb").exists();
-    let store: &'static Store = Box::leak(Box::new(Store::open(&settings.data_dir)?));
+    let store: &'static Store = Store::open(&settings.data_dir)?.leak();
     let durability = if options.sync_writes {
         Durability::Strict
     } else {
@@ -465,6 +465,9 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     }
     let fs = channel.into_fs()?;
     fs.close()?;
+    // SAFETY: the session was consumed by `close` and every thread that
+    // served requests is joined (`into_fs`): nothing borrows the store.
+    unsafe { Store::reclaim(store) };
     tracing::info!("stopped cleanly");
     result
 }

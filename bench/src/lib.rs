@@ -27,7 +27,8 @@ pub struct Tree {
 impl Tree {
     pub fn new(durability: Durability, guests: u32) -> Tree {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: &'static Store = Box::leak(Box::new(Store::open(dir.path()).expect("open")));
+        // Leaked for the benchmark's lifetime (a handful per run).
+        let store: &'static Store = Store::open(dir.path()).expect("open").leak();
         let (session, permit) = store.session(durability).expect("session");
         let mut tree = Tree {
             session,

@@ -1082,13 +1082,32 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn cluster_fs() -> PmxFs {
+    /// A cluster-mode file system on a temporary store; dropping it closes
+    /// the store (its LMDB semaphores leave /dev/shm) and removes the dir.
+    struct TestFs {
+        fs: Option<PmxFs>,
+        store: &'static pmxcfs_store::Store,
+        _dir: tempfile::TempDir,
+    }
+
+    impl std::ops::Deref for TestFs {
+        type Target = PmxFs;
+        fn deref(&self) -> &PmxFs {
+            self.fs.as_ref().expect("present until drop")
+        }
+    }
+
+    impl Drop for TestFs {
+        fn drop(&mut self) {
+            drop(self.fs.take());
+            // SAFETY: the file system (and its session) is gone.
+            unsafe { pmxcfs_store::Store::reclaim(self.store) };
+        }
+    }
+
+    fn cluster_fs() -> TestFs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: &'static pmxcfs_store::Store = Box::leak(Box::new(
-            pmxcfs_store::Store::open(dir.path()).expect("store"),
-        ));
-        // The directory must outlive the leaked store.
-        std::mem::forget(dir);
+        let store = pmxcfs_store::Store::open(dir.path()).expect("store").leak();
         let (session, permit) = store
             .session(pmxcfs_store::Durability::Relaxed)
             .expect("session");
@@ -1103,7 +1122,11 @@ mod tests {
         );
         fs.cpg_connected(Group::Dcdb, MemberId::new(1, 1));
         fs.set_quorate(true);
-        fs
+        TestFs {
+            fs: Some(fs),
+            store,
+            _dir: dir,
+        }
     }
 
     const MUTATING: [u32; 9] = [

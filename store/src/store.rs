@@ -71,6 +71,25 @@ pub struct Store {
 }
 
 impl Store {
+    /// Leaks the store for the rest of the process, so that its sessions are
+    /// `Session<'static>` (the daemon keeps one for its whole life).
+    pub fn leak(self) -> &'static Store {
+        Box::leak(Box::new(self))
+    }
+
+    /// Frees a store from [`Store::leak`] and closes its LMDB environment
+    /// (the last closer removes LMDB's writer/reader semaphores from
+    /// /dev/shm; a store never closed leaves them there).
+    ///
+    /// # Safety
+    /// Nothing borrowed from `store` (sessions, readers, transactions) may
+    /// exist any more, and `store` must not be used afterwards.
+    pub unsafe fn reclaim(store: &'static Store) {
+        // SAFETY: `store` came from `Box::leak` in `Store::leak`, and the
+        // caller guarantees that no borrow of it is left.
+        drop(unsafe { Box::from_raw(std::ptr::from_ref(store).cast_mut()) });
+    }
+
     /// Opens the store in `dir`, creating it if missing (mode 0700). A new
     /// store holds only the root, at global version 1 (spec/memdb.md §3).
     pub fn open(dir: &Path) -> Result<Store> {

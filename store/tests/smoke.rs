@@ -81,7 +81,7 @@ fn changes_survive_a_crash_through_the_journal() {
 #[test]
 fn sessions_move_between_threads() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: &'static Store = Box::leak(Box::new(Store::open(dir.path()).expect("open")));
+    let store: &'static Store = Store::open(dir.path()).expect("open").leak();
     let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
     session
         .writer(&mut permit)
@@ -128,4 +128,7 @@ fn sessions_move_between_threads() {
             "{name}"
         );
     }
+    drop(session);
+    // SAFETY: the session (and its reader) are gone.
+    unsafe { Store::reclaim(store) };
 }

@@ -263,10 +263,11 @@ impl Channel {
     /// kernel invalidations to the notifier (after every request and every
     /// batch of CPG events).
     pub fn flush(&mut self) {
-        if let Some(queues) = &self.queues
-            && self.fs.has_queue_replies()
-        {
-            queues.wake_all();
+        if let Some(queues) = &self.queues {
+            let qids = self.fs.queues_with_replies();
+            if !qids.is_empty() {
+                queues.wake(&qids);
+            }
         }
         for reply in self.fs.take_replies() {
             // SAFETY: writing a valid buffer to our /dev/fuse fd.

@@ -58,11 +58,27 @@ const KNOWN_MAX: usize = 1 << 20;
 /// What a parked request answers with once all its messages are applied.
 #[derive(Debug)]
 enum ReplyKind {
-    Write { node_id: u64 },
-    Entry { parent: u64, name: Vec<u8> },
-    Create { parent: u64, name: Vec<u8> },
+    Write {
+        node_id: u64,
+    },
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Create {
+        parent: u64,
+        name: Vec<u8>,
+    },
     Empty,
-    Attr { node_id: u64 },
+    /// A rename: the kernel moves its dentry to (`newdir`, `newname`).
+    Renamed {
+        newdir: u64,
+        newname: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Attr {
+        node_id: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -592,9 +608,13 @@ impl Core {
         let to = self.child(newdir, newname)?;
         let victim = self.open_file_at(&to);
         Ok(Some(Plan {
-            ops: vec![OwnedOp::Rename(from, to)],
+            ops: vec![OwnedOp::Rename(from, to.clone())],
             unlock_request: None,
-            reply: ReplyKind::Empty,
+            reply: ReplyKind::Renamed {
+                newdir,
+                newname: newname.to_vec(),
+                to,
+            },
             victim,
         }))
     }
@@ -673,6 +693,25 @@ impl Core {
                     &[bytemuck::bytes_of(&out), bytemuck::bytes_of(&open)],
                 )
             }),
+            ReplyKind::Renamed {
+                newdir,
+                newname,
+                to,
+            } => {
+                // Keep the dentry known under the name the kernel now has
+                // (a resync must find it).
+                if let Ok(Some(moved)) = self.reader().resolve(&to) {
+                    self.remember(newdir, &newname, moved.meta.inode + 1);
+                }
+                if let Some((node_id, orphan)) = parked.victim
+                    && node_id
+                        .checked_sub(1)
+                        .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)))
+                {
+                    self.orphans.insert(node_id, orphan);
+                }
+                Ok(reply(unique, &[]))
+            }
             ReplyKind::Empty => {
                 if let Some((node_id, orphan)) = parked.victim
                     && node_id
@@ -876,15 +915,23 @@ impl PmxFs {
         dev
     }
 
-    /// Whether replies wait for an io_uring queue.
-    pub(crate) fn has_queue_replies(&self) -> bool {
+    /// The io_uring queues that have replies waiting.
+    pub(crate) fn queues_with_replies(&self) -> Vec<u16> {
         let mut core = self.core();
-        core.cluster().is_some_and(|cluster| {
-            cluster
-                .replies
-                .iter()
-                .any(|reply| cluster.uring_origin.contains_key(&reply_unique(reply)))
-        })
+        let Some(cluster) = core.cluster() else {
+            return Vec::new();
+        };
+        if cluster.uring_origin.is_empty() {
+            return Vec::new();
+        }
+        let mut qids: Vec<u16> = cluster
+            .replies
+            .iter()
+            .filter_map(|reply| cluster.uring_origin.get(&reply_unique(reply)).copied())
+            .collect();
+        qids.sort_unstable();
+        qids.dedup();
+        qids
     }
 
     /// The replies for requests queue `qid` took, with their unique.

@@ -47,10 +47,12 @@ const CMD_COMMIT_AND_FETCH: u32 = 2;
 const HEADER_BYTES: usize = 288;
 const IN_OUT_BYTES: usize = 128;
 const OP_IN_BYTES: usize = 128;
-/// Entries per queue: requests one CPU can have in flight here (cluster
-/// mode parks writes in them for a CPG round trip). Payload buffers are
-/// only touched as far as requests fill them.
-const DEPTH: usize = 8;
+/// Entries per queue: requests one CPU can have in flight here. Cluster
+/// mode parks writes in them for a CPG round trip (longer during a sync),
+/// and a CPU's requests wait in the kernel while all its entries are
+/// parked, reads included: keep it well above the writers one CPU runs.
+/// Payload buffers are only touched as far as requests fill them.
+const DEPTH: usize = 32;
 /// Payload buffer: the largest write (1 MiB) or read reply.
 const PAYLOAD_BYTES: usize = 1 << 20;
 const REQUEST_BYTES: usize = 40 + OP_IN_BYTES + PAYLOAD_BYTES;
@@ -203,10 +205,12 @@ impl Queues {
         })
     }
 
-    /// Wakes every queue (replies for some of them are ready).
-    pub fn wake_all(&self) {
-        for fd in &self.wake_fds {
-            signal(fd.as_raw_fd());
+    /// Wakes the queues `qids` (their replies are ready).
+    pub fn wake(&self, qids: &[u16]) {
+        for qid in qids {
+            if let Some(fd) = self.wake_fds.get(usize::from(*qid)) {
+                signal(fd.as_raw_fd());
+            }
         }
     }
 

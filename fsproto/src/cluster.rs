@@ -650,6 +650,17 @@ impl Core {
         }
     }
 
+    /// An open file the change removed keeps serving its handles.
+    fn keep_victim(&mut self, victim: Option<(u64, Orphan)>) {
+        if let Some((node_id, orphan)) = victim
+            && node_id
+                .checked_sub(1)
+                .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)))
+        {
+            self.orphans.insert(node_id, orphan);
+        }
+    }
+
     fn build_reply(&mut self, unique: u64, parked: Parked) -> Vec<u8> {
         if parked.error != 0 {
             if let ReplyKind::Write { node_id } | ReplyKind::Attr { node_id } = parked.reply {
@@ -703,23 +714,11 @@ impl Core {
                 if let Ok(Some(moved)) = self.reader().resolve(&to) {
                     self.remember(newdir, &newname, moved.meta.inode + 1);
                 }
-                if let Some((node_id, orphan)) = parked.victim
-                    && node_id
-                        .checked_sub(1)
-                        .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)))
-                {
-                    self.orphans.insert(node_id, orphan);
-                }
+                self.keep_victim(parked.victim);
                 Ok(reply(unique, &[]))
             }
             ReplyKind::Empty => {
-                if let Some((node_id, orphan)) = parked.victim
-                    && node_id
-                        .checked_sub(1)
-                        .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)))
-                {
-                    self.orphans.insert(node_id, orphan);
-                }
+                self.keep_victim(parked.victim);
                 Ok(reply(unique, &[]))
             }
             ReplyKind::Attr { node_id } => self.getattr(node_id).map(|(stat, ttl)| {

@@ -381,6 +381,9 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     );
     let cluster_mode = !options.local && has_corosync_conf;
     if cluster_mode && settings.node_ip.is_none() {
+        drop(session);
+        // SAFETY: the only session is gone; nothing else borrowed the store.
+        unsafe { Store::reclaim(store) };
         return Err(DaemonError::Setup(format!(
             "unable to resolve node name '{}' to a non-loopback IP address (use --node-ip)",
             settings.nodename

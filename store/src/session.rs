@@ -333,6 +333,13 @@ impl<'s> Session<'s> {
             return Err(error);
         }
         self.journal.reset().inspect_err(|_| self.poisoned = true)?;
+        // A reader that died inside a transaction (a `pmxcfs dump` killed
+        // while copying) would pin old pages until the next start.
+        match self.store.env.clear_stale_readers() {
+            Ok(0) => {}
+            Ok(cleared) => tracing::info!(cleared, "cleared stale LMDB readers"),
+            Err(error) => tracing::warn!(%error, "cannot check for stale LMDB readers"),
+        }
         self.records_since_checkpoint = 0;
         tracing::debug!(seq = last_seq, "checkpoint");
         Ok(())

@@ -114,11 +114,6 @@ impl ClusterLink {
         }
     }
 
-    /// Connects what is not connected (first call and every tick).
-    pub fn start(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
-        self.tick(reactor, channel);
-    }
-
     fn arm_tick(&mut self, reactor: &mut Reactor) {
         if !self.tick_armed {
             let after = if self.conns.iter().all(|conn| conn.send_queue.is_empty()) {
@@ -132,7 +127,8 @@ impl ClusterLink {
         }
     }
 
-    /// Periodic work: reconnects, cmap, verify, send retries.
+    /// Periodic work (and the first connect): reconnects, cmap, verify, send
+    /// retries.
     pub fn tick(&mut self, reactor: &mut Reactor, channel: &mut Channel) {
         let now = Instant::now();
         if self.quorum.is_none() && now >= self.next_quorum {

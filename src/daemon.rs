@@ -443,7 +443,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     if let Some(link) = link.as_mut() {
         // C: the tree's corosync.conf is copied to the host once at start.
         link.sync_corosync_conf(&mut channel, true);
-        link.start(&mut reactor, &mut channel);
+        link.tick(&mut reactor, &mut channel);
         if let Some(fd) = channel.wake_fd() {
             reactor.poll_once(fd, libc::POLLIN as u32, TOKEN_WAKE)?;
         }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io;
 
 use pmxcfs_cpg::dcdb::Dcdb;
-use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Mode};
+use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message};
 use pmxcfs_cpg::frame;
 use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
 use pmxcfs_cpg::wire::{
@@ -1050,11 +1050,6 @@ impl PmxFs {
             .unwrap_or(false)
     }
 
-    pub fn dfsm_mode(&self) -> Option<Mode> {
-        let mut core = self.core();
-        core.cluster().map(|cluster| cluster.dfsm.mode())
-    }
-
     /// The hourly verify request (only the lowest node id sends it).
     pub fn request_verify(&self) {
         self.with_group(
@@ -1083,10 +1078,6 @@ impl PmxFs {
             tracing::info!("node lost quorum");
         }
         core.invalidate_known(false);
-    }
-
-    pub fn is_quorate(&self) -> bool {
-        self.core().quorum.is_quorate()
     }
 
     /// `Some(notify)` once after corosync.conf changed in the tree.

@@ -284,6 +284,7 @@ fn serve_queue(
     notifier: &Sender<Vec<u8>>,
 ) -> io::Result<()> {
     let fuse_fd = fds.fuse;
+    let cluster = fs.is_cluster();
     pin_to_cpu(qid as usize);
     let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
         IoUring::builder().build((DEPTH * 2 + 2) as u32)?;
@@ -392,7 +393,7 @@ fn serve_queue(
                     continue;
                 };
                 let (total, in_header) = rebuild(entry, &mut request);
-                if fs.is_cluster() && fs.intercept_from_queue(&request[..total], qid) {
+                if cluster && fs.intercept_from_queue(&request[..total], qid) {
                     parked.insert(in_header.unique, index);
                     if let Some(fd) = fds.loop_wake {
                         signal(fd);
@@ -486,14 +487,34 @@ fn serve(
     if let Err(error) = served {
         tracing::debug!(%error, "request not answered normally");
     }
-    // The reply (if any) is at the start of the memfd.
-    // SAFETY: lseek/pread on our memfd into our buffer.
-    let written = unsafe { libc::lseek(reply_fd, 0, libc::SEEK_CUR) };
-    let wanted = usize::try_from(written).unwrap_or(0).min(reply.len());
-    let read = unsafe { libc::pread(reply_fd, reply.as_mut_ptr().cast(), wanted, 0) };
-    let length = usize::try_from(read).unwrap_or(0);
-    // SAFETY: as above.
-    unsafe { libc::lseek(reply_fd, 0, libc::SEEK_SET) };
+    // The reply (if any) is at the start of the memfd; the header says how
+    // long it is, its unique tells it from an older reply (uniques are never
+    // reused). Two syscalls for the usual reply of less than 4 KiB.
+    let first = reply.len().min(4096);
+    // SAFETY: pread/lseek on our memfd into our buffer.
+    let read = unsafe { libc::pread(reply_fd, reply.as_mut_ptr().cast(), first, 0) };
+    let mut length = 0usize;
+    if let Some(out) = read_at::<OutHeader>(reply, 0)
+        .filter(|out| out.unique == unique && usize::try_from(read).unwrap_or(0) >= 16)
+    {
+        length = (out.len as usize).min(reply.len());
+        if length > first {
+            // SAFETY: as above.
+            let rest = unsafe {
+                libc::pread(
+                    reply_fd,
+                    reply[first..].as_mut_ptr().cast(),
+                    length - first,
+                    first as libc::off_t,
+                )
+            };
+            if usize::try_from(rest).unwrap_or(0) != length - first {
+                length = 0;
+            }
+        }
+        // SAFETY: as above; the next reply starts at 0 again.
+        unsafe { libc::lseek(reply_fd, 0, libc::SEEK_SET) };
+    }
     if length < size_of::<OutHeader>() {
         // No reply: answer EIO so the entry comes back.
         let out = OutHeader {

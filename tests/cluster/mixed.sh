@@ -524,41 +524,30 @@ put 2 mixed/from-c "$r"
 seen_everywhere 2 mixed/from-c "$r"
 say "2. rewrites (shorter on C, longer on Rust) replace the content everywhere"
 
-# C: mkdir, rename, unlink, rmdir.
-mkdir "$(mnt 3)/mixed/dir-c" || fail "mkdir on node 3 (C)"
-dir_everywhere 3 mixed/dir-c
-r=$(ref c "vm config from C
+# mkdir, rename (same dir and across dirs), unlink, rmdir on one node, seen on the others.
+tree_ops() { # node tag vmid who others
+    local node=$1 tag=$2 vmid=$3 who=$4 others=$5 r
+    mkdir "$(mnt "$node")/mixed/dir-$tag" || fail "mkdir on node $node ($who)"
+    dir_everywhere "$node" "mixed/dir-$tag"
+    r=$(ref "$tag$vmid" "vm config from $who
 ")
-put 3 mixed/dir-c/100.conf.tmp "$r"
-mv "$(mnt 3)/mixed/dir-c/100.conf.tmp" "$(mnt 3)/mixed/dir-c/100.conf" || fail "rename on node 3 (C)"
-seen_everywhere 3 mixed/dir-c/100.conf "$r"
-gone_everywhere 3 mixed/dir-c/100.conf.tmp
-mv "$(mnt 3)/mixed/dir-c/100.conf" "$(mnt 3)/mixed/moved-by-c.conf" || fail "rename across dirs on node 3 (C)"
-seen_everywhere 3 mixed/moved-by-c.conf "$r"
-gone_everywhere 3 mixed/dir-c/100.conf
-rm "$(mnt 3)/mixed/moved-by-c.conf" || fail "unlink on node 3 (C)"
-gone_everywhere 3 mixed/moved-by-c.conf
-rmdir "$(mnt 3)/mixed/dir-c" || fail "rmdir on node 3 (C)"
-gone_everywhere 3 mixed/dir-c
-say "2. mkdir, rename (same dir and across dirs), unlink, rmdir on node 3 (C) replicated to nodes 1, 2 (Rust)"
-
-# Rust: the same.
-mkdir "$(mnt 2)/mixed/dir-r" || fail "mkdir on node 2 (Rust)"
-dir_everywhere 2 mixed/dir-r
-r=$(ref d "vm config from Rust
-")
-put 2 mixed/dir-r/101.conf.tmp "$r"
-mv "$(mnt 2)/mixed/dir-r/101.conf.tmp" "$(mnt 2)/mixed/dir-r/101.conf" || fail "rename on node 2 (Rust)"
-seen_everywhere 2 mixed/dir-r/101.conf "$r"
-gone_everywhere 2 mixed/dir-r/101.conf.tmp
-mv "$(mnt 2)/mixed/dir-r/101.conf" "$(mnt 2)/mixed/moved-by-r.conf" || fail "rename across dirs on node 2 (Rust)"
-seen_everywhere 2 mixed/moved-by-r.conf "$r"
-gone_everywhere 2 mixed/dir-r/101.conf
-rm "$(mnt 2)/mixed/moved-by-r.conf" || fail "unlink on node 2 (Rust)"
-gone_everywhere 2 mixed/moved-by-r.conf
-rmdir "$(mnt 2)/mixed/dir-r" || fail "rmdir on node 2 (Rust)"
-gone_everywhere 2 mixed/dir-r
-say "2. mkdir, rename (same dir and across dirs), unlink, rmdir on node 2 (Rust) replicated to nodes 1 (Rust), 3 (C)"
+    put "$node" "mixed/dir-$tag/$vmid.conf.tmp" "$r"
+    mv "$(mnt "$node")/mixed/dir-$tag/$vmid.conf.tmp" "$(mnt "$node")/mixed/dir-$tag/$vmid.conf" ||
+        fail "rename on node $node ($who)"
+    seen_everywhere "$node" "mixed/dir-$tag/$vmid.conf" "$r"
+    gone_everywhere "$node" "mixed/dir-$tag/$vmid.conf.tmp"
+    mv "$(mnt "$node")/mixed/dir-$tag/$vmid.conf" "$(mnt "$node")/mixed/moved-by-$tag.conf" ||
+        fail "rename across dirs on node $node ($who)"
+    seen_everywhere "$node" "mixed/moved-by-$tag.conf" "$r"
+    gone_everywhere "$node" "mixed/dir-$tag/$vmid.conf"
+    rm "$(mnt "$node")/mixed/moved-by-$tag.conf" || fail "unlink on node $node ($who)"
+    gone_everywhere "$node" "mixed/moved-by-$tag.conf"
+    rmdir "$(mnt "$node")/mixed/dir-$tag" || fail "rmdir on node $node ($who)"
+    gone_everywhere "$node" "mixed/dir-$tag"
+    say "2. mkdir, rename (same dir and across dirs), unlink, rmdir on node $node ($who) replicated to $others"
+}
+tree_ops 3 c 100 C "nodes 1, 2 (Rust)"
+tree_ops 2 r 101 Rust "nodes 1 (Rust), 3 (C)"
 
 # Cluster-wide locks: taken on one implementation, refused on the other at once
 # (the mkdirs are ordered by the cluster, no waiting for replication).

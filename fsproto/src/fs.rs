@@ -93,6 +93,15 @@ pub(crate) fn store_inode(node_id: u64) -> io::Result<u64> {
     node_id.checked_sub(1).ok_or_else(|| errno(libc::ENOENT))
 }
 
+/// A request names a node id whose entry no longer exists: another node
+/// removed or replaced it and the kernel's cached dentry is not invalidated
+/// yet (invalidations are asynchronous). ESTALE makes the VFS look the path
+/// up again (`LOOKUP_REVAL`) for open, stat, unlink, rename, ..., so the
+/// caller sees the current tree instead of a spurious ENOENT.
+pub(crate) fn gone() -> io::Error {
+    errno(libc::ESTALE)
+}
+
 pub(crate) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -316,7 +325,7 @@ impl Core {
         self.reader()
             .path_of(store_inode(node_id)?)
             .map_err(store_error)?
-            .ok_or_else(|| errno(libc::ENOENT))
+            .ok_or_else(|| gone())
     }
 
     pub(crate) fn child_path(&self, parent: u64, name: &[u8]) -> io::Result<Vec<u8>> {
@@ -428,7 +437,7 @@ impl Core {
         let entry = reader
             .entry(store_inode(node_id)?)
             .map_err(store_error)?
-            .ok_or_else(|| errno(libc::ENOENT))?;
+            .ok_or_else(|| gone())?;
         Ok((self.tree_stat(&entry, &path), TREE_TTL))
     }
 
@@ -696,7 +705,7 @@ impl Core {
         let entry = reader
             .entry(store_inode(node_id)?)
             .map_err(store_error)?
-            .ok_or_else(|| errno(libc::ENOENT))?;
+            .ok_or_else(|| gone())?;
         if entry.meta.kind != Kind::File {
             return Err(errno(libc::EISDIR));
         }

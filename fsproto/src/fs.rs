@@ -325,7 +325,7 @@ impl Core {
         self.reader()
             .path_of(store_inode(node_id)?)
             .map_err(store_error)?
-            .ok_or_else(|| gone())
+            .ok_or_else(gone)
     }
 
     pub(crate) fn child_path(&self, parent: u64, name: &[u8]) -> io::Result<Vec<u8>> {
@@ -437,7 +437,7 @@ impl Core {
         let entry = reader
             .entry(store_inode(node_id)?)
             .map_err(store_error)?
-            .ok_or_else(|| gone())?;
+            .ok_or_else(gone)?;
         Ok((self.tree_stat(&entry, &path), TREE_TTL))
     }
 
@@ -705,7 +705,7 @@ impl Core {
         let entry = reader
             .entry(store_inode(node_id)?)
             .map_err(store_error)?
-            .ok_or_else(|| gone())?;
+            .ok_or_else(gone)?;
         if entry.meta.kind != Kind::File {
             return Err(errno(libc::EISDIR));
         }

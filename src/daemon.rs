@@ -219,26 +219,109 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), DaemonError> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_error("cannot chown", path))
 }
 
-/// A mountpoint left behind by a killed daemon answers ENOTCONN: detach it,
-/// as the C daemon does at start.
+/// A mount left on our mountpoint by a daemon that is gone (killed, crashed)
+/// is detached before we mount, whatever state its FUSE connection is in:
+/// ENOTCONN (the device was closed), ECONNABORTED (the connection was
+/// aborted, as io_uring teardown and our own shutdown do), or one that still
+/// looks alive. The C daemon does the same unconditionally (a forced
+/// unmount at start). We only get here holding the single-instance lock, so
+/// no daemon of this data dir serves it. The mount table is read rather than
+/// the mountpoint stat'ed: a stat of a dead mount may fail with any of those
+/// errnos, and one of a half-dead mount could block.
 fn recover_stale_mount(mountpoint: &Path) -> Result<(), DaemonError> {
-    match std::fs::metadata(mountpoint) {
-        Err(error) if error.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!(mountpoint = %mountpoint.display(), "detaching a stale mount");
-            let target = CString::new(mountpoint.as_os_str().as_bytes())
-                .map_err(|_| DaemonError::Setup("mountpoint contains NUL".into()))?;
-            // SAFETY: a NUL-terminated path.
-            if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(io_error("cannot detach stale mount", mountpoint)(
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            Ok(())
+    // Mounts can be stacked (a daemon killed while an earlier dead mount was
+    // still there): detach until none is left.
+    let mut detached = 0;
+    while let Some(fstype) = fuse_mount_at(mountpoint) {
+        if detached >= STALE_MOUNTS_MAX {
+            return Err(DaemonError::Setup(format!(
+                "{}: still a {fstype} mount after detaching {detached}",
+                mountpoint.display()
+            )));
         }
+        tracing::warn!(
+            mountpoint = %mountpoint.display(),
+            %fstype,
+            "detaching a mount left by a previous daemon"
+        );
+        let target = CString::new(mountpoint.as_os_str().as_bytes())
+            .map_err(|_| DaemonError::Setup("mountpoint contains NUL".into()))?;
+        // SAFETY: a NUL-terminated path.
+        if unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(io_error("cannot detach stale mount", mountpoint)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        detached += 1;
+    }
+    match std::fs::metadata(mountpoint) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => make_dir(mountpoint, 0o750),
         Err(error) => Err(io_error("cannot stat", mountpoint)(error)),
         Ok(_) => Ok(()),
     }
+}
+
+/// Stacked stale mounts detached at most at start.
+const STALE_MOUNTS_MAX: u32 = 16;
+
+/// The file system type of the topmost FUSE mount on `mountpoint`, from
+/// /proc/self/mountinfo (`None`: no FUSE mount there).
+fn fuse_mount_at(mountpoint: &Path) -> Option<String> {
+    // The mountpoint as the mount table spells it: its parent resolved
+    // (the mountpoint itself may be a dead mount that cannot be resolved).
+    let absolute = match (mountpoint.parent(), mountpoint.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            std::fs::canonicalize(parent).ok()?.join(name)
+        }
+        _ => std::fs::canonicalize(mountpoint).ok()?,
+    };
+    let table = std::fs::read("/proc/self/mountinfo").ok()?;
+    mountinfo_fuse_type(&table, absolute.as_os_str().as_bytes())
+}
+
+/// The last FUSE mount of `table` (mountinfo format) at `path`.
+fn mountinfo_fuse_type(table: &[u8], path: &[u8]) -> Option<String> {
+    let mut found = None;
+    for line in table.split(|byte| *byte == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|byte| *byte == b' ').collect();
+        let Some(point) = fields.get(4) else {
+            continue;
+        };
+        let Some(dash) = fields.iter().position(|field| *field == b"-") else {
+            continue;
+        };
+        let Some(fstype) = fields.get(dash + 1) else {
+            continue;
+        };
+        if unescape_mountinfo(point) == path && (fstype.starts_with(b"fuse.") || *fstype == b"fuse")
+        {
+            found = Some(String::from_utf8_lossy(fstype).into_owned());
+        }
+    }
+    found
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut index = 0;
+    while index < field.len() {
+        if field[index] == b'\\'
+            && let Some(digits) = field.get(index + 1..index + 4)
+            && digits.iter().all(|digit| (b'0'..=b'7').contains(digit))
+        {
+            out.push(
+                digits
+                    .iter()
+                    .fold(0u8, |value, digit| value.wrapping_mul(8) + (digit - b'0')),
+            );
+            index += 4;
+        } else {
+            out.push(field[index]);
+            index += 1;
+        }
+    }
+    out
 }
 
 /// The C daemon retries its lock 11 times, 1 s apart.
@@ -695,5 +778,24 @@ mod tests {
         // localhost resolves to 127.0.0.1 and/or ::1 only.
         assert_eq!(lookup_node_ip("localhost"), None);
         assert_eq!(lookup_node_ip("no-such-host.invalid"), None);
+    }
+
+    #[test]
+    fn stale_fuse_mounts_are_found_in_the_mount_table() {
+        let table = b"22 1 0:21 / /proc rw,nosuid - proc proc rw\n\
+            40 22 0:50 / /etc/pve rw,nosuid,nodev,relatime - fuse pmxcfs rw,user_id=0\n\
+            41 22 0:51 / /tmp/a\\040b rw - fuse.pmxcfs pmxcfs rw\n\
+            42 22 0:52 / /tmp/t rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            mountinfo_fuse_type(table, b"/etc/pve").as_deref(),
+            Some("fuse")
+        );
+        assert_eq!(
+            mountinfo_fuse_type(table, b"/tmp/a b").as_deref(),
+            Some("fuse.pmxcfs")
+        );
+        assert_eq!(mountinfo_fuse_type(table, b"/tmp/t"), None);
+        assert_eq!(mountinfo_fuse_type(table, b"/etc"), None);
+        assert_eq!(mountinfo_fuse_type(b"garbage\n\n- -", b"/"), None);
     }
 }

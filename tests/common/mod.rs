@@ -406,6 +406,23 @@ impl Daemon {
         assert!(stopped.exited, "pmxcfs survived SIGKILL");
     }
 
+    /// SIGKILL and a new daemon started at once, without waiting for the
+    /// old one to be gone (as `kill -9 PID; pmxcfs` by an operator): the new
+    /// one meets the mount while the kernel still tears the old connection
+    /// down. The old process is reaped after the new one was spawned.
+    #[track_caller]
+    pub fn kill9_and_restart_at_once(&mut self) {
+        let mut old = self.process.take().expect("daemon running");
+        old.signal(libc::SIGKILL);
+        let child = self.command(true).spawn().expect("spawn pmxcfs");
+        self.process = Some(Process::Foreground(child));
+        assert!(
+            old.wait_timeout(STOP_TIMEOUT).is_some(),
+            "pmxcfs survived SIGKILL"
+        );
+        self.wait_ready();
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();
         let text = String::from_utf8_lossy(&text);

@@ -8,6 +8,8 @@
 #   make deps    only install the Debian packages (idempotent)
 
 CARGO ?= cargo
+# Where cargo puts its builds (honours CARGO_TARGET_DIR).
+TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 # Debian packages the build and the tests need: a C compiler for the bundled
 # LMDB and sqlite (and the C-style CPG member of the cluster test), fuse3 for
 # the FUSE mount tests, corosync and its client libraries (rust-corosync links
@@ -39,7 +41,7 @@ run: deps
 	@dir=$$(mktemp -d /tmp/pmxcfs-run.XXXXXX); \
 	echo "pmxcfs: mountpoint $$dir/mnt  data dir $$dir/data  run dir $$dir/run"; \
 	echo "pmxcfs: local mode, node name $$(uname -n | cut -d. -f1); Ctrl-C unmounts and stops"; \
-	target/release/pmxcfs -f -l --mountpoint $$dir/mnt --data-dir $$dir/data \
+	$(TARGET_DIR)/release/pmxcfs -f -l --mountpoint $$dir/mnt --data-dir $$dir/data \
 		--run-dir $$dir/run --pid-file $$dir/run/pmxcfs.pid
 
 test: deps

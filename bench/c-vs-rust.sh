@@ -44,8 +44,8 @@ shift
 C_PMXCFS=$(readlink -f "$C_PMXCFS")
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-FSLOAD=$(readlink -f "${FSLOAD:-$REPO/target/release/fsload}")
-RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-$REPO/target/release/pmxcfs}")
+FSLOAD=$(readlink -f "${FSLOAD:-${CARGO_TARGET_DIR:-$REPO/target}/release/fsload}")
+RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-${CARGO_TARGET_DIR:-$REPO/target}/release/pmxcfs}")
 for b in "$FSLOAD" "$RUST_PMXCFS"; do
     [ -x "$b" ] || { echo "c-vs-rust: $b missing; cargo build --release -p pmxcfs-bench --bin fsload -p pmxcfs --bin pmxcfs" >&2; exit 1; }
 done

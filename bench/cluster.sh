@@ -17,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
-BIN=$(readlink -f "${PMXCFS_BIN:-target/release/pmxcfs}")
-BENCH=$(readlink -f "${CLUSTER_BENCH:-target/release/cluster-bench}")
+BIN=$(readlink -f "${PMXCFS_BIN:-${CARGO_TARGET_DIR:-target}/release/pmxcfs}")
+BENCH=$(readlink -f "${CLUSTER_BENCH:-${CARGO_TARGET_DIR:-target}/release/cluster-bench}")
 WRITES=500
 FILES=10000
 while [ $# -gt 0 ]; do

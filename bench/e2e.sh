@@ -11,8 +11,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-${PMXCFS_BIN:-target/release/pmxcfs} -f -l --mountpoint "$work/mnt" --data-dir "$work/data" \
+${PMXCFS_BIN:-${CARGO_TARGET_DIR:-target}/release/pmxcfs} -f -l --mountpoint "$work/mnt" --data-dir "$work/data" \
     --run-dir "$work/run" --pid-file "$work/pid" --nodename bench 2>"$work/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 50); do grep -q " $work/mnt fuse" /proc/mounts && break; sleep 0.1; done
-target/release/fsload --target "$work/mnt" --mount-tmpfs "$work/tmpfs" "$@"
+${CARGO_TARGET_DIR:-target}/release/fsload --target "$work/mnt" --mount-tmpfs "$work/tmpfs" "$@"

@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/pmxcfs -f -l --mountpoint "$work/mnt" --data-dir "$work/data" \
+${CARGO_TARGET_DIR:-target}/release/pmxcfs -f -l --mountpoint "$work/mnt" --data-dir "$work/data" \
     --run-dir "$work/run" --pid-file "$work/pid" --nodename perf 2>"$work/daemon.log" &
 daemon_pid=$!
 for _ in $(seq 50); do grep -q " $work/mnt fuse" /proc/mounts && break; sleep 0.1; done
@@ -32,7 +32,7 @@ for _ in $(seq 50); do grep -q " $work/mnt fuse" /proc/mounts && break; sleep 0.
 perf record -e cpu-clock -F 999 -g -p "$daemon_pid" -o "$work/perf.data" 2>/dev/null &
 perf_pid=$!
 sleep 0.5
-target/release/fsload --target "$work/mnt" --files 1000 >"$work/fsload.txt"
+${CARGO_TARGET_DIR:-target}/release/fsload --target "$work/mnt" --files 1000 >"$work/fsload.txt"
 kill -INT "$perf_pid"; wait "$perf_pid" || true
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"${out%.svg}.folded"
 inferno-flamegraph <"${out%.svg}.folded" >"$out"

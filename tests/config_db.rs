@@ -1,9 +1,6 @@
 //! `pmxcfs import-db`, `export-db` and `dump` against the C daemon's
-//! config.db (shared/vectors/config-db) and against small hand-made
+//! config.db (tests/vectors/config-db) and against small hand-made
 //! databases the C daemon would refuse.
-//!
-//! The shared folder is `$PMXCFS_SHARED`, by default `../shared` next to
-//! the repository.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -14,21 +11,14 @@ use rusqlite::Connection;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("PMXCFS_SHARED") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    }
-}
-
 fn vector_dir() -> PathBuf {
-    shared_dir().join("vectors/config-db")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/config-db")
 }
 
 fn manifest() -> Value {
     let path = vector_dir().join("manifest.json");
     let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error} (set PMXCFS_SHARED)", path.display()));
+        .unwrap_or_else(|error| panic!("{}: {error} ", path.display()));
     serde_json::from_str(&text).expect("manifest.json parses")
 }
 

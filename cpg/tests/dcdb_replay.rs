@@ -1,5 +1,5 @@
-//! Replays the captured C DCDB streams (shared/vectors/dcdb, `$PMXCFS_SHARED`,
-//! default `../../shared`) through a `Dfsm<Dcdb>` on a real store: the
+//! Replays the captured C DCDB streams (tests/vectors/dcdb, copied from the
+//! C daemon captures) through a `Dfsm<Dcdb>` on a real store: the
 //! node's confchgs and every message it delivered in group pve_dcdb_v1, in
 //! manifest order, with the node's own client writes proposed where it
 //! multicast them. Every multicast the DFSM asks for must equal what the C
@@ -23,21 +23,16 @@ use sha2::{Digest, Sha256};
 const GROUP: &str = "pve_dcdb_v1";
 
 fn dcdb_dir() -> PathBuf {
-    let shared = std::env::var_os("PMXCFS_SHARED").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")),
-        PathBuf::from,
-    );
-    shared.join("vectors/dcdb")
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/dcdb"
+    ))
 }
 
 fn read_json(name: &str) -> Value {
     let path = dcdb_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "{}: {error} (set PMXCFS_SHARED to the shared directory)",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 

@@ -1,5 +1,5 @@
 //! The kvstore application against the captured C messages
-//! (shared/vectors/dcdb, `$PMXCFS_SHARED`, default `../../shared`): the
+//! (tests/vectors/dcdb): the
 //! cluster log ring a C node sent as its STATE is re-created byte for byte
 //! from its entries, and the LOG messages C nodes multicast decode into
 //! entries that re-encode to the same bytes.
@@ -10,16 +10,15 @@ use pmxcfs_cpg::kvstore::{ClusterLog, LogEntry};
 use pmxcfs_cpg::wire::{self, ClogEntry, ClogState, STATE_HEADER_BYTES};
 
 fn vectors() -> PathBuf {
-    let shared = std::env::var_os("PMXCFS_SHARED").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")),
-        PathBuf::from,
-    );
-    shared.join("vectors/dcdb")
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/dcdb"
+    ))
 }
 
 fn files(suffix: &str) -> Vec<(String, Vec<u8>)> {
     let mut found: Vec<(String, Vec<u8>)> = std::fs::read_dir(vectors())
-        .expect("vectors dir (set PMXCFS_SHARED)")
+        .expect("vectors dir tests/vectors/dcdb")
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name.contains("-kvstore-") && name.ends_with(suffix))

@@ -1,12 +1,11 @@
 //! The wire codecs against the DFSM messages captured from the C daemon
-//! (shared/vectors/dcdb, see its README): every .bin decodes, every field
+//! (tests/vectors/dcdb, see its README): every .bin decodes, every field
 //! the manifest records matches, and re-encoding from the decoded values
 //! gives the same bytes, except the two documented differences (garbage
 //! after the NUL in kvstore keys, and the unused clog prev/next of LOG
 //! messages, which C sends as 0 anyway).
 //!
-//! Vectors are found under `$PMXCFS_SHARED` (default: `shared/` next to
-//! the repository). Missing vectors fail the test.
+//! Missing vectors fail the test.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,10 +21,10 @@ const DCDB_GROUP: &str = "pve_dcdb_v1";
 const KVSTORE_GROUP: &str = "pve_kvstore_v1";
 
 fn vectors_dir() -> PathBuf {
-    let shared = std::env::var_os("PMXCFS_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")));
-    shared.join("vectors/dcdb")
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/dcdb"
+    ))
 }
 
 fn hex(bytes: &[u8]) -> String {

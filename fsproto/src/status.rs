@@ -357,10 +357,11 @@ mod tests {
 
     #[test]
     fn the_version_file_matches_the_captured_c_shape() {
-        let shared = std::env::var("PMXCFS_SHARED")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared").into());
-        let captured = std::fs::read_to_string(format!("{shared}/vectors/config-db/dot.version"))
-            .expect("the shared vectors are next to the repository");
+        let captured = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/vectors/config-db/dot.version"
+        ))
+        .expect("the C vectors are in tests/vectors");
         let ours = Status::new("pve1", 0).version_text(&VmList::default());
         let keys = |text: &str| -> Vec<String> {
             text.lines()

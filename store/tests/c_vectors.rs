@@ -1,5 +1,5 @@
 //! The store against the bytes of the C daemon (pve-cluster 9.1.6), from
-//! `shared/vectors/dcdb/` (see its README): the leader's UPDATEs must import
+//! `tests/vectors/dcdb/` (see its README): the leader's UPDATEs must import
 //! to the leader's STATE index byte for byte, the lock checksums carried in
 //! UNLOCK_REQUEST/UNLOCK must be the checksums of the replayed lock dirs,
 //! replaying each node's delivered DCDB stream must end in that node's final
@@ -10,9 +10,6 @@
 //! layouts these tests need (spec/dfsm.md §2, §9.2, §9.4, §9.6 and the index
 //! of spec/memdb.md §6). It is no codec: it decodes only, checks only what
 //! the tests rely on, and is to be replaced by the real crate's decoder.
-//!
-//! The vectors are found under `$PMXCFS_SHARED/vectors/dcdb`, by default
-//! `<workspace>/../shared`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -277,21 +274,16 @@ const LEADER_NODE_ID: u32 = 1;
 const LEADER_UPDATE_COUNT: usize = 13;
 
 fn dcdb_dir() -> PathBuf {
-    let shared = std::env::var_os("PMXCFS_SHARED").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared")),
-        PathBuf::from,
-    );
-    shared.join("vectors/dcdb")
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/vectors/dcdb"
+    ))
 }
 
 fn read_json(name: &str) -> Value {
     let path = dcdb_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-        panic!(
-            "{}: {error} (set PMXCFS_SHARED to the shared directory)",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 

@@ -57,7 +57,7 @@ C_PMXCFS=$(readlink -f "$1")
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 LAB=$HERE/lab.sh
-RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-$REPO/target/debug/pmxcfs}")
+RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-${CARGO_TARGET_DIR:-$REPO/target}/debug/pmxcfs}")
 [ -x "$RUST_PMXCFS" ] || { echo "mixed.sh: $RUST_PMXCFS missing: cargo build --bin pmxcfs" >&2; exit 1; }
 WAIT_S=${MIXED_WAIT_S:-30}
 KEEP=${MIXED_KEEP:-0}

@@ -12,6 +12,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::dfsm::{AppError, Application, Ctx, MemberId, StateDecision};
+use crate::status::{self, StatusTables};
 use crate::wire::{
     CLOG_BASE_BYTES, CLOG_DEFAULT_BYTES, CLOG_MAX_ENTRY_BYTES, ClogEntry, ClogState, KvUpdate,
     KvstoreType, clog_digest,
@@ -322,9 +323,22 @@ impl ClusterLog {
 
     /// `clog_dump_json` of the newest `max` entries (spec/status.md §5.4).
     pub fn dump_json(&self, max: usize) -> String {
+        self.dump_json_of(max, None)
+    }
+
+    /// [`ClusterLog::dump_json`] of the entries whose user (ident) is
+    /// `user` (compared by digest, as C), or of all for `None`.
+    pub fn dump_json_of(&self, max: usize, user: Option<&[u8]>) -> String {
+        let digest = user.map(clog_digest);
         let mut out = String::from("{\n\"data\": [\n");
         let mut first = true;
-        for entry in self.entries.iter().rev().take(max) {
+        for entry in self
+            .entries
+            .iter()
+            .rev()
+            .filter(|entry| digest.is_none_or(|digest| entry.ident_digest == digest))
+            .take(max)
+        {
             if !first {
                 out.push_str(",\n");
             }
@@ -366,7 +380,9 @@ fn log_of_state(blob: &[u8]) -> Option<Vec<LogEntry>> {
 #[derive(Debug)]
 pub struct Kvstore {
     nodename: String,
-    node_ip: Option<String>,
+    /// This node's status tables (local key/values, every node's RRD
+    /// values, the node IP).
+    tables: StatusTables,
     log: ClusterLog,
     /// Generic key/value tables of other nodes: node id → key → (value,
     /// version).
@@ -385,7 +401,7 @@ impl Kvstore {
     pub fn new(nodename: &str, node_ip: Option<String>, log: ClusterLog) -> Kvstore {
         Kvstore {
             nodename: nodename.to_owned(),
-            node_ip,
+            tables: StatusTables::new(node_ip),
             log,
             remote: BTreeMap::new(),
             ips: BTreeMap::new(),
@@ -401,6 +417,19 @@ impl Kvstore {
 
     pub fn log_mut(&mut self) -> &mut ClusterLog {
         &mut self.log
+    }
+
+    pub fn tables(&self) -> &StatusTables {
+        &self.tables
+    }
+
+    pub fn tables_mut(&mut self) -> &mut StatusTables {
+        &mut self.tables
+    }
+
+    /// The kvstore UPDATE payload of `key` = `value` (None: key too long).
+    pub fn update_message(key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+        Self::update_payload(key, value)
     }
 
     /// The node ids corosync's nodelist has (from cmap).
@@ -430,33 +459,17 @@ impl Kvstore {
         Some(out)
     }
 
-    fn remote_set(&mut self, nodeid: u32, key: &[u8], value: &[u8]) {
+    fn remote_set(&mut self, nodeid: u32, key: &[u8], value: &[u8], now: u32) {
         if !self.configured.contains(&nodeid) {
             tracing::debug!(nodeid, "kvstore update from a node not in the nodelist");
             return;
         }
-        if key.starts_with(b"rrd/") {
-            // RRD data: not kept (no RRD files in this daemon yet).
-            return;
-        }
-        if key == b"nodeip" {
-            if let Some((0, ip)) = value.split_last()
-                && !ip.is_empty()
-                && value.len() <= 255
-            {
-                self.ips
-                    .insert(nodeid, String::from_utf8_lossy(ip).into_owned());
-            }
-            return;
-        }
         let table = self.remote.entry(nodeid).or_default();
-        if value.is_empty() {
-            table.remove(key);
-        } else if let Some((data, version)) = table.get_mut(key) {
-            *data = value.to_vec();
-            *version = version.wrapping_add(1);
-        } else {
-            table.insert(key.to_vec(), (value.to_vec(), 0));
+        if let Some(ip) = status::remote_update(&mut self.tables, table, key, value, now) {
+            self.ips.insert(nodeid, ip);
+        }
+        if self.remote.get(&nodeid).is_some_and(BTreeMap::is_empty) {
+            self.remote.remove(&nodeid);
         }
     }
 }
@@ -475,7 +488,11 @@ impl Application for Kvstore {
         }
         match KvstoreType::try_from(subtype) {
             Ok(KvstoreType::Update) => match KvUpdate::decode(payload) {
-                Ok(update) => self.remote_set(sender.nodeid, update.key, update.value),
+                Ok(update) => {
+                    // RRD values are timed by their arrival here (C: time(NULL)).
+                    let now = ctx.now();
+                    self.remote_set(sender.nodeid, update.key, update.value, now)
+                }
                 Err(error) => tracing::error!(%error, "bad kvstore UPDATE"),
             },
             Ok(KvstoreType::Log) => match ClogEntry::decode(payload) {
@@ -515,6 +532,12 @@ impl Application for Kvstore {
         if logs.len() >= 2 {
             self.log.merge(&logs);
         }
+        // Every member re-sends its generic table (not RRD, not nodeip).
+        for (key, (value, _)) in self.tables.local() {
+            if let Some(payload) = Self::update_payload(key, value) {
+                ctx.send_normal(KvstoreType::Update as u16, payload);
+            }
+        }
         Ok(StateDecision {
             synced: vec![true; states.len()],
             updates: None,
@@ -535,7 +558,7 @@ impl Application for Kvstore {
     }
 
     fn synced(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(ip) = &self.node_ip {
+        if let Some(ip) = self.tables.node_ip() {
             let mut value = ip.as_bytes().to_vec();
             value.push(0);
             if let Some(payload) = Self::update_payload(b"nodeip", &value) {

@@ -6,4 +6,5 @@ pub mod dcdb;
 pub mod dfsm;
 pub mod frame;
 pub mod kvstore;
+pub mod status;
 pub mod wire;

@@ -274,6 +274,62 @@ impl Core {
         }
     }
 
+    /// This node's status tables: the kvstore's in cluster mode.
+    pub(crate) fn tables(&self) -> &pmxcfs_cpg::status::StatusTables {
+        match &self.backend {
+            Backend::Cluster(cluster) => cluster.kv.app().tables(),
+            Backend::Local { .. } => &self.status.tables,
+        }
+    }
+
+    pub(crate) fn tables_mut(&mut self) -> &mut pmxcfs_cpg::status::StatusTables {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => cluster.kv.app_mut().tables_mut(),
+            Backend::Local { .. } => &mut self.status.tables,
+        }
+    }
+
+    /// `.version` with the local and (cluster mode) remote kv tables.
+    pub(crate) fn version_text(&self) -> String {
+        let vmlist = self.session().vmlist();
+        match self.kv_remote() {
+            Some(remote) => self
+                .status
+                .version_text_with(vmlist, self.tables().local(), remote),
+            None => self.status.version_text(vmlist),
+        }
+    }
+
+    /// Multicasts a kvstore message (cluster mode; nothing in local mode),
+    /// without waiting for it (C: `dfsm_send_message`).
+    pub(crate) fn send_kvstore(&mut self, kind: pmxcfs_cpg::wire::KvstoreType, payload: Vec<u8>) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if let Err(error) = cluster
+            .kv
+            .send_normal_async(kind as u16, payload, now_secs())
+        {
+            tracing::debug!(%error, "kvstore message not sent");
+        }
+        self.pump();
+    }
+
+    /// The cluster log: the kvstore's in cluster mode.
+    pub(crate) fn cluster_log(&self) -> &pmxcfs_cpg::kvstore::ClusterLog {
+        match &self.backend {
+            Backend::Cluster(cluster) => cluster.kv.app().log(),
+            Backend::Local { .. } => self.status.log(),
+        }
+    }
+
+    pub(crate) fn cluster_log_mut(&mut self) -> &mut pmxcfs_cpg::kvstore::ClusterLog {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => cluster.kv.app_mut().log_mut(),
+            Backend::Local { .. } => self.status.log_mut(),
+        }
+    }
+
     /// `.clusterlog` in cluster mode (the kvstore's merged log).
     pub(crate) fn cluster_log_text(&self) -> Option<String> {
         match &self.backend {

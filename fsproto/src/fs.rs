@@ -392,15 +392,15 @@ impl Core {
 
     fn virtual_content(&self, file: Virtual) -> String {
         match file {
-            Virtual::Version => match self.kv_remote() {
-                Some(remote) => self
-                    .status
-                    .version_text_with(self.session().vmlist(), remote),
-                None => self.status.version_text(self.session().vmlist()),
-            },
+            Virtual::Version => self.version_text(),
             Virtual::Members => self.status.members_text(self.quorate()),
             Virtual::Vmlist => vmlist_text(self.session().vmlist()),
-            Virtual::Rrd => String::new(),
+            Virtual::Rrd => {
+                let mut dump = self.tables().rrd_dump(now_secs());
+                // The IPC dump ends with a NUL; the file does not show it.
+                dump.pop();
+                String::from_utf8_lossy(&dump).into_owned()
+            }
             Virtual::ClusterLog => self
                 .cluster_log_text()
                 .unwrap_or_else(|| self.status.clusterlog_text()),

@@ -7,7 +7,8 @@
 
 use std::fmt::Write as _;
 
-use pmxcfs_cpg::kvstore::{ClusterLog, LogRecord};
+use pmxcfs_cpg::kvstore::{ClusterLog, KvTable, LogRecord};
+use pmxcfs_cpg::status::StatusTables;
 use pmxcfs_store::VmList;
 
 /// The config paths whose changes `.version` counts, in the C daemon's order.
@@ -92,6 +93,8 @@ pub struct Status {
     log: ClusterLog,
     /// Other nodes' IPs (kvstore `nodeip`), by node id.
     ips: std::collections::BTreeMap<u32, String>,
+    /// Local mode's status tables (cluster mode: the kvstore's).
+    pub(crate) tables: StatusTables,
 }
 
 impl Status {
@@ -107,6 +110,7 @@ impl Status {
             counters: [0; 43],
             log: ClusterLog::new(),
             ips: std::collections::BTreeMap::new(),
+            tables: StatusTables::default(),
         };
         status.log_local(
             6,
@@ -162,7 +166,11 @@ impl Status {
 
     /// `.version` (spec/status.md §6.1), local mode: no remote kv tables.
     pub fn version_text(&self, vmlist: &VmList) -> String {
-        self.version_text_with(vmlist, &std::collections::BTreeMap::new())
+        self.version_text_with(
+            vmlist,
+            self.tables.local(),
+            &std::collections::BTreeMap::new(),
+        )
     }
 
     /// `.version` with the other nodes' kvstore tables (node id → key →
@@ -171,7 +179,8 @@ impl Status {
     pub fn version_text_with(
         &self,
         vmlist: &VmList,
-        remote: &std::collections::BTreeMap<u32, pmxcfs_cpg::kvstore::KvTable>,
+        local: &KvTable,
+        remote: &std::collections::BTreeMap<u32, KvTable>,
     ) -> String {
         let mut out = String::with_capacity(2048);
         let _ = write!(
@@ -184,7 +193,8 @@ impl Status {
         for (path, counter) in TRACKED_PATHS.iter().zip(self.counters) {
             let _ = writeln!(out, "\"{path}\": {counter},");
         }
-        let _ = write!(out, "\"kvstore\": {{\n\"{}\": {{\n}}\n", self.nodename);
+        let _ = write!(out, "\"kvstore\": {{\n\"{}\": {{\n", self.nodename);
+        Self::versions(&mut out, local);
         for (nodeid, table) in remote {
             let Some(name) = self.cluster.as_ref().and_then(|info| {
                 info.nodes
@@ -195,17 +205,32 @@ impl Status {
                 continue;
             };
             let _ = write!(out, ",\n\"{name}\": {{\n");
-            let entries: Vec<String> = table
-                .iter()
-                .map(|(key, (_, version))| {
-                    format!("\"{}\": {version}", String::from_utf8_lossy(key))
-                })
-                .collect();
-            out.push_str(&entries.join(",\n"));
-            out.push_str("}\n");
+            Self::versions(&mut out, table);
         }
         out.push_str("}\n}\n");
         out
+    }
+
+    /// A node block's entries: `"<key>": <version>` joined by `,\n`, then
+    /// `}\n`.
+    fn versions(out: &mut String, table: &KvTable) {
+        for (index, (key, (_, version))) in table.iter().enumerate() {
+            if index > 0 {
+                out.push_str(",\n");
+            }
+            let _ = write!(out, "\"{}\": {version}", String::from_utf8_lossy(key));
+        }
+        out.push_str("}\n");
+    }
+
+    /// The node id of a configured node name.
+    pub fn nodeid_of(&self, name: &[u8]) -> Option<u32> {
+        self.cluster
+            .as_ref()?
+            .nodes
+            .iter()
+            .find(|node| node.name.as_bytes() == name)
+            .map(|node| node.nodeid)
     }
 
     /// New cluster configuration from cmap (`None`: none readable).
@@ -283,6 +308,14 @@ impl Status {
     /// `.clusterlog` of a log kept elsewhere (cluster mode).
     pub fn clusterlog_text_of(log: &ClusterLog) -> String {
         log.dump_json(CLUSTER_LOG_DUMP_MAX)
+    }
+
+    pub(crate) fn log(&self) -> &ClusterLog {
+        &self.log
+    }
+
+    pub(crate) fn log_mut(&mut self) -> &mut ClusterLog {
+        &mut self.log
     }
 
     /// Hands the cluster log over (to the kvstore application).
@@ -397,11 +430,20 @@ mod tests {
         remote.insert(2, table);
         // A node id not in the configuration is not printed.
         remote.insert(9, pmxcfs_cpg::kvstore::KvTable::new());
-        let text = status.version_text_with(&VmList::default(), &remote);
+        let text = status.version_text_with(&VmList::default(), &KvTable::new(), &remote);
         assert!(
             text.ends_with(
                 "\"kvstore\": {\n\"node1\": {\n}\n,\n\"node2\": {\n\"kv/x\": 3,\n\"tasklist\": 0}\n}\n}\n"
             ),
+            "{text}"
+        );
+        // The local table is printed in the same form.
+        let mut local = KvTable::new();
+        local.insert(b"kv/a".to_vec(), (b"1\0".to_vec(), 0));
+        local.insert(b"kv/b".to_vec(), (b"1\0".to_vec(), 2));
+        let text = status.version_text_with(&VmList::default(), &local, &remote);
+        assert!(
+            text.contains("\"kvstore\": {\n\"node1\": {\n\"kv/a\": 0,\n\"kv/b\": 2}\n,\n\"node2\""),
             "{text}"
         );
     }

@@ -120,6 +120,15 @@ impl GuestType {
         }
     }
 
+    /// The directory under `nodes/<node>/` holding its configs.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            GuestType::Qemu => "qemu-server",
+            GuestType::Openvz => "openvz",
+            GuestType::Lxc => "lxc",
+        }
+    }
+
     /// The name `.vmlist` prints.
     pub fn label(self) -> &'static str {
         match self {

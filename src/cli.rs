@@ -10,7 +10,7 @@ pub const USAGE: &str = "\
 Usage:
   pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--data-dir DIR] [--run-dir DIR]
          [--pid-file FILE] [--nodename NAME] [--node-ip ADDR]
-         [--corosync-conf FILE]
+         [--corosync-conf FILE] [--ipc-service NAME]
       Run the cluster file system daemon. Cluster mode (corosync CPG) when
       the tree holds corosync.conf and -l is not given; a new data dir first
       imports the host's corosync.conf, as the C daemon does.
@@ -23,6 +23,9 @@ Usage:
       --no-uring        serve /dev/fuse only (otherwise FUSE over io_uring is used,
                         one queue per CPU, when the kernel offers it; the daemon
                         switches the fuse module's enable_uring on)
+      --ipc-service     the libqb IPC service name (default pve2, what
+                        PVE::IPCC connects to; another name lets test daemons
+                        run side by side in one network namespace)
       defaults: --mountpoint /etc/pve --data-dir /var/lib/pve-cluster
                 --run-dir /run/pve-cluster --pid-file /var/run/pve-cluster.pid
                 --corosync-conf /etc/corosync/corosync.conf (the host copy)
@@ -104,6 +107,7 @@ pub struct DaemonOptions {
     pub node_ip: Option<OsString>,
     pub corosync_conf: Option<PathBuf>,
     pub no_uring: bool,
+    pub ipc_service: Option<OsString>,
 }
 
 /// Arguments of `import-db` and `export-db`.
@@ -269,12 +273,12 @@ fn parse_daemon(args: Vec<OsString>) -> Result<Command, UsageError> {
                         };
                         set_once(slot, value, &name, USAGE)?;
                     }
-                    "nodename" | "node-ip" => {
+                    "nodename" | "node-ip" | "ipc-service" => {
                         let value = option_value(&name, glued, &mut tokens, USAGE)?;
-                        let slot = if name == "nodename" {
-                            &mut options.nodename
-                        } else {
-                            &mut options.node_ip
+                        let slot = match name.as_str() {
+                            "nodename" => &mut options.nodename,
+                            "node-ip" => &mut options.node_ip,
+                            _ => &mut options.ipc_service,
                         };
                         set_once(slot, value, &name, USAGE)?;
                     }

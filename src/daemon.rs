@@ -10,7 +10,8 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pmxcfs_fsproto::{Channel, Config, PmxFs, REQUEST_BUFFER_BYTES};
+use pmxcfs_fsproto::{Channel, Config, IpcService, PmxFs, REQUEST_BUFFER_BYTES};
+use pmxcfs_ipc::server::{CONNECTIONS_MAX, Server as IpcServer};
 use pmxcfs_reactor::{DAEMON_SIGNALS, Reactor, Signals, Token};
 use pmxcfs_store::{Durability, Store};
 
@@ -42,6 +43,10 @@ const FUSE_READ_ERRORS_MAX: u32 = 100;
 /// After SIGTERM the loop waits at most this long for the kernel to return
 /// its reads; then it leaves anyway (shutdown is bounded).
 const STOP_DEADLINE: Duration = Duration::from_millis(1500);
+/// Operations in flight at once: FUSE reads, signals, timers, corosync
+/// polls (a few dozen), one poll per IPC connection and the listener, and
+/// their cancellations.
+const REACTOR_SLOTS: u32 = 128 + 2 * CONNECTIONS_MAX as u32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -60,6 +65,8 @@ pub enum DaemonError {
     Channel(#[from] pmxcfs_fsproto::ChannelError),
     #[error("event loop: {0}")]
     Reactor(#[from] pmxcfs_reactor::ReactorError),
+    #[error("IPC: {0}")]
+    Ipc(#[from] pmxcfs_ipc::server::ServerError),
     #[error("{0}")]
     Setup(String),
 }
@@ -84,6 +91,8 @@ struct Settings {
     /// The host's corosync.conf (imported into a new tree; kept in sync
     /// with the tree's copy in cluster mode).
     corosync_conf: PathBuf,
+    /// libqb IPC service name ("pve2").
+    ipc_service: String,
 }
 
 /// `lookup_node_ip`: the first IPv4 address of `nodename` outside 127/8, else
@@ -204,6 +213,10 @@ fn resolve(options: &DaemonOptions) -> Result<Settings, DaemonError> {
         www_data_gid: www_data_gid()?,
         lock_timeout_secs,
         corosync_conf: or(&options.corosync_conf, "/etc/corosync/corosync.conf"),
+        ipc_service: options.ipc_service.as_ref().map_or_else(
+            || pmxcfs_ipc::proto::SERVICE_NAME.to_owned(),
+            |name| name.to_string_lossy().into_owned(),
+        ),
     })
 }
 
@@ -419,10 +432,26 @@ fn detach_stdio() {
     }
 }
 
+/// Large blocks (libqb's 1 MiB receive buffer per IPC connection, big FUSE
+/// writes) come from `mmap` and go back to the kernel when freed. glibc's
+/// default raises the threshold to the largest block freed so far, after
+/// which such blocks come from the heap and stay resident once freed: 200
+/// IPC connections opened and closed left 100 MB behind. Setting the value
+/// turns that adjustment off.
+fn fix_malloc_mmap_threshold() {
+    const THRESHOLD: libc::c_int = 128 * 1024;
+    // SAFETY: mallopt only sets an allocator parameter (under glibc's own
+    // lock); no pointer is involved.
+    if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) } != 1 {
+        tracing::warn!("mallopt(M_MMAP_THRESHOLD) refused; memory may stay high after IPC storms");
+    }
+}
+
 pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let settings = resolve(options)?;
     // SAFETY: plain syscall.
     unsafe { libc::umask(0o027) };
+    fix_malloc_mmap_threshold();
     // Signals are blocked before anything else so no thread ever gets them.
     let signals = Signals::new(&DAEMON_SIGNALS)?;
     let ready_pipe = if options.foreground {
@@ -512,8 +541,27 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     if options.foreground {
         write_pid_file(&settings.pid_file, std::process::id())?;
     }
+    // The IPC service, as C: before the restart flag goes (clients that
+    // found it retry their connects until this listens).
+    let mut reactor = Reactor::new(REACTOR_SLOTS)?;
+    let mut ipc = match IpcServer::start(&settings.ipc_service, settings.www_data_gid) {
+        Ok(ipc) => ipc,
+        Err(error) => {
+            if let Err(unmount) = channel.unmount() {
+                tracing::error!(%unmount, "unmount failed");
+            }
+            if let Ok(fs) = channel.into_fs()
+                && fs.close().is_ok()
+            {
+                // SAFETY: the session is closed and the serving threads are
+                // joined: nothing borrows the store.
+                unsafe { Store::reclaim(store) };
+            }
+            return Err(error.into());
+        }
+    };
+    ipc.arm(&mut reactor)?;
     let _ = std::fs::remove_file(restart_flag(&settings.run_dir));
-    let mut reactor = Reactor::new(64)?;
     for index in 0..FUSE_READS_IN_FLIGHT {
         reactor.read(
             channel.fd(),
@@ -539,16 +587,24 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         detach_stdio();
     }
 
-    let result = serve(&mut reactor, &mut channel, &signals, link.as_mut());
+    let stop = Stop {
+        run_dir: settings.run_dir.clone(),
+        www_data_gid: settings.www_data_gid,
+    };
+    let result = serve(
+        &mut reactor,
+        &mut channel,
+        &signals,
+        link.as_mut(),
+        &mut ipc,
+        &stop,
+    );
     if let Some(link) = link.as_mut() {
         link.stop(&mut reactor);
     }
+    stop.write_restart_flag();
+    ipc.stop(&mut reactor);
     drop(reactor);
-    let flag = restart_flag(&settings.run_dir);
-    if std::fs::write(&flag, b"").is_ok() {
-        let _ = std::fs::set_permissions(&flag, std::fs::Permissions::from_mode(0o440));
-        let _ = chown(&flag, 0, settings.www_data_gid);
-    }
     let fs = channel.into_fs()?;
     fs.close()?;
     // SAFETY: the session was consumed by `close` and every thread that
@@ -619,12 +675,32 @@ fn poll_briefly(
     Ok(false)
 }
 
+/// What a stop leaves for the clients: the restart flag (PVE::IPCC retries
+/// its connects for 10 s while it exists), written before the IPC service
+/// closes, as the C daemon does.
+struct Stop {
+    run_dir: PathBuf,
+    www_data_gid: u32,
+}
+
+impl Stop {
+    fn write_restart_flag(&self) {
+        let flag = restart_flag(&self.run_dir);
+        if std::fs::write(&flag, b"").is_ok() {
+            let _ = std::fs::set_permissions(&flag, std::fs::Permissions::from_mode(0o440));
+            let _ = chown(&flag, 0, self.www_data_gid);
+        }
+    }
+}
+
 /// The loop: one thread, everything through the reactor.
 fn serve(
     reactor: &mut Reactor,
     channel: &mut Channel,
     signals: &Signals,
     mut link: Option<&mut ClusterLink>,
+    ipc: &mut IpcServer,
+    stop: &Stop,
 ) -> Result<(), DaemonError> {
     let mut completions = Vec::new();
     let mut fuse_reads = FUSE_READS_IN_FLIGHT;
@@ -635,7 +711,9 @@ fn serve(
     let mut read_errors = 0u32;
     while fuse_reads > 0 || poll_armed {
         if !poll_briefly(reactor, &mut completions)? {
-            reactor.wait(&mut completions, None)?;
+            // libqb's deferred jobs must not wait for the next event.
+            let timeout = ipc.has_jobs().then_some(Duration::ZERO);
+            reactor.wait(&mut completions, timeout)?;
         }
         for completion in completions.drain(..) {
             match completion.token {
@@ -657,6 +735,7 @@ fn serve(
                                     if let Some(link) = link.as_deref_mut() {
                                         link.stop(reactor);
                                     }
+                                    stop.write_restart_flag();
                                     if let Err(error) = channel.unmount() {
                                         tracing::error!(%error, "unmount failed");
                                     }
@@ -700,6 +779,15 @@ fn serve(
                         unsafe { libc::read(fd, value.as_mut_ptr().cast(), 8) };
                         reactor.poll_once(fd, libc::POLLIN as u32, TOKEN_WAKE)?;
                     }
+                    if let Some(link) = link.as_deref_mut() {
+                        link.after_events(reactor, channel);
+                    }
+                }
+                token if IpcServer::owns(token) => {
+                    if stopping {
+                        continue;
+                    }
+                    ipc.complete(&completion, &mut IpcService::new(channel.fs()));
                     if let Some(link) = link.as_deref_mut() {
                         link.after_events(reactor, channel);
                     }
@@ -760,6 +848,15 @@ fn serve(
                     }
                 }
             }
+        }
+        if !stopping {
+            if ipc.has_jobs() {
+                ipc.run_jobs(&mut IpcService::new(channel.fs()));
+                if let Some(link) = link.as_deref_mut() {
+                    link.after_events(reactor, channel);
+                }
+            }
+            ipc.arm(reactor)?;
         }
         if !sync_armed && !channel.fs().is_synced() && !stopping {
             reactor.timer(SYNC_DELAY, TOKEN_SYNC)?;

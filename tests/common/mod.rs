@@ -214,6 +214,12 @@ impl Daemon {
         daemon
     }
 
+    /// The daemon's libqb IPC service name: test daemons share the network
+    /// namespace (abstract sockets), so each gets its own.
+    pub fn ipc_service(&self) -> String {
+        format!("pve2-t{}-{}", std::process::id(), self.nodename)
+    }
+
     /// A path inside the mount (`rel` without leading `/`).
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mountpoint.join(rel)
@@ -247,6 +253,8 @@ impl Daemon {
             .arg(&self.nodename)
             .arg("--node-ip")
             .arg(NODE_IP)
+            .arg("--ipc-service")
+            .arg(self.ipc_service())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

@@ -8,7 +8,9 @@
 //! and cache invalidation, errnos travelling back, cluster-wide locks,
 //! identical trees, a stopped node resynced, a new empty node, a partition
 //! (read-only minority, EACCES) and its heal, concurrent writers on all
-//! nodes, kill -9 of a daemon and of a corosync, clean bounded shutdowns.
+//! nodes, kill -9 of a daemon and of a corosync, clean bounded shutdowns,
+//! and the IPC service "pve2" of each node (status and cluster log shared
+//! over the cluster, also with a restarted node).
 
 mod common;
 
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::lab::Lab;
 use common::{BIN, dump_tree};
+use pmxcfs_ipc::client::Client;
+use pmxcfs_ipc::proto::{Op, payload};
 use serde_json::Value;
 
 const NODES: u32 = 3;
@@ -256,6 +260,77 @@ fn wait_visible(nodes: &[Node], rel: &str, data: &[u8]) {
     }
 }
 
+/// Runs `calls` with an IPC client of `node`'s daemon. The service is an
+/// abstract unix socket, private to the node's network namespace: the
+/// client is made on a thread that joined it (setns is per thread).
+fn ipc<T: Send>(node: &Node, calls: impl FnOnce(&mut Client) -> T + Send) -> T {
+    let netns = fs::File::open(format!("/proc/{}/ns/net", node.pid())).expect("node netns");
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                use std::os::fd::AsRawFd;
+                // SAFETY: setns on an fd we hold, for this thread only.
+                let joined = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
+                let mut client = Client::connect("pve2").expect("connect to pve2");
+                calls(&mut client)
+            })
+            .join()
+            .expect("IPC thread")
+    })
+}
+
+fn ipc_call(client: &mut Client, op: Op, payload: &[u8]) -> Result<Vec<u8>, i32> {
+    client.call(op.id(), payload).expect("IPC transport")
+}
+
+/// Node `of`'s status value `key` as `node` sees it over IPC.
+fn node_status(node: &Node, of: &str, key: &str) -> Result<Vec<u8>, i32> {
+    ipc(node, |client| {
+        ipc_call(
+            client,
+            Op::GetStatus,
+            &payload::get_status(key.as_bytes(), of.as_bytes()),
+        )
+    })
+}
+
+/// How often `needle` appears in `node`'s cluster log, over IPC and in
+/// `.clusterlog`.
+fn log_count(node: &Node, needle: &str) -> (usize, usize) {
+    let over_ipc = ipc(node, |client| {
+        ipc_call(
+            client,
+            Op::GetClusterLog,
+            &payload::get_cluster_log(1000, b""),
+        )
+    })
+    .expect("cluster log");
+    let over_ipc = String::from_utf8_lossy(&over_ipc).matches(needle).count();
+    let file = fs::read_to_string(node.path(".clusterlog")).unwrap_or_default();
+    (over_ipc, file.matches(needle).count())
+}
+
+/// Every running node has node `of`'s status `key` = `value`, and each
+/// message of `messages` once in its cluster log.
+#[track_caller]
+fn wait_ipc_shared(nodes: &[Node], of: &str, key: &str, value: &[u8], messages: &[String]) {
+    for node in nodes.iter().filter(|n| n.child.is_some()) {
+        wait_for(
+            &format!("{of}'s {key} on node {} over IPC", node.index),
+            nodes,
+            || node_status(node, of, key).as_deref() == Ok(value),
+        );
+        for message in messages {
+            wait_for(
+                &format!("'{message}' in node {}'s cluster log", node.index),
+                nodes,
+                || log_count(node, message) == (1, 1),
+            );
+        }
+    }
+}
+
 fn errno_of(result: std::io::Result<()>) -> Option<i32> {
     result.err().and_then(|error| error.raw_os_error())
 }
@@ -476,6 +551,37 @@ fn three_node_cluster() {
     fs::remove_dir(nodes[0].path("priv/lock/expiring")).expect("release");
     wait_converged(&nodes);
 
+    // IPC: a status set on node 1 is read with node 1's name everywhere; a
+    // message logged on each node is in every node's log once.
+    let status = b"{\"running\":true}".to_vec();
+    let set = ipc(&nodes[0], |client| {
+        ipc_call(
+            client,
+            Op::SetStatus,
+            &payload::set_status(b"kv/test", Some(&status)),
+        )
+    });
+    assert_eq!(set, Ok(Vec::new()));
+    let messages: Vec<String> = (1..=NODES).map(|i| format!("hello from node{i}")).collect();
+    for (node, message) in nodes.iter().zip(&messages) {
+        let logged = ipc(node, |client| {
+            ipc_call(
+                client,
+                Op::LogClusterMsg,
+                &payload::log_cluster_msg(6, b"root@pam", b"test", message.as_bytes()),
+            )
+        });
+        assert_eq!(logged, Ok(Vec::new()), "log on node {}", node.index);
+    }
+    // GET_STATUS answers the bytes SET_STATUS got: the Z* value with its NUL.
+    let stored = [&status[..], b"\0"].concat();
+    wait_ipc_shared(&nodes, "node1", "kv/test", &stored, &messages);
+    assert_eq!(
+        node_status(&nodes[1], "node9", "kv/test"),
+        Err(libc::ENOENT),
+        "an unknown node"
+    );
+
     // A stopped node misses writes and is resynced when it comes back.
     nodes[2].stop();
     write_when_writable(&nodes, 0, "while-n3-down", b"missed");
@@ -490,6 +596,8 @@ fn three_node_cluster() {
         restart.elapsed()
     );
     wait_converged(&nodes);
+    // The restarted node has node 1's status and the whole log again.
+    wait_ipc_shared(&nodes, "node1", "kv/test", &stored, &messages);
 
     // A new, empty node gets the whole tree.
     nodes[2].stop();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pmxcfs_fsproto::{Channel, Config, IpcService, PmxFs, REQUEST_BUFFER_BYTES};
-use pmxcfs_ipc::server::{CONNECTIONS_MAX, Server as IpcServer};
+use pmxcfs_ipc::server::{CONNECTIONS_MAX, NAME_WAIT, Server as IpcServer};
 use pmxcfs_reactor::{DAEMON_SIGNALS, Reactor, Signals, Token};
 use pmxcfs_store::{Durability, Store};
 
@@ -544,7 +544,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     // The IPC service, as C: before the restart flag goes (clients that
     // found it retry their connects until this listens).
     let mut reactor = Reactor::new(REACTOR_SLOTS)?;
-    let mut ipc = match IpcServer::start(&settings.ipc_service, settings.www_data_gid) {
+    let mut ipc = match IpcServer::start(&settings.ipc_service, settings.www_data_gid, NAME_WAIT) {
         Ok(ipc) => ipc,
         Err(error) => {
             if let Err(unmount) = channel.unmount() {

@@ -23,6 +23,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, c_int, c_void};
+use std::time::{Duration, Instant};
 
 use pmxcfs_reactor::{Completion, OperationId, Reactor, ReactorError, Token};
 
@@ -37,6 +38,9 @@ pub const BUFFER_BYTES: u32 = 8192 * 128;
 pub const BUFFER_MAX_BYTES: u32 = 16 * BUFFER_BYTES;
 /// Connections served at once; a connect beyond is refused.
 pub const CONNECTIONS_MAX: usize = 512;
+/// How long the daemon's start waits for the service name to become free.
+pub const NAME_WAIT: Duration = Duration::from_secs(10);
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(50);
 /// Reactor tokens at and above this belong to the IPC server.
 pub const TOKEN_BASE: u64 = 1 << 48;
 
@@ -133,8 +137,13 @@ pub struct Server {
 
 impl Server {
     /// Creates the service and starts listening; libqb's first watch (the
-    /// listening socket) is armed by the next [`Server::arm`].
-    pub fn start(name: &str, www_data_gid: u32) -> Result<Server, ServerError> {
+    /// listening socket) is armed by the next [`Server::arm`]. While the
+    /// name is bound by another socket, retries for up to `name_wait`.
+    pub fn start(
+        name: &str,
+        www_data_gid: u32,
+        name_wait: Duration,
+    ) -> Result<Server, ServerError> {
         if WATCHES.with(|watches| watches.borrow().active) {
             return Err(ServerError::Busy);
         }
@@ -168,41 +177,69 @@ impl Server {
                 reply: Vec::with_capacity(64 * 1024),
             })
         });
-        // SAFETY: libqb copies both handler tables (qb_ipcs_create and
-        // qb_ipcs_poll_handlers_set store them by value), so stack copies
-        // are fine; the name is NUL-terminated.
-        let service =
-            unsafe { ffi::qb_ipcs_create(c_name.as_ptr(), 1, ffi::QB_IPC_SHM, &mut handlers) };
-        if service.is_null() {
-            let source = std::io::Error::last_os_error();
-            Self::reset_thread();
-            return Err(ServerError::Create {
-                name: name.to_owned(),
-                source,
-            });
-        }
-        // SAFETY: `service` is the live service just created.
-        unsafe {
-            ffi::qb_ipcs_poll_handlers_set(service, &mut poll);
-            ffi::qb_ipcs_enforce_buffer_size(service, BUFFER_BYTES);
-        }
-        // SAFETY: as above; qb_ipcs_run registers the listening socket
-        // through our dispatch_add.
-        let result = unsafe { ffi::qb_ipcs_run(service) };
-        if result < 0 {
-            // SAFETY: the service is not used after this.
-            unsafe { ffi::qb_ipcs_destroy(service) };
-            Self::reset_thread();
-            return Err(ServerError::Run {
-                name: name.to_owned(),
-                source: std::io::Error::from_raw_os_error(-result),
-            });
-        }
+        // A daemon killed a moment ago may still hold the name: its
+        // listening socket lives until the kernel has torn its io_uring
+        // down, which finishes after the process is gone.
+        let deadline = Instant::now() + name_wait;
+        let service = loop {
+            match Self::create_and_run(name, &c_name, &mut handlers, &mut poll) {
+                Ok(service) => break service,
+                Err(ServerError::Run { source, .. })
+                    if source.raw_os_error() == Some(libc::EADDRINUSE)
+                        && Instant::now() < deadline =>
+                {
+                    tracing::warn!(
+                        service = name,
+                        "IPC service name still in use (a previous daemon still exiting?); retrying"
+                    );
+                    std::thread::sleep(BIND_RETRY_EVERY);
+                }
+                Err(error) => {
+                    Self::reset_thread();
+                    return Err(error);
+                }
+            }
+        };
         tracing::info!(service = name, "IPC server listening");
         Ok(Server {
             service,
             name: name.to_owned(),
         })
+    }
+
+    /// One try: a new libqb service, listening.
+    fn create_and_run(
+        name: &str,
+        c_name: &CString,
+        handlers: &mut ffi::QbIpcsServiceHandlers,
+        poll: &mut ffi::QbIpcsPollHandlers,
+    ) -> Result<*mut ffi::QbIpcsService, ServerError> {
+        // SAFETY: libqb copies both handler tables (qb_ipcs_create and
+        // qb_ipcs_poll_handlers_set store them by value), so stack copies
+        // are fine; the name is NUL-terminated.
+        let service = unsafe { ffi::qb_ipcs_create(c_name.as_ptr(), 1, ffi::QB_IPC_SHM, handlers) };
+        if service.is_null() {
+            return Err(ServerError::Create {
+                name: name.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: `service` is the live service just created.
+        unsafe {
+            ffi::qb_ipcs_poll_handlers_set(service, poll);
+            ffi::qb_ipcs_enforce_buffer_size(service, BUFFER_BYTES);
+        }
+        // SAFETY: as above; qb_ipcs_run registers the listening socket
+        // through our dispatch_add. On failure it drops the service's only
+        // reference itself (the service is freed: no destroy after it).
+        let result = unsafe { ffi::qb_ipcs_run(service) };
+        if result < 0 {
+            return Err(ServerError::Run {
+                name: name.to_owned(),
+                source: std::io::Error::from_raw_os_error(-result),
+            });
+        }
+        Ok(service)
     }
 
     fn reset_thread() {
@@ -660,4 +697,42 @@ unsafe extern "C" fn msg_process(
         }
     });
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name held by a live server: the second start retries, then fails
+    /// with EADDRINUSE and leaves its thread clean (libqb already freed the
+    /// failed service; freeing it again aborted the daemon once).
+    #[test]
+    fn a_name_in_use_fails_after_the_wait_and_the_first_server_stays() {
+        let name = format!("pmxcfs-ipc-unit-{}", std::process::id());
+        let first = Server::start(&name, 33, Duration::ZERO).expect("first server");
+        let second = std::thread::spawn({
+            let name = name.clone();
+            move || {
+                let start = Instant::now();
+                let result = Server::start(&name, 33, Duration::from_millis(200));
+                let error = match result {
+                    Ok(_) => panic!("a second server on the same name"),
+                    Err(error) => error,
+                };
+                assert!(start.elapsed() >= Duration::from_millis(200), "it retried");
+                assert!(
+                    matches!(&error, ServerError::Run { source, .. }
+                        if source.raw_os_error() == Some(libc::EADDRINUSE)),
+                    "{error}"
+                );
+                // The thread can serve again once the name is free.
+                WATCHES.with(|watches| assert!(!watches.borrow().active));
+            }
+        });
+        second.join().expect("second thread");
+        let mut reactor = Reactor::new(16).expect("reactor");
+        first.stop(&mut reactor);
+        let again = Server::start(&name, 33, Duration::ZERO).expect("the name is free again");
+        again.stop(&mut reactor);
+    }
 }

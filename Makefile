@@ -13,9 +13,12 @@ TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 # Debian packages the build and the tests need: a C compiler for the bundled
 # LMDB and sqlite (and the C-style CPG member of the cluster test), fuse3 for
 # the FUSE mount tests, corosync and its client libraries (rust-corosync links
-# -lcpg -lcfg -lcmap -lquorum -lvotequorum), iproute2 for the namespace lab.
+# -lcpg -lcfg -lcmap -lquorum -lvotequorum), iproute2 for the namespace lab, libqb for the
+# IPC service, librrd and libclang (the rrd crate's bindgen) for RRD files, rrdcached and
+# rrdtool for the RRD tests.
 DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev \
-	libcmap-dev libquorum-dev libvotequorum-dev libcorosync-common-dev libqb-dev iproute2
+	libcmap-dev libquorum-dev libvotequorum-dev libcorosync-common-dev libqb-dev iproute2 \
+	librrd-dev libclang-dev rrdcached rrdtool
 
 .PHONY: all build run test deps bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean
 

@@ -10,7 +10,8 @@ pub const USAGE: &str = "\
 Usage:
   pmxcfs [-d] [-f] [-l] [--mountpoint DIR] [--data-dir DIR] [--run-dir DIR]
          [--pid-file FILE] [--nodename NAME] [--node-ip ADDR]
-         [--corosync-conf FILE] [--ipc-service NAME]
+         [--corosync-conf FILE] [--ipc-service NAME] [--rrd-dir DIR]
+         [--rrdcached-socket PATH]
       Run the cluster file system daemon. Cluster mode (corosync CPG) when
       the tree holds corosync.conf and -l is not given; a new data dir first
       imports the host's corosync.conf, as the C daemon does.
@@ -26,9 +27,14 @@ Usage:
       --ipc-service     the libqb IPC service name (default pve2, what
                         PVE::IPCC connects to; another name lets test daemons
                         run side by side in one network namespace)
+      --rrd-dir         where the RRD files of the graphs go
+      --rrdcached-socket  rrdcached's socket; when it does not answer within
+                        1 s the files are written directly (librrd)
       defaults: --mountpoint /etc/pve --data-dir /var/lib/pve-cluster
                 --run-dir /run/pve-cluster --pid-file /var/run/pve-cluster.pid
                 --corosync-conf /etc/corosync/corosync.conf (the host copy)
+                --rrd-dir /var/lib/rrdcached/db
+                --rrdcached-socket /var/run/rrdcached.sock
                 --nodename from uname (up to the first dot)
       PMXCFS_LOCK_TIMEOUT_SECS replaces the 120 s lock lifetime (for tests).
   pmxcfs import-db --sqlite FILE --data-dir DIR
@@ -108,6 +114,8 @@ pub struct DaemonOptions {
     pub corosync_conf: Option<PathBuf>,
     pub no_uring: bool,
     pub ipc_service: Option<OsString>,
+    pub rrd_dir: Option<PathBuf>,
+    pub rrdcached_socket: Option<PathBuf>,
 }
 
 /// Arguments of `import-db` and `export-db`.
@@ -262,13 +270,16 @@ fn parse_daemon(args: Vec<OsString>) -> Result<Command, UsageError> {
                     "local" => flag(&mut options.local)?,
                     "sync-writes" => flag(&mut options.sync_writes)?,
                     "no-uring" => flag(&mut options.no_uring)?,
-                    "mountpoint" | "data-dir" | "run-dir" | "pid-file" | "corosync-conf" => {
+                    "mountpoint" | "data-dir" | "run-dir" | "pid-file" | "corosync-conf"
+                    | "rrd-dir" | "rrdcached-socket" => {
                         let value = PathBuf::from(option_value(&name, glued, &mut tokens, USAGE)?);
                         let slot = match name.as_str() {
                             "mountpoint" => &mut options.mountpoint,
                             "data-dir" => &mut options.data_dir,
                             "pid-file" => &mut options.pid_file,
                             "corosync-conf" => &mut options.corosync_conf,
+                            "rrd-dir" => &mut options.rrd_dir,
+                            "rrdcached-socket" => &mut options.rrdcached_socket,
                             _ => &mut options.run_dir,
                         };
                         set_once(slot, value, &name, USAGE)?;

@@ -8,11 +8,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use pmxcfs_cpg::status::RrdSink;
 use pmxcfs_fsproto::{Channel, Config, IpcService, PmxFs, REQUEST_BUFFER_BYTES};
 use pmxcfs_ipc::server::{CONNECTIONS_MAX, NAME_WAIT, Server as IpcServer};
 use pmxcfs_reactor::{DAEMON_SIGNALS, Reactor, Signals, Token};
+use pmxcfs_rrd::{Writer as RrdWriter, WriterConfig};
 use pmxcfs_store::{Durability, Store};
 
 use crate::cli::DaemonOptions;
@@ -93,6 +96,9 @@ struct Settings {
     corosync_conf: PathBuf,
     /// libqb IPC service name ("pve2").
     ipc_service: String,
+    /// RRD files and rrdcached.
+    rrd_dir: PathBuf,
+    rrdcached_socket: PathBuf,
 }
 
 /// `lookup_node_ip`: the first IPv4 address of `nodename` outside 127/8, else
@@ -217,6 +223,15 @@ fn resolve(options: &DaemonOptions) -> Result<Settings, DaemonError> {
             || pmxcfs_ipc::proto::SERVICE_NAME.to_owned(),
             |name| name.to_string_lossy().into_owned(),
         ),
+        rrd_dir: or(&options.rrd_dir, "/var/lib/rrdcached/db"),
+        // rrdtool's `unix:PATH` spelling is taken too.
+        rrdcached_socket: {
+            let socket = or(&options.rrdcached_socket, "/var/run/rrdcached.sock");
+            match socket.to_str().and_then(|text| text.strip_prefix("unix:")) {
+                Some(path) => PathBuf::from(path),
+                None => socket,
+            }
+        },
     })
 }
 
@@ -447,6 +462,18 @@ fn fix_malloc_mmap_threshold() {
     }
 }
 
+/// The RRD writer as the status tables' sink.
+struct RrdFiles(Arc<RrdWriter>);
+
+impl RrdSink for RrdFiles {
+    fn update(&self, key: &[u8], value: &[u8]) {
+        self.0.submit(key, value);
+    }
+}
+
+/// How long a stop waits for the RRD write in progress.
+const RRD_STOP_WAIT: Duration = Duration::from_millis(500);
+
 pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     let settings = resolve(options)?;
     // SAFETY: plain syscall.
@@ -464,6 +491,14 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     chown(&settings.run_dir, 0, settings.www_data_gid)?;
     let _lock = single_instance_lock(&settings.data_dir)?;
     recover_stale_mount(&settings.mountpoint)?;
+    // RRD files are written on their own thread, never on the loop.
+    let rrd = Arc::new(
+        RrdWriter::spawn(WriterConfig::new(
+            settings.rrd_dir.clone(),
+            Some(settings.rrdcached_socket.clone()),
+        ))
+        .map_err(|error| DaemonError::Setup(format!("cannot start the RRD writer: {error}")))?,
+    );
 
     let fresh = !settings.data_dir.join("lmdb").join("data.mdb").exists();
     let store: &'static Store = Store::open(&settings.data_dir)?.leak();
@@ -511,6 +546,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         PmxFs::new(session, permit, config)
     };
     fs.set_node_ip(settings.node_ip.clone());
+    fs.set_rrd_sink(Arc::new(RrdFiles(rrd.clone())));
     // Requests are served through per-CPU io_uring queues when the kernel has
     // them (fuse.enable_uring; switched on here as root), else /dev/fuse.
     let uring = !options.no_uring && pmxcfs_fsproto::enable_uring();
@@ -605,6 +641,15 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     stop.write_restart_flag();
     ipc.stop(&mut reactor);
     drop(reactor);
+    rrd.stop(RRD_STOP_WAIT);
+    let written = rrd.stats();
+    tracing::info!(
+        through_rrdcached = written.through_rrdcached,
+        direct = written.direct,
+        failed = written.failed,
+        dropped = written.dropped,
+        "RRD writer stopped"
+    );
     let fs = channel.into_fs()?;
     fs.close()?;
     // SAFETY: the session was consumed by `close` and every thread that

@@ -86,6 +86,10 @@ impl Node {
             .arg(format!("10.99.0.{}", self.index))
             .arg("--corosync-conf")
             .arg(d("etc/corosync.conf"))
+            .arg("--rrd-dir")
+            .arg(d("rrd"))
+            .arg("--rrdcached-socket")
+            .arg(d("rrdcached.sock"))
             .env("RUST_LOG", "info")
             .env("PMXCFS_LOCK_TIMEOUT_SECS", LOCK_TIMEOUT_SECS.to_string())
             .stdin(Stdio::null())
@@ -576,6 +580,38 @@ fn three_node_cluster() {
     // GET_STATUS answers the bytes SET_STATUS got: the Z* value with its NUL.
     let stored = [&status[..], b"\0"].concat();
     wait_ipc_shared(&nodes, "node1", "kv/test", &stored, &messages);
+    // RRD values set on node 1 are in every node's dump, and every node
+    // writes the file (directly: no rrdcached in the lab).
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let rrd_value = format!("{stamp}:1000:250");
+    let set = ipc(&nodes[0], |client| {
+        ipc_call(
+            client,
+            Op::SetStatus,
+            &payload::set_status(b"rrd/pve2-storage/node1/local", Some(rrd_value.as_bytes())),
+        )
+    });
+    assert_eq!(set, Ok(Vec::new()));
+    let line = format!("pve2-storage/node1/local:{rrd_value}\n");
+    for node in &nodes {
+        wait_for(
+            &format!("the RRD value in node {}'s dump", node.index),
+            &nodes,
+            || {
+                ipc(node, |client| ipc_call(client, Op::GetRrdDump, b""))
+                    .is_ok_and(|dump| String::from_utf8_lossy(&dump).contains(&line))
+            },
+        );
+        let file = node.dir.join("rrd/pve-storage-9.0/node1/local");
+        wait_for(
+            &format!("node {} writes {}", node.index, file.display()),
+            &nodes,
+            || file.exists(),
+        );
+    }
     assert_eq!(
         node_status(&nodes[1], "node9", "kv/test"),
         Err(libc::ENOENT),

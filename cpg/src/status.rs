@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::kvstore::KvTable;
 
@@ -48,6 +49,23 @@ pub enum Stored {
     NodeIp(bool),
 }
 
+/// Where stored RRD values go to be written to their files (the daemon's
+/// RRD writer). Called on the thread that stores the value: it must not
+/// block.
+pub trait RrdSink: Send + Sync {
+    /// `key` without `rrd/`, `value` as stored (with its NUL).
+    fn update(&self, key: &[u8], value: &[u8]);
+}
+
+#[derive(Default)]
+struct SinkSlot(Option<Arc<dyn RrdSink>>);
+
+impl std::fmt::Debug for SinkSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "RrdSink" } else { "none" })
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct StatusTables {
     local: KvTable,
@@ -55,6 +73,8 @@ pub struct StatusTables {
     /// expires values and caches its text.
     rrd: RefCell<RrdTable>,
     node_ip: Option<String>,
+    /// Every RRD value stored, local or remote, is also handed here.
+    rrd_sink: SinkSlot,
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +159,15 @@ impl StatusTables {
                 rrd.values.insert(key.to_vec(), (value.to_vec(), now));
             }
         }
+        if let Some(sink) = &self.rrd_sink.0 {
+            sink.update(key, value);
+        }
         Ok(())
+    }
+
+    /// Hands every RRD value stored from now on to `sink` too.
+    pub fn set_rrd_sink(&mut self, sink: Arc<dyn RrdSink>) {
+        self.rrd_sink = SinkSlot(Some(sink));
     }
 
     /// This node's generic table.

@@ -251,6 +251,12 @@ impl PmxFs {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Every RRD value stored from now on (local SET_STATUS and, in cluster
+    /// mode, other nodes' updates) is also handed to `sink`.
+    pub fn set_rrd_sink(&self, sink: std::sync::Arc<dyn pmxcfs_cpg::status::RrdSink>) {
+        self.core().tables_mut().set_rrd_sink(sink);
+    }
+
     /// Kernel cache entries to invalidate, collected while serving requests,
     /// each once, in order.
     pub fn take_invalidations(&self) -> Vec<Invalidation> {

@@ -161,6 +161,10 @@ pub struct Daemon {
     pub pid_file: PathBuf,
     pub log: PathBuf,
     pub nodename: String,
+    /// `--rrd-dir` and `--rrdcached-socket` (by default a socket nobody
+    /// listens on: files are written directly).
+    pub rrd_dir: PathBuf,
+    pub rrdcached_socket: PathBuf,
     env: Vec<(String, String)>,
     args: Vec<String>,
     process: Option<Process>,
@@ -180,6 +184,7 @@ impl Daemon {
         std::fs::create_dir(&data_dir).expect("data dir");
         std::fs::create_dir(&run_dir).expect("run dir");
         let number = NODE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let (rrd_dir, rrdcached_socket) = (base.join("rrd"), base.join("rrdcached.sock"));
         Daemon {
             dir: Some(dir),
             mountpoint: base.join("mnt"),
@@ -189,6 +194,8 @@ impl Daemon {
             run_dir,
             base,
             nodename: format!("pvetest{number}"),
+            rrd_dir,
+            rrdcached_socket,
             env: Vec::new(),
             args: Vec::new(),
             process: None,
@@ -255,6 +262,10 @@ impl Daemon {
             .arg(NODE_IP)
             .arg("--ipc-service")
             .arg(self.ipc_service())
+            .arg("--rrd-dir")
+            .arg(&self.rrd_dir)
+            .arg("--rrdcached-socket")
+            .arg(&self.rrdcached_socket)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))

@@ -11,7 +11,8 @@
 # The Rust daemon runs on $WORK/rust/{mnt,data,run}.
 #
 # The caller sets NAME (for messages), C_PMXCFS, RUST_PMXCFS and WORK (a fresh temporary
-# directory), then calls ns_up and daemons_up; `cleanup` (trapped on EXIT) stops the
+# directory), optionally RUST_EXTRA_ARGS (more options of the Rust daemon), then calls ns_up
+# and daemons_up; `cleanup` (trapped on EXIT) stops the
 # daemons and $EXTRA_PID (a load generator), detaches what a killed daemon left, ends the
 # namespace and removes $WORK.
 
@@ -111,7 +112,7 @@ daemons_up() {
     in_ns "$RUST_PMXCFS" -f -l --mountpoint "$WORK/rust/mnt" \
         --data-dir "$WORK/rust/data" --run-dir "$WORK/rust/run" \
         --pid-file "$WORK/rust/pmxcfs.pid" --nodename bench --ipc-service pve2-rust \
-        >"$WORK/rust.log" 2>&1 &
+        ${RUST_EXTRA_ARGS:-} >"$WORK/rust.log" 2>&1 &
     R_PID=$!
     wait_for_mount "$C_PID" /etc/pve "C pmxcfs"
     wait_for_mount "$R_PID" "$WORK/rust/mnt" "Rust pmxcfs"

@@ -3,6 +3,8 @@
 //! or directly with librrd. Nothing the loop does waits for it: `submit`
 //! takes a mutex that the thread holds only to pop an entry.
 //!
+//! The thread runs at nice 10, below the request threads.
+//!
 //! Bound: `queue_max` updates. When full, the oldest waiting update is
 //! dropped and counted (a hung disk or rrdcached costs graph points, never
 //! memory or the file system). After an rrdcached failure (timeout, refused
@@ -105,6 +107,7 @@ impl Writer {
             .spawn({
                 let shared = shared.clone();
                 move || {
+                    lower_priority();
                     run(&shared, &config);
                     let _ = done.send(());
                 }
@@ -183,6 +186,28 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(1));
+    }
+}
+
+/// The writer's nice value: on a busy node the CPU goes to FUSE and IPC
+/// requests first (a burst of updates otherwise competes with them).
+const WRITER_NICE: libc::c_int = 10;
+
+fn lower_priority() {
+    // SAFETY: plain syscalls; `who` is this thread (Linux nice values are
+    // per thread).
+    let result = unsafe {
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::gettid() as libc::id_t,
+            WRITER_NICE,
+        )
+    };
+    if result != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "RRD writer keeps the normal priority"
+        );
     }
 }
 

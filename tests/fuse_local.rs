@@ -758,6 +758,17 @@ fn tree_operations_and_errnos_on(daemon: &Daemon) {
         libc::ENAMETOOLONG,
         "rename to a 1025-byte name",
     );
+    // Looked up, too (C: ENAMETOOLONG from the kernel, not ENOENT).
+    assert_errno(
+        fs::metadata(p(&long)).map(|_| ()),
+        libc::ENAMETOOLONG,
+        "stat of a 1025-byte name",
+    );
+    assert_errno(
+        fs::read(p(&long)).map(|_| ()),
+        libc::ENAMETOOLONG,
+        "open of a 1025-byte name",
+    );
     // A name of PATH_MAX bytes is refused by the VFS in any case.
     let too_long = "n".repeat(4096);
     assert_errno(
@@ -966,6 +977,26 @@ fn debug_version_writes_and_statfs() {
     assert_eq!(st.f_files, 262_144, "f_files");
     assert_eq!((st.f_bfree, st.f_bavail), (32768, 32768), "empty tree");
     assert_eq!(st.f_ffree, 262_143, "f_ffree counts the root");
+    // The mount flags of the C daemon's mount: nosuid, nodev, relatime.
+    const ST_NOSUID: i64 = 0x2;
+    const ST_NODEV: i64 = 0x4;
+    const ST_NOATIME: i64 = 0x400;
+    const ST_RELATIME: i64 = 0x1000;
+    let path =
+        std::ffi::CString::new(daemon.mountpoint.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: zeroed plain C struct, filled by the kernel; valid C string.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(path.as_ptr(), &mut vfs) },
+        0,
+        "statvfs"
+    );
+    let flags = vfs.f_flag as i64;
+    assert_eq!(
+        flags & (ST_NOSUID | ST_NODEV | ST_NOATIME | ST_RELATIME),
+        ST_NOSUID | ST_NODEV | ST_RELATIME,
+        "statfs flags {flags:#x}"
+    );
     put(&daemon, "blob.bin", vec![1u8; 5000]);
     let st = ok(statfs(&daemon.mountpoint), "statfs");
     assert_eq!(

@@ -80,6 +80,33 @@ fn connection_id(mountpoint: &Path) -> Option<u64> {
     })
 }
 
+/// fuse-backend-rs mounts with `noatime`; the C daemon's mount has the
+/// kernel default `relatime` (statfs flag 0x1000, not 0x400). Atime flags
+/// belong to the mount, so a bind remount changes them alone.
+fn set_relatime(mountpoint: &Path) {
+    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) else {
+        return;
+    };
+    let flags =
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_RELATIME;
+    // SAFETY: mount(2) with a valid path and no data.
+    let result = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            path.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if result != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "mount stays noatime (the C daemon's is relatime)"
+        );
+    }
+}
+
 impl Channel {
     /// Mounts `fs` at `mountpoint` (default_permissions, allow_other).
     /// With `uring`, requests are served by per-CPU io_uring queues once the
@@ -95,6 +122,7 @@ impl Channel {
         session
             .mount()
             .map_err(|error| mount_error(error.to_string()))?;
+        set_relatime(mountpoint);
         let session_fd = session
             .get_fuse_file()
             .map(|file| file.as_raw_fd())

@@ -468,6 +468,10 @@ impl Core {
         if parent >= SPECIAL_BASE {
             return Err(errno(libc::ENOTDIR));
         }
+        // What C nodes' kernels answer (no such name can exist here).
+        if name.len() > NAME_BYTES_MAX {
+            return Err(errno(libc::ENAMETOOLONG));
+        }
         let child = self
             .reader()
             .child_inode(store_inode(parent)?, name)

@@ -70,6 +70,8 @@ pub enum DaemonError {
     Reactor(#[from] pmxcfs_reactor::ReactorError),
     #[error("IPC: {0}")]
     Ipc(#[from] pmxcfs_ipc::server::ServerError),
+    #[error("migrating the C daemon's config.db: {0}")]
+    Migrate(#[from] crate::db_tools::ToolError),
     #[error("{0}")]
     Setup(String),
 }
@@ -500,6 +502,17 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         .map_err(|error| DaemonError::Setup(format!("cannot start the RRD writer: {error}")))?,
     );
 
+    // First start on a node the C daemon ran: its database becomes ours.
+    if let Some(summary) = crate::db_tools::migrate_c_database(&settings.data_dir)? {
+        tracing::info!(
+            entries = summary.entries,
+            version = summary.version,
+            "migrated the C daemon's {}/{} into the store (the file stays as it was; \
+             `pmxcfs export-db` writes one back)",
+            settings.data_dir.display(),
+            crate::db_tools::C_DATABASE
+        );
+    }
     let fresh = !settings.data_dir.join("lmdb").join("data.mdb").exists();
     let store: &'static Store = Store::open(&settings.data_dir)?.leak();
     let durability = if options.sync_writes {

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use pmxcfs_store::{Durability, Reader, Row, Store, StoreError, read_rows, write_rows};
+use pmxcfs_store::{
+    Durability, ImportSummary, Reader, Row, Store, StoreError, read_rows, write_rows,
+};
 use sha2::{Digest, Sha256};
 
 use crate::cli::DbArgs;
@@ -27,6 +29,17 @@ pub enum ToolError {
         dir: PathBuf,
         entries: u64,
         version: u64,
+    },
+    #[error(
+        "{sqlite} (version {theirs}) is newer than this daemon's store (version {ours}): the C \
+         daemon ran since this store was written; to continue from the C daemon's tree, move \
+         {data_dir}/lmdb and {data_dir}/journal aside and start again (config.db is imported)"
+    )]
+    CNewer {
+        sqlite: PathBuf,
+        theirs: u64,
+        ours: u64,
+        data_dir: PathBuf,
     },
     #[error("{0} holds no store (import a database with import-db first)")]
     NoStore(PathBuf),
@@ -72,6 +85,53 @@ fn all_rows(reader: &Reader<'_>) -> Result<Vec<Row>, StoreError> {
 pub fn import_db(args: &DbArgs) -> Result<(), ToolError> {
     ensure_data_dir(&args.data_dir)?;
     let _lock = DataDirLock::acquire(&args.data_dir)?;
+    import_locked(args).map(|_| ())
+}
+
+/// The C daemon's database in a data directory.
+pub const C_DATABASE: &str = "config.db";
+
+/// The daemon's first start on a C node: `data_dir` holds the C daemon's
+/// `config.db` and no store of ours, so the database is imported with
+/// import-db's checks (`config.db` itself is only read). `None` when there
+/// is nothing to migrate. The caller holds the data directory's lock.
+///
+/// With a store of ours and a `config.db` beside it, the database must not
+/// be newer than the store (a C daemon that ran since, on a copy written by
+/// `export-db`, say): that start is refused, with what to do, instead of
+/// serving a tree that lacks the C daemon's changes.
+pub fn migrate_c_database(data_dir: &Path) -> Result<Option<ImportSummary>, ToolError> {
+    let sqlite = data_dir.join(C_DATABASE);
+    if !sqlite.exists() {
+        return Ok(None);
+    }
+    if data_dir.join("lmdb").join("data.mdb").exists() {
+        let theirs = pmxcfs_store::read_global_version(&sqlite)?;
+        let ours = {
+            let store = Store::open(data_dir)?;
+            let (session, _permit) = store.session(Durability::Relaxed)?;
+            let version = session.reader().root()?.meta.version;
+            drop(session);
+            version
+        };
+        if theirs > ours {
+            return Err(ToolError::CNewer {
+                sqlite,
+                theirs,
+                ours,
+                data_dir: data_dir.to_path_buf(),
+            });
+        }
+        return Ok(None);
+    }
+    import_locked(&DbArgs {
+        sqlite,
+        data_dir: data_dir.to_path_buf(),
+    })
+    .map(Some)
+}
+
+fn import_locked(args: &DbArgs) -> Result<ImportSummary, ToolError> {
     // Read (and check) the database before a store is created.
     let rows = read_rows(&args.sqlite)?;
     let fresh = !args.data_dir.join("lmdb").exists();
@@ -84,7 +144,7 @@ pub fn import_db(args: &DbArgs) -> Result<(), ToolError> {
     result
 }
 
-fn import_into(args: &DbArgs, rows: &[Row]) -> Result<(), ToolError> {
+fn import_into(args: &DbArgs, rows: &[Row]) -> Result<ImportSummary, ToolError> {
     let store = Store::open(&args.data_dir)?;
     {
         let snapshot = store.snapshot()?;
@@ -114,7 +174,7 @@ fn import_into(args: &DbArgs, rows: &[Row]) -> Result<(), ToolError> {
         version = summary.version,
         "imported"
     );
-    Ok(())
+    Ok(summary)
 }
 
 pub fn export_db(args: &DbArgs) -> Result<(), ToolError> {

@@ -2,6 +2,8 @@
 //! config.db (tests/vectors/config-db) and against small hand-made
 //! databases the C daemon would refuse.
 
+mod common;
+
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -595,4 +597,157 @@ fn the_command_line_reports_usage_errors_and_cluster_mode_needs_a_node_ip() {
         "{}",
         stderr(&output)
     );
+}
+
+/// The first start on a node the C daemon ran (its config.db in the data
+/// dir, no store of ours) imports the database, leaves the file as it was,
+/// says so in one log line, and does not import again at the next start.
+#[test]
+fn the_first_start_on_a_c_node_migrates_its_config_db() {
+    let manifest = manifest();
+    let mut daemon = common::Daemon::new();
+    let c_db = daemon.data_dir.join("config.db");
+    std::fs::copy(vector_dir().join("config.db"), &c_db).expect("copy config.db");
+    // /var/lib/pve-cluster as the C daemon left it: its mode stays.
+    std::fs::set_permissions(&daemon.data_dir, std::fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    daemon.start();
+    // The C database's files are served (those at the top, by content).
+    let mut served = 0;
+    for row in manifest["rows"].as_array().expect("rows") {
+        let name = row["name"].as_str().expect("name");
+        if row["type"] == 8 && row["parent"] == 0 && name != "__version__" {
+            let data = std::fs::read(daemon.path(name)).expect("file from the C database");
+            assert_eq!(
+                sha256_hex(&data),
+                row["sha256"].as_str().expect("sha256"),
+                "{name}"
+            );
+            served += 1;
+        }
+    }
+    assert!(served >= 3, "{served} top-level files checked");
+    std::fs::write(daemon.path("after-migration.cfg"), b"ours\n").expect("write");
+    daemon.stop_clean();
+    let mode = std::fs::metadata(&daemon.data_dir)
+        .expect("data dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750, "data dir mode");
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    assert_eq!(log.matches("migrated the C daemon's").count(), 1, "{log}");
+    assert_eq!(
+        sha256_hex(&std::fs::read(&c_db).expect("config.db")),
+        manifest["db_sha256"].as_str().expect("db_sha256"),
+        "config.db untouched"
+    );
+    // The store has the C rows (dump as import-db makes it) plus our write.
+    let imported = tempfile::tempdir().expect("tempdir");
+    let output = import(&c_db, imported.path());
+    assert!(output.status.success(), "import: {}", stderr(&output));
+    let reference = dump_rows(imported.path());
+    let migrated = dump_rows(&daemon.data_dir);
+    for row in reference.iter().skip(1) {
+        assert!(migrated.contains(row), "{row} not migrated");
+    }
+    assert!(
+        migrated
+            .iter()
+            .any(|row| row["name"] == "after-migration.cfg"),
+        "our own write"
+    );
+    // A second start uses the store, not the database again.
+    daemon.start();
+    assert_eq!(
+        std::fs::read(daemon.path("after-migration.cfg")).expect("kept"),
+        b"ours\n"
+    );
+    daemon.stop_clean();
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    assert_eq!(log.matches("migrated the C daemon's").count(), 1, "{log}");
+
+    // Back to the C daemon (export-db), which then changes the tree: its
+    // config.db is newer than our store, and our next start says so
+    // instead of serving a tree without those changes.
+    std::fs::remove_file(&c_db).expect("old config.db");
+    let output = export(&c_db, &daemon.data_dir);
+    assert!(output.status.success(), "export: {}", stderr(&output));
+    let conn = Connection::open(&c_db).expect("open export");
+    conn.execute("UPDATE tree SET version = version + 1 WHERE inode = 0", [])
+        .expect("the C daemon's next change");
+    drop(conn);
+    let output = start_in_foreground(&daemon);
+    assert!(!output.status.success(), "started on a stale store");
+    assert!(
+        stderr(&output).contains("is newer than this daemon's store"),
+        "{}",
+        stderr(&output)
+    );
+    // As the message says: the store aside, and the next start imports.
+    std::fs::rename(daemon.data_dir.join("lmdb"), daemon.base.join("lmdb.old")).expect("aside");
+    std::fs::rename(
+        daemon.data_dir.join("journal"),
+        daemon.base.join("journal.old"),
+    )
+    .expect("aside");
+    daemon.start();
+    assert_eq!(
+        std::fs::read(daemon.path("after-migration.cfg")).expect("in the C tree"),
+        b"ours\n"
+    );
+    daemon.stop_clean();
+    let log = std::fs::read_to_string(&daemon.log).expect("log");
+    assert_eq!(log.matches("migrated the C daemon's").count(), 2, "{log}");
+}
+
+/// `pmxcfs -f -l` on the harness daemon's directories, expected to fail
+/// before it mounts.
+fn start_in_foreground(daemon: &common::Daemon) -> Output {
+    let mountpoint = daemon.mountpoint.to_string_lossy().into_owned();
+    pmxcfs(&[
+        "-f",
+        "-l",
+        "--mountpoint",
+        &mountpoint,
+        "--data-dir",
+        path_str(&daemon.data_dir),
+        "--run-dir",
+        path_str(&daemon.run_dir),
+        "--pid-file",
+        path_str(&daemon.pid_file),
+        "--nodename",
+        &daemon.nodename,
+        "--node-ip",
+        common::NODE_IP,
+        "--ipc-service",
+        &daemon.ipc_service(),
+        "--rrd-dir",
+        path_str(&daemon.rrd_dir),
+    ])
+}
+
+/// A C database the C daemon itself would refuse stops the first start
+/// with the reason, and leaves no store behind (the next start tries again).
+#[test]
+fn a_c_database_the_c_daemon_refuses_stops_the_migration() {
+    let daemon = common::Daemon::new();
+    let c_db = daemon.data_dir.join("config.db");
+    make_db(
+        &c_db,
+        &[
+            VERSION_ROW,
+            (2, 0, 2, 4, b"nodes", None),
+            (3, 0, 3, 8, b"nodes", None),
+        ],
+    );
+    let output = start_in_foreground(&daemon);
+    assert!(!output.status.success(), "started on a refused database");
+    let text = stderr(&output);
+    assert!(
+        text.contains("migrating the C daemon's config.db")
+            && text.contains("duplicate name \"nodes\""),
+        "{text}"
+    );
+    assert!(!daemon.data_dir.join("lmdb").exists(), "no half-made store");
+    assert!(c_db.exists());
 }

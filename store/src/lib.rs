@@ -26,7 +26,7 @@ pub use locks::LOCK_TIMEOUT_SECS;
 pub use op::{Op, Origin};
 pub use row::{Row, VERSION_ROW_NAME};
 pub use session::{ApplyPermit, CheckpointLimits, Durability, Recovery, Session, Writer};
-pub use sqlite::{C_SCHEMA_SQL, read_rows, write_rows};
+pub use sqlite::{C_SCHEMA_SQL, read_global_version, read_rows, write_rows};
 pub use store::{FORMAT, Reader, Snapshot, Store};
 pub use vmlist::{Guest, VmList};
 

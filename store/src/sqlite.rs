@@ -87,6 +87,24 @@ fn type_name(value: ValueRef<'_>) -> &'static str {
 /// there), and a database with a non-empty write-ahead log (an immutable
 /// open would not see the changes in it).
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let conn = open_read_only(path)?;
+    read_rows_of(path, &conn)
+}
+
+/// The global version of a C daemon's database (its `__version__` row),
+/// with the same refusals as [`read_rows`] for the file itself.
+pub fn read_global_version(path: &Path) -> Result<u64> {
+    let conn = open_read_only(path)?;
+    conn.query_row("SELECT version FROM tree WHERE inode = 0", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|version| version as u64)
+    .map_err(|error| sqlite_error(path, format!("no version row: {error}")))
+}
+
+/// Opens a regular file without a pending write-ahead log, read-only and
+/// immutable.
+fn open_read_only(path: &Path) -> Result<Connection> {
     let metadata = std::fs::metadata(path).map_err(|error| StoreError::io(path, error))?;
     if !metadata.is_file() {
         return Err(sqlite_error(path, "not a regular file"));
@@ -108,8 +126,11 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(&uri, flags)
-        .map_err(|error| sqlite_error(path, format!("cannot open: {error}")))?;
+    Connection::open_with_flags(&uri, flags)
+        .map_err(|error| sqlite_error(path, format!("cannot open: {error}")))
+}
+
+fn read_rows_of(path: &Path, conn: &Connection) -> Result<Vec<Row>> {
     let reason = |error: rusqlite::Error| sqlite_error(path, error.to_string());
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('tree')")

@@ -90,12 +90,14 @@ impl Store {
         drop(unsafe { Box::from_raw(std::ptr::from_ref(store).cast_mut()) });
     }
 
-    /// Opens the store in `dir`, creating it if missing (mode 0700). A new
-    /// store holds only the root, at global version 1 (spec/memdb.md §3).
+    /// Opens the store in `dir`, creating it if missing (its `lmdb`
+    /// directory mode 0700; `dir` itself keeps its mode, as the C daemon's
+    /// `/var/lib/pve-cluster` does). A new store holds only the root, at
+    /// global version 1 (spec/memdb.md §3).
     pub fn open(dir: &Path) -> Result<Store> {
         let lmdb_dir = dir.join("lmdb");
         std::fs::create_dir_all(&lmdb_dir).map_err(|error| StoreError::io(&lmdb_dir, error))?;
-        restrict_permissions(dir)?;
+        restrict_permissions(&lmdb_dir)?;
         let env = open_env(&lmdb_dir)?;
         if let Some(dbs) = open_dbs(&env)? {
             return Ok(Store {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::notify::Notifier;
 use pmxcfs_cpg::status::RrdSink;
 use pmxcfs_fsproto::{Channel, Config, IpcService, PmxFs, REQUEST_BUFFER_BYTES};
 use pmxcfs_ipc::server::{CONNECTIONS_MAX, NAME_WAIT, Server as IpcServer};
@@ -33,6 +34,8 @@ const TOKEN_FUSE_POLL: Token = Token(102);
 const TOKEN_STOP_DEADLINE: Token = Token(103);
 /// Cluster mode with io_uring queues: a queue took a mutating request.
 const TOKEN_WAKE: Token = Token(104);
+/// systemd's watchdog keep-alive is due.
+const TOKEN_WATCHDOG: Token = Token(105);
 /// After serving, the loop keeps polling (yielding the CPU between polls)
 /// this long before it sleeps. A caller that sends its next request at once
 /// (most do: stat after create, write after open) then finds the loop
@@ -640,6 +643,13 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         run_dir: settings.run_dir.clone(),
         www_data_gid: settings.www_data_gid,
     };
+    let mut notifier = Notifier::from_env();
+    if let Some(notifier) = notifier.as_mut() {
+        notifier.update(|| channel.fs().health());
+        if let Some(period) = notifier.watchdog {
+            reactor.timer(period, TOKEN_WATCHDOG)?;
+        }
+    }
     let result = serve(
         &mut reactor,
         &mut channel,
@@ -647,6 +657,7 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         link.as_mut(),
         &mut ipc,
         &stop,
+        notifier.as_mut(),
     );
     if let Some(link) = link.as_mut() {
         link.stop(&mut reactor);
@@ -759,6 +770,7 @@ fn serve(
     mut link: Option<&mut ClusterLink>,
     ipc: &mut IpcServer,
     stop: &Stop,
+    mut notifier: Option<&mut Notifier>,
 ) -> Result<(), DaemonError> {
     let mut completions = Vec::new();
     let mut fuse_reads = FUSE_READS_IN_FLIGHT;
@@ -790,6 +802,9 @@ fn serve(
                                         "shutting down"
                                     );
                                     stopping = true;
+                                    if let Some(notifier) = notifier.as_deref() {
+                                        notifier.stopping();
+                                    }
                                     if let Some(link) = link.as_deref_mut() {
                                         link.stop(reactor);
                                     }
@@ -848,6 +863,14 @@ fn serve(
                     ipc.complete(&completion, &mut IpcService::new(channel.fs()));
                     if let Some(link) = link.as_deref_mut() {
                         link.after_events(reactor, channel);
+                    }
+                }
+                TOKEN_WATCHDOG => {
+                    if let Some(notifier) = notifier.as_deref() {
+                        notifier.watchdog();
+                        if let Some(period) = notifier.watchdog.filter(|_| !stopping) {
+                            reactor.timer(period, TOKEN_WATCHDOG)?;
+                        }
                     }
                 }
                 TOKEN_STOP_DEADLINE => {
@@ -915,6 +938,11 @@ fn serve(
                 }
             }
             ipc.arm(reactor)?;
+        }
+        if let Some(notifier) = notifier.as_deref_mut()
+            && !stopping
+        {
+            notifier.update(|| channel.fs().health());
         }
         if !sync_armed && !channel.fs().is_synced() && !stopping {
             reactor.timer(SYNC_DELAY, TOKEN_SYNC)?;

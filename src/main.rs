@@ -7,6 +7,7 @@ mod corosync_conf;
 mod daemon;
 mod db_tools;
 mod lock;
+mod notify;
 
 use std::error::Error;
 use std::io::IsTerminal;

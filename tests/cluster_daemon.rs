@@ -91,6 +91,7 @@ impl Node {
             .arg("--rrdcached-socket")
             .arg(d("rrdcached.sock"))
             .env("RUST_LOG", "info")
+            .env("NOTIFY_SOCKET", self.dir.join("notify.sock"))
             .env("PMXCFS_LOCK_TIMEOUT_SECS", LOCK_TIMEOUT_SECS.to_string())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -347,6 +348,12 @@ fn three_node_cluster() {
         .expect("temp dir");
     let lab = Lab::up(NODES, base.path().join("lab"));
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
+    // Node 1 reports to a service manager (a Type=notify unit): the test.
+    let notify = std::os::unix::net::UnixDatagram::bind(nodes[0].dir.join("notify.sock"))
+        .expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
     let started = Instant::now();
     for node in &mut nodes {
         node.start(&lab);
@@ -384,6 +391,17 @@ fn three_node_cluster() {
             .members()
             .is_some_and(|m| (1..=3).all(|i| m["nodelist"][format!("node{i}")]["online"] == 1))
     });
+    // systemd heard READY, and a STATUS with quorum and members.
+    let mut heard = String::new();
+    wait_for("node 1's STATUS with 3 nodes", &nodes, || {
+        let mut buffer = [0u8; 4096];
+        if let Ok(length) = notify.recv(&mut buffer) {
+            heard.push_str(&String::from_utf8_lossy(&buffer[..length]));
+        }
+        heard.contains("STATUS=quorate, 3 of 3 nodes online, synced\n")
+    });
+    assert!(heard.contains("READY=1\n"), "{heard}");
+
     // Every node imported the same corosync.conf; the host copy is unchanged.
     wait_visible(
         &nodes,

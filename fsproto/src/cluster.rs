@@ -236,6 +236,11 @@ impl Cluster {
         self.dfsm.app().session()
     }
 
+    /// The tree's DFSM is in sync with the group (mode SYNCED).
+    pub(crate) fn synced(&self) -> bool {
+        self.dfsm.mode() == pmxcfs_cpg::dfsm::Mode::Synced
+    }
+
     pub(crate) fn parts(&mut self) -> (&mut Session<'static>, &mut ApplyPermit) {
         self.dfsm.app_mut().parts()
     }

@@ -147,6 +147,34 @@ pub struct Config {
 /// delivery (cluster mode; the DCDB application owns the session).
 /// One per process: the size difference of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
+/// The file system's state as a service manager sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub cluster: bool,
+    pub quorate: bool,
+    /// The tree is in sync with the cluster (always in local mode).
+    pub synced: bool,
+    /// Nodes online (in the status group) and configured.
+    pub online: usize,
+    pub configured: usize,
+}
+
+impl Health {
+    /// One line for systemd's STATUS=.
+    pub fn text(&self) -> String {
+        if !self.cluster {
+            return "local mode".into();
+        }
+        format!(
+            "{}, {} of {} nodes online, {}",
+            if self.quorate { "quorate" } else { "no quorum" },
+            self.online,
+            self.configured,
+            if self.synced { "synced" } else { "syncing" }
+        )
+    }
+}
+
 pub(crate) enum Backend {
     Local {
         session: Session<'static>,
@@ -249,6 +277,31 @@ impl PmxFs {
         self.core
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What the service manager is told (sd_notify READY/STATUS).
+    pub fn health(&self) -> Health {
+        let core = self.core();
+        let quorate = core.quorum.is_quorate();
+        match &core.backend {
+            Backend::Local { .. } => Health {
+                cluster: false,
+                quorate,
+                synced: true,
+                online: 1,
+                configured: 1,
+            },
+            Backend::Cluster(cluster) => {
+                let (online, configured) = core.status.node_counts();
+                Health {
+                    cluster: true,
+                    quorate,
+                    synced: cluster.synced(),
+                    online,
+                    configured,
+                }
+            }
+        }
     }
 
     /// Every RRD value stored from now on (local SET_STATUS and, in cluster

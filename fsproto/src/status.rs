@@ -98,6 +98,15 @@ pub struct Status {
 }
 
 impl Status {
+    /// Nodes in the `pve_kvstore_v1` group, and nodes configured.
+    pub fn node_counts(&self) -> (usize, usize) {
+        let configured = self
+            .cluster
+            .as_ref()
+            .map_or(0, |cluster| cluster.nodes.len());
+        (self.online.len(), configured)
+    }
+
     pub fn new(nodename: &str, now: u32) -> Status {
         let mut status = Status {
             nodename: nodename.to_string(),

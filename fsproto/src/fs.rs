@@ -143,10 +143,6 @@ pub struct Config {
     pub www_data_gid: u32,
 }
 
-/// Where changes are applied: at once (local mode), or by the DFSM on
-/// delivery (cluster mode; the DCDB application owns the session).
-/// One per process: the size difference of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
 /// The file system's state as a service manager sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Health {
@@ -175,6 +171,10 @@ impl Health {
     }
 }
 
+/// Where changes are applied: at once (local mode), or by the DFSM on
+/// delivery (cluster mode; the DCDB application owns the session).
+/// One per process: the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     Local {
         session: Session<'static>,

@@ -5,7 +5,8 @@
 #   make test    install what is missing, build, run every test (CI runs this)
 #   make bench   criterion benchmarks + bytes written per change (BENCHMARKS.md)
 #   make bench-cluster   3-node namespace cluster: replication figures
-#   make deps    only install the Debian packages (idempotent)
+#   make deb     the Debian package (cargo-deb), checked with lintian
+#   make deps    only install the Debian packages and cargo-deb (idempotent)
 
 CARGO ?= cargo
 # Where cargo puts its builds (honours CARGO_TARGET_DIR).
@@ -15,12 +16,14 @@ TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 # the FUSE mount tests, corosync and its client libraries (rust-corosync links
 # -lcpg -lcfg -lcmap -lquorum -lvotequorum), iproute2 for the namespace lab, libqb for the
 # IPC service, librrd and libclang (the rrd crate's bindgen) for RRD files, rrdcached and
-# rrdtool for the RRD tests.
+# rrdtool for the RRD tests, lintian and systemd (systemd-analyze) for the package test.
 DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev \
 	libcmap-dev libquorum-dev libvotequorum-dev libcorosync-common-dev libqb-dev iproute2 \
-	librrd-dev libclang-dev rrdcached rrdtool
+	librrd-dev libclang-dev rrdcached rrdtool lintian systemd
+# cargo-deb builds the Debian package (make deb, and the package test).
+CARGO_DEB_VERSION := 3.8.0
 
-.PHONY: all build run test deps bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean
+.PHONY: all build run test deps deb bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean
 
 all: build
 
@@ -35,6 +38,8 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "cargo (Rust 1.95) is required" >&2; exit 1; }
+	@$(CARGO) deb --version 2>/dev/null | grep -q "$(CARGO_DEB_VERSION)" || \
+		$(CARGO) install cargo-deb --locked --version $(CARGO_DEB_VERSION)
 
 build: deps
 	$(CARGO) build --workspace --locked
@@ -58,6 +63,12 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The Debian package (target/debian/pmxcfs-rs_*.deb); packaging/deb/ says what it does.
+deb: deps
+	$(CARGO) build --locked --release -p pmxcfs
+	$(CARGO) deb --no-build
+	lintian --fail-on error --allow-root $(TARGET_DIR)/debian/pmxcfs-rs_*.deb
 
 bench: deps
 	$(CARGO) bench -p pmxcfs-bench --locked

@@ -84,7 +84,9 @@ fn the_package_diverts_exports_back_and_purges_cleanly() {
         String::from_utf8_lossy(&lintian.stderr)
     );
 
-    let c_db = repo().join("tests/vectors/config-db/config.db");
+    // A copy: reading a WAL-mode database leaves -wal/-shm files beside it.
+    let c_db = work.path().join("config.db");
+    std::fs::copy(repo().join("tests/vectors/config-db/config.db"), &c_db).expect("copy");
     let root = work.path().join("root");
     std::fs::create_dir(&root).expect("scratch dir");
     let run = Command::new("sh")
@@ -117,9 +119,9 @@ fn the_package_diverts_exports_back_and_purges_cleanly() {
     // The C daemon gets the tree back: the exported config.db holds the
     // rows it had (nothing changed in between), the original kept beside.
     let data = root.join("upper/var/lib/pve-cluster");
-    assert_eq!(rows(&data.join("config.db")), rows(&c_db));
     assert_eq!(
         std::fs::read(data.join("config.db.before-pmxcfs-rs")).expect("kept"),
         std::fs::read(&c_db).expect("vector")
     );
+    assert_eq!(rows(&data.join("config.db")), rows(&c_db));
 }

@@ -43,6 +43,10 @@ Usage:
       Write the store in DIR as a new config.db FILE for the C daemon.
   pmxcfs dump --data-dir DIR
       Print the tree as JSON lines.
+  pmxcfs status [--json] [--run-dir DIR]
+      What the running daemon is doing (from its control socket).
+  pmxcfs metrics [--run-dir DIR]
+      The same as Prometheus text, for a node exporter's textfile collector.
   pmxcfs help [COMMAND]
 
 Logging goes to stderr; RUST_LOG sets the filter (default: info).
@@ -83,6 +87,18 @@ sequence becomes U+FFFD), so such a name cannot be told apart from others.
 The dump shows the store's last checkpoint: changes a running daemon holds
 only in its journal are not shown.";
 
+pub const STATUS_HELP: &str = "\
+Usage: pmxcfs status [--json] [--run-dir DIR]
+       pmxcfs metrics [--run-dir DIR]
+
+Asks the running daemon, through its control socket DIR/pmxcfs.sock (default
+DIR /run/pve-cluster; root only), what it is doing: mode, quorum, members with
+their state and IPs, both DFSM groups (mode, epoch, leader, queues), parked
+requests, the store's journal and last checkpoint, lock directories and their
+expiry, IPC connections, the RRD writer's queue and counters, kernel cache
+invalidations sent. --json prints it as JSON; `metrics` as Prometheus text.
+Exit status 1 when no daemon answers.";
+
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -91,6 +107,11 @@ pub enum Command {
     ExportDb(DbArgs),
     Dump {
         data_dir: PathBuf,
+    },
+    /// Ask the running daemon (`status`, `status-json`, `metrics`).
+    Control {
+        request: &'static str,
+        run_dir: PathBuf,
     },
     /// Print this help text and exit successfully.
     Help(&'static str),
@@ -220,6 +241,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
         Some(b"export-db") => Ok(parse_db_tool(args, EXPORT_DB_HELP)?
             .map_or(Command::Help(EXPORT_DB_HELP), Command::ExportDb)),
         Some(b"dump") => parse_dump(args),
+        Some(b"status") => parse_control(args, true),
+        Some(b"metrics") => parse_control(args, false),
         Some(b"help") => parse_help(&args[1..]),
         Some(first) if !first.starts_with(b"-") => Err(usage(
             format!("unknown command {:?}", String::from_utf8_lossy(first)),
@@ -236,6 +259,7 @@ fn parse_help(topics: &[OsString]) -> Result<Command, UsageError> {
             b"import-db" => Ok(Command::Help(IMPORT_DB_HELP)),
             b"export-db" => Ok(Command::Help(EXPORT_DB_HELP)),
             b"dump" => Ok(Command::Help(DUMP_HELP)),
+            b"status" | b"metrics" => Ok(Command::Help(STATUS_HELP)),
             other => Err(usage(
                 format!("no help for {:?}", String::from_utf8_lossy(other)),
                 USAGE,
@@ -353,6 +377,45 @@ fn parse_db_tool(args: Vec<OsString>, help: &'static str) -> Result<Option<DbArg
             data_dir: data_dir.into(),
         }),
     )
+}
+
+/// `status [--json] [--run-dir DIR]`, `metrics [--run-dir DIR]`.
+fn parse_control(args: Vec<OsString>, status: bool) -> Result<Command, UsageError> {
+    let mut json = false;
+    let mut run_dir = None;
+    let mut tokens = tokenize(args[1..].to_vec())?.into_iter();
+    while let Some(token) = tokens.next() {
+        match token {
+            Token::Short('h') => return Ok(Command::Help(STATUS_HELP)),
+            Token::Long(name, _) if name == "help" => return Ok(Command::Help(STATUS_HELP)),
+            Token::Long(name, None) if name == "json" && status => json = true,
+            Token::Long(name, glued) if name == "run-dir" => {
+                let value = option_value(&name, glued, &mut tokens, STATUS_HELP)?;
+                set_once(&mut run_dir, PathBuf::from(value), &name, STATUS_HELP)?;
+            }
+            Token::Long(name, _) => {
+                return Err(usage(format!("unknown option --{name}"), STATUS_HELP));
+            }
+            Token::Short(other) => {
+                return Err(usage(format!("unknown option -{other}"), STATUS_HELP));
+            }
+            Token::Positional(value) => {
+                return Err(usage(
+                    format!("unexpected argument {}", value.display()),
+                    STATUS_HELP,
+                ));
+            }
+        }
+    }
+    let request = match (status, json) {
+        (true, false) => "status",
+        (true, true) => "status-json",
+        (false, _) => "metrics",
+    };
+    Ok(Command::Control {
+        request,
+        run_dir: run_dir.unwrap_or_else(|| PathBuf::from("/run/pve-cluster")),
+    })
 }
 
 fn parse_dump(args: Vec<OsString>) -> Result<Command, UsageError> {

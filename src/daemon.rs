@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::control::Control;
 use crate::notify::Notifier;
+use crate::status_report::{self, DaemonFigures};
 use pmxcfs_cpg::status::RrdSink;
 use pmxcfs_fsproto::{Channel, Config, IpcService, PmxFs, REQUEST_BUFFER_BYTES};
 use pmxcfs_ipc::server::{CONNECTIONS_MAX, NAME_WAIT, Server as IpcServer};
@@ -643,6 +645,16 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         run_dir: settings.run_dir.clone(),
         www_data_gid: settings.www_data_gid,
     };
+    let mut control = match Control::bind(&settings.run_dir) {
+        Ok(control) => Some(control),
+        Err(error) => {
+            tracing::warn!(%error, "no control socket; `pmxcfs status` will not answer");
+            None
+        }
+    };
+    if let Some(control) = control.as_mut() {
+        control.arm(&mut reactor)?;
+    }
     let mut notifier = Notifier::from_env();
     if let Some(notifier) = notifier.as_mut() {
         notifier.update(|| channel.fs().health());
@@ -657,8 +669,16 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         link.as_mut(),
         &mut ipc,
         &stop,
-        notifier.as_mut(),
+        Extras {
+            control: control.as_mut(),
+            notifier: notifier.as_mut(),
+            rrd: &rrd,
+            started: std::time::Instant::now(),
+        },
     );
+    if let Some(control) = &control {
+        control.remove();
+    }
     if let Some(link) = link.as_mut() {
         link.stop(&mut reactor);
     }
@@ -762,6 +782,14 @@ impl Stop {
     }
 }
 
+/// What the loop needs besides its event sources.
+struct Extras<'a> {
+    control: Option<&'a mut Control>,
+    notifier: Option<&'a mut Notifier>,
+    rrd: &'a RrdWriter,
+    started: std::time::Instant,
+}
+
 /// The loop: one thread, everything through the reactor.
 fn serve(
     reactor: &mut Reactor,
@@ -770,7 +798,7 @@ fn serve(
     mut link: Option<&mut ClusterLink>,
     ipc: &mut IpcServer,
     stop: &Stop,
-    mut notifier: Option<&mut Notifier>,
+    mut extras: Extras<'_>,
 ) -> Result<(), DaemonError> {
     let mut completions = Vec::new();
     let mut fuse_reads = FUSE_READS_IN_FLIGHT;
@@ -802,7 +830,7 @@ fn serve(
                                         "shutting down"
                                     );
                                     stopping = true;
-                                    if let Some(notifier) = notifier.as_deref() {
+                                    if let Some(notifier) = extras.notifier.as_deref() {
                                         notifier.stopping();
                                     }
                                     if let Some(link) = link.as_deref_mut() {
@@ -856,6 +884,37 @@ fn serve(
                         link.after_events(reactor, channel);
                     }
                 }
+                token if Control::owns(token) => {
+                    let Some(control) = extras.control.as_deref_mut() else {
+                        continue;
+                    };
+                    let rrd = extras.rrd;
+                    let started = extras.started;
+                    let mut answer = |request: &str| {
+                        let report = channel.fs().report();
+                        let figures = DaemonFigures {
+                            pid: std::process::id(),
+                            uptime_secs: started.elapsed().as_secs(),
+                            ipc_connections: ipc.connections(),
+                            ipc_refused: ipc.refused(),
+                            rrd: rrd.stats(),
+                            rrd_pending: rrd.pending(),
+                            invalidations_sent: channel.invalidations_sent(),
+                            now_secs: std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0, |since| since.as_secs()),
+                        };
+                        match request {
+                            "status" => Some(status_report::text(&report, &figures)),
+                            "status-json" => {
+                                Some(format!("{:#}\n", status_report::json(&report, &figures)))
+                            }
+                            "metrics" => Some(status_report::metrics(&report, &figures)),
+                            _ => None,
+                        }
+                    };
+                    control.complete(completion.token, reactor, &mut answer)?;
+                }
                 token if IpcServer::owns(token) => {
                     if stopping {
                         continue;
@@ -866,7 +925,7 @@ fn serve(
                     }
                 }
                 TOKEN_WATCHDOG => {
-                    if let Some(notifier) = notifier.as_deref() {
+                    if let Some(notifier) = extras.notifier.as_deref() {
                         notifier.watchdog();
                         if let Some(period) = notifier.watchdog.filter(|_| !stopping) {
                             reactor.timer(period, TOKEN_WATCHDOG)?;
@@ -939,7 +998,7 @@ fn serve(
             }
             ipc.arm(reactor)?;
         }
-        if let Some(notifier) = notifier.as_deref_mut()
+        if let Some(notifier) = extras.notifier.as_deref_mut()
             && !stopping
         {
             notifier.update(|| channel.fs().health());

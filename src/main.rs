@@ -3,11 +3,13 @@
 
 mod cli;
 mod cluster;
+mod control;
 mod corosync_conf;
 mod daemon;
 mod db_tools;
 mod lock;
 mod notify;
+mod status_report;
 
 use std::error::Error;
 use std::io::IsTerminal;
@@ -116,6 +118,22 @@ fn main() -> ExitCode {
         Command::ExportDb(args) => {
             init_logging(false);
             ("export-db", db_tools::export_db(&args).map_err(Into::into))
+        }
+        Command::Control { request, run_dir } => {
+            return match control::ask(&run_dir, request) {
+                Ok(answer) if answer.starts_with("error: ") => {
+                    eprint!("pmxcfs: {}", answer.trim_start_matches("error: "));
+                    ExitCode::FAILURE
+                }
+                Ok(answer) => {
+                    print!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("pmxcfs: {error}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Dump { data_dir } => {
             init_logging(false);

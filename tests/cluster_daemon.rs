@@ -401,6 +401,33 @@ fn three_node_cluster() {
         heard.contains("STATUS=quorate, 3 of 3 nodes online, synced\n")
     });
     assert!(heard.contains("READY=1\n"), "{heard}");
+    // `pmxcfs status` of node 2: the cluster as it sees it.
+    wait_for(
+        "node 2's status: 3 online, both groups synced",
+        &nodes,
+        || {
+            let output = std::process::Command::new(BIN)
+                .args(["status", "--json", "--run-dir"])
+                .arg(nodes[1].dir.join("run"))
+                .output()
+                .expect("pmxcfs status");
+            let Ok(status) = serde_json::from_slice::<Value>(&output.stdout) else {
+                return false;
+            };
+            status["mode"] == "cluster"
+                && status["quorate"] == true
+                && status["members"].as_array().is_some_and(|members| {
+                    members.len() == 3 && members.iter().all(|member| member["online"] == true)
+                })
+                && status["members"][0]["ip"] == "10.99.0.1"
+                && status["dfsm"].as_array().is_some_and(|groups| {
+                    groups.len() == 2
+                        && groups
+                            .iter()
+                            .all(|group| group["mode"] == "synced" && group["synced_members"] == 3)
+                })
+        },
+    );
 
     // Every node imported the same corosync.conf; the host copy is unchanged.
     wait_visible(

@@ -8,6 +8,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
 
 use fuse_backend_rs::api::server::Server;
@@ -50,6 +51,8 @@ pub struct Channel {
     /// kernel may block such a write on an inode lock held by a process that
     /// waits for a request this loop has yet to serve.
     notifier: Sender<Vec<u8>>,
+    /// Invalidations the kernel took (written by the notifier thread).
+    invalidations_sent: Arc<AtomicU64>,
     /// The kernel's id of this FUSE connection (for /sys/fs/fuse/connections).
     connection: Option<u64>,
     /// Cluster mode: mutating requests are parked (see `PmxFs::intercept`).
@@ -108,6 +111,11 @@ fn set_relatime(mountpoint: &Path) {
 }
 
 impl Channel {
+    /// Kernel cache invalidations written so far.
+    pub fn invalidations_sent(&self) -> u64 {
+        self.invalidations_sent.load(Ordering::Relaxed)
+    }
+
     /// Mounts `fs` at `mountpoint` (default_permissions, allow_other).
     /// With `uring`, requests are served by per-CPU io_uring queues once the
     /// kernel accepted the transport at INIT (see `uring.rs`), else all
@@ -138,7 +146,8 @@ impl Channel {
         // SAFETY: a fresh fd owned by nothing else.
         let fuse_fd = unsafe { OwnedFd::from_raw_fd(duplicate) };
         let fd = fuse_fd.as_raw_fd();
-        let notifier = spawn_notifier(fd)?;
+        let invalidations_sent = Arc::new(AtomicU64::new(0));
+        let notifier = spawn_notifier(fd, invalidations_sent.clone())?;
         let fs = Arc::new(fs);
         let connection = connection_id(mountpoint);
         let cluster = fs.is_cluster();
@@ -164,6 +173,7 @@ impl Channel {
             connection,
             fuse_fd,
             notifier,
+            invalidations_sent,
             session,
             server: Arc::new(Server::new(Arc::clone(&fs))),
             fs,
@@ -396,7 +406,7 @@ pub(crate) fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
 /// The thread that writes notifications to /dev/fuse. It ends when the
 /// channel drops its sender; a write the kernel never finishes (connection
 /// already gone) ends with the process.
-fn spawn_notifier(fd: RawFd) -> Result<Sender<Vec<u8>>, ChannelError> {
+fn spawn_notifier(fd: RawFd, sent: Arc<AtomicU64>) -> Result<Sender<Vec<u8>>, ChannelError> {
     let (sender, receiver) = channel::<Vec<u8>>();
     std::thread::Builder::new()
         .name("pmxcfs-notify".into())
@@ -408,6 +418,8 @@ fn spawn_notifier(fd: RawFd) -> Result<Sender<Vec<u8>>, ChannelError> {
                 if written < 0 {
                     // ENOENT: the kernel had nothing cached for it.
                     tracing::debug!(error = %std::io::Error::last_os_error(), "invalidation not delivered");
+                } else {
+                    sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })

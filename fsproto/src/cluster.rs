@@ -241,6 +241,39 @@ impl Cluster {
         self.dfsm.mode() == pmxcfs_cpg::dfsm::Mode::Synced
     }
 
+    pub(crate) fn parked_count(&self) -> usize {
+        self.parked.len()
+    }
+
+    pub(crate) fn outgoing_count(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    /// Both DFSM groups as `pmxcfs status` shows them.
+    pub(crate) fn group_reports(&self) -> Vec<crate::report::GroupReport> {
+        fn report<A: pmxcfs_cpg::dfsm::Application>(
+            name: &'static str,
+            dfsm: &Dfsm<A>,
+        ) -> crate::report::GroupReport {
+            let epoch = dfsm.sync_epoch();
+            crate::report::GroupReport {
+                name,
+                mode: format!("{:?}", dfsm.mode()).to_lowercase(),
+                epoch: epoch.epoch,
+                epoch_nodeid: epoch.nodeid,
+                members: dfsm.members().count(),
+                synced_members: dfsm.members().filter(|(_, synced)| *synced).count(),
+                leader_nodeid: dfsm.lowest_nodeid(),
+                queued: dfsm.queued().len(),
+                sync_queued: dfsm.sync_queued().len(),
+            }
+        }
+        vec![
+            report(Group::Dcdb.name(), &self.dfsm),
+            report(Group::Kvstore.name(), &self.kv),
+        ]
+    }
+
     pub(crate) fn parts(&mut self) -> (&mut Session<'static>, &mut ApplyPermit) {
         self.dfsm.app_mut().parts()
     }

@@ -10,6 +10,7 @@ mod channel;
 mod cluster;
 mod fs;
 mod quorum;
+pub mod report;
 mod service;
 pub mod status;
 mod uring;

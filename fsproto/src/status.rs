@@ -98,6 +98,30 @@ pub struct Status {
 }
 
 impl Status {
+    /// The configured nodes with their online state and IPs (`.members`'s
+    /// data), in node id order.
+    pub fn member_reports(&self) -> Vec<crate::report::MemberReport> {
+        let mut nodes: Vec<&ClusterNode> = self
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.nodes.iter().collect())
+            .unwrap_or_default();
+        nodes.sort_by_key(|node| node.nodeid);
+        nodes
+            .into_iter()
+            .map(|node| crate::report::MemberReport {
+                name: node.name.clone(),
+                nodeid: node.nodeid,
+                online: self.online.contains(&node.nodeid),
+                ip: if node.name == self.nodename {
+                    self.node_ip.clone()
+                } else {
+                    self.ips.get(&node.nodeid).cloned()
+                },
+            })
+            .collect()
+    }
+
     /// Nodes in the `pve_kvstore_v1` group, and nodes configured.
     pub fn node_counts(&self) -> (usize, usize) {
         let configured = self

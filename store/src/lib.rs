@@ -25,7 +25,9 @@ pub use import::ImportSummary;
 pub use locks::LOCK_TIMEOUT_SECS;
 pub use op::{Op, Origin};
 pub use row::{Row, VERSION_ROW_NAME};
-pub use session::{ApplyPermit, CheckpointLimits, Durability, Recovery, Session, Writer};
+pub use session::{
+    ApplyPermit, CheckpointLimits, Durability, Recovery, Session, SessionStats, Writer,
+};
 pub use sqlite::{C_SCHEMA_SQL, read_global_version, read_rows, write_rows};
 pub use store::{FORMAT, Reader, Snapshot, Store};
 pub use vmlist::{Guest, VmList};

@@ -35,6 +35,18 @@ impl LockTable {
         self.locks.insert(path.to_vec(), (now_secs, checksum));
     }
 
+    /// Every known lock: path and the second it expires (first seen + the
+    /// lifetime), for status reports.
+    pub fn expiries(&self) -> Vec<(Vec<u8>, u64)> {
+        let mut all: Vec<(Vec<u8>, u64)> = self
+            .locks
+            .iter()
+            .map(|(path, (first_seen, _))| (path.clone(), first_seen + self.timeout_secs))
+            .collect();
+        all.sort();
+        all
+    }
+
     pub fn remove(&mut self, path: &[u8]) {
         self.locks.remove(path);
     }

@@ -58,6 +58,18 @@ pub struct ApplyPermit {
     _private: (),
 }
 
+/// The write side's state, for status reports.
+#[derive(Clone, Debug, Default)]
+pub struct SessionStats {
+    pub journal_bytes: u64,
+    pub records_since_checkpoint: u64,
+    /// Wall-clock second of the last checkpoint this session made.
+    pub last_checkpoint: Option<u64>,
+    pub poisoned: bool,
+    /// Lock directories the lock table knows, with the second each expires.
+    pub locks: Vec<(Vec<u8>, u64)>,
+}
+
 /// What recovery found when the session started.
 #[derive(Clone, Debug, Default)]
 pub struct Recovery {
@@ -109,6 +121,7 @@ pub struct Session<'s> {
     replaying: bool,
     clock: Clock,
     recovery: Recovery,
+    last_checkpoint: Option<u64>,
 }
 
 impl Store {
@@ -137,6 +150,7 @@ impl Store {
                 replayed_records: 0,
                 dropped_journal_bytes: replay.dropped_bytes,
             },
+            last_checkpoint: None,
         };
         session.rebuild_derived()?;
         session.replay(replay.records, checkpoint_seq)?;
@@ -341,8 +355,20 @@ impl<'s> Session<'s> {
             Err(error) => tracing::warn!(%error, "cannot check for stale LMDB readers"),
         }
         self.records_since_checkpoint = 0;
+        self.last_checkpoint = Some((self.clock)());
         tracing::debug!(seq = last_seq, "checkpoint");
         Ok(())
+    }
+
+    /// The journal, the checkpoints and the lock table, for status reports.
+    pub fn stats(&self) -> SessionStats {
+        SessionStats {
+            journal_bytes: self.journal.len_bytes(),
+            records_since_checkpoint: self.records_since_checkpoint,
+            last_checkpoint: self.last_checkpoint,
+            poisoned: self.poisoned,
+            locks: self.locks.expiries(),
+        }
     }
 
     /// Checkpoints and ends the session (clean shutdown).

@@ -401,6 +401,13 @@ fn three_node_cluster() {
         heard.contains("STATUS=quorate, 3 of 3 nodes online, synced\n")
     });
     assert!(heard.contains("READY=1\n"), "{heard}");
+    // Lines an admin greps for, with node names.
+    wait_for("node 1's log of 3 members in sync", &nodes, || {
+        let log = fs::read_to_string(nodes[0].dir.join("pmxcfs.log")).unwrap_or_default();
+        log.contains("cluster members: node1 (id 1), node2 (id 2), node3 (id 3)")
+            && log.contains("tree in sync with the cluster (leader node1 (id 1))")
+            && log.contains("node has quorum")
+    });
     // `pmxcfs status` of node 2: the cluster as it sees it.
     wait_for(
         "node 2's status: 3 online, both groups synced",
@@ -677,6 +684,12 @@ fn three_node_cluster() {
         restart.elapsed()
     );
     wait_converged(&nodes);
+    let log = fs::read_to_string(nodes[0].dir.join("pmxcfs.log")).unwrap_or_default();
+    assert!(
+        log.contains("(joined: -; left: node3 (id 3))"),
+        "node 1 logs node 3 leaving:\n{}",
+        nodes[0].log_tail()
+    );
     // The restarted node has node 1's status and the whole log again.
     wait_ipc_shared(&nodes, "node1", "kv/test", &stored, &messages);
 

@@ -204,6 +204,9 @@ pub(crate) struct Cluster {
     /// Counts of own messages whose parked request got a success result in
     /// this pump: their changes were made through this kernel, which knows.
     answered_ok: std::collections::HashSet<u64>,
+    /// The tree group's members and sync state last logged.
+    logged_members: Vec<u32>,
+    logged_synced: bool,
 }
 
 impl Cluster {
@@ -229,6 +232,8 @@ impl Cluster {
             known: HashMap::new(),
             corosync_conf: None,
             answered_ok: std::collections::HashSet::new(),
+            logged_members: Vec::new(),
+            logged_synced: false,
         }
     }
 
@@ -309,6 +314,55 @@ impl Core {
         match &self.backend {
             Backend::Cluster(cluster) => Some(cluster.kv.app().remote()),
             Backend::Local { .. } => None,
+        }
+    }
+
+    /// One line an admin can grep for each change of the tree group's
+    /// members (with node names) and of its sync state (with the leader).
+    pub(crate) fn log_cluster_changes(&mut self) {
+        let Backend::Cluster(cluster) = &mut self.backend else {
+            return;
+        };
+        let status = &self.status;
+        let mut members: Vec<u32> = cluster.dfsm.members().map(|(id, _)| id.nodeid).collect();
+        members.sort_unstable();
+        members.dedup();
+        if members != cluster.logged_members {
+            let names = |ids: &mut dyn Iterator<Item = &u32>| {
+                ids.map(|id| status.node_name(*id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let joined = names(
+                &mut members
+                    .iter()
+                    .filter(|id| !cluster.logged_members.contains(id)),
+            );
+            let left = names(
+                &mut cluster
+                    .logged_members
+                    .iter()
+                    .filter(|id| !members.contains(id)),
+            );
+            tracing::info!(
+                "cluster members: {} (joined: {}; left: {})",
+                names(&mut members.iter()),
+                if joined.is_empty() { "-" } else { &joined },
+                if left.is_empty() { "-" } else { &left }
+            );
+            cluster.logged_members = members;
+        }
+        let synced = cluster.synced();
+        if synced != cluster.logged_synced {
+            if synced {
+                tracing::info!(
+                    "tree in sync with the cluster (leader {})",
+                    status.node_name(cluster.dfsm.lowest_nodeid())
+                );
+            } else {
+                tracing::info!("tree syncing with the cluster");
+            }
+            cluster.logged_synced = synced;
         }
     }
 
@@ -1074,6 +1128,7 @@ impl PmxFs {
                 Group::Kvstore => kv(&mut cluster.kv),
             }
             core.pump();
+            core.log_cluster_changes();
         }
     }
 

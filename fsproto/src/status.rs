@@ -122,6 +122,18 @@ impl Status {
             .collect()
     }
 
+    /// `name (id N)` of a node id, from corosync's node list.
+    pub fn node_name(&self, nodeid: u32) -> String {
+        let name = self
+            .cluster
+            .as_ref()
+            .and_then(|cluster| cluster.nodes.iter().find(|node| node.nodeid == nodeid));
+        match name {
+            Some(node) => format!("{} (id {nodeid})", node.name),
+            None => format!("node id {nodeid}"),
+        }
+    }
+
     /// Nodes in the `pve_kvstore_v1` group, and nodes configured.
     pub fn node_counts(&self) -> (usize, usize) {
         let configured = self

@@ -10,15 +10,62 @@
 # sockets: C on "pve2", Rust on "pve2-rust") away from a host's pmxcfs.
 # The Rust daemon runs on $WORK/rust/{mnt,data,run}.
 #
-# The caller sets NAME (for messages), C_PMXCFS, RUST_PMXCFS and WORK (a fresh temporary
-# directory), optionally RUST_EXTRA_ARGS (more options of the Rust daemon), then calls ns_up
-# and daemons_up; `cleanup` (trapped on EXIT) stops the
+# The caller sets NAME (for messages) and REPO, sources this file, then sets C_PMXCFS
+# (check_c_binary), RUST_PMXCFS (release_binary) and WORK (a fresh temporary directory),
+# optionally RUST_EXTRA_ARGS (more options of the Rust daemon), and calls ns_up and
+# daemons_up; `cleanup` (trapped on EXIT) stops the
 # daemons and $EXTRA_PID (a load generator), detaches what a killed daemon left, ends the
 # namespace and removes $WORK.
 
 HOLDER= C_PID= R_PID= EXTRA_PID=
 
+usage() { # lines 2-5 of the script's header
+    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# check_c_binary PATH: root, and PATH an executable; sets C_PMXCFS.
+check_c_binary() {
+    [ "$(id -u)" -eq 0 ] || { echo "$NAME: must run as root" >&2; exit 1; }
+    [ -x "$1" ] && [ -f "$1" ] || { echo "$NAME: $1: not an executable" >&2; exit 1; }
+    C_PMXCFS=$(readlink -f "$1")
+}
+
+# release_binary VAR NAME: $VAR if set, else this repository's release build of NAME.
+release_binary() {
+    eval "value=\${$1:-}"
+    [ -n "$value" ] || value="${CARGO_TARGET_DIR:-$REPO/target}/release/$2"
+    value=$(readlink -f "$value")
+    [ -x "$value" ] || {
+        echo "$NAME: $value missing; cargo build --release -p pmxcfs -p pmxcfs-bench" >&2
+        exit 1
+    }
+    eval "$1=\$value"
+}
+
+# wait_for_ipc IPCLOAD SERVICE...: until each service answers (the C daemon starts its IPC
+# server after the mount).
+wait_for_ipc() {
+    load=$1
+    shift
+    for service in "$@"; do
+        i=0
+        until in_ns "$load" --service "$service" --op version --seconds 0.05 >/dev/null 2>&1; do
+            [ $i -lt 200 ] || { echo "$NAME: $service does not answer" >&2; exit 1; }
+            sleep 0.1
+            i=$((i + 1))
+        done
+    done
+}
+
 in_ns() { nsenter -t "$HOLDER" -m -n -- "$@"; }
+
+# in_ns_bg CMD...: CMD in the background as EXTRA_PID, which the cleanup stops (nsenter
+# execs CMD, so the pid is CMD's own; `in_ns CMD &` would give a subshell's).
+in_ns_bg() {
+    nsenter -t "$HOLDER" -m -n -- "$@" &
+    EXTRA_PID=$!
+}
 
 # The fuse mounts of the namespace, read from the host through the holder.
 ns_mounted() { grep -q " $1 fuse" "/proc/$HOLDER/mounts" 2>/dev/null; }
@@ -107,9 +154,9 @@ ns_up() {
 }
 
 daemons_up() {
-    in_ns "$C_PMXCFS" -l -f >"$WORK/c.log" 2>&1 &
+    nsenter -t "$HOLDER" -m -n -- "$C_PMXCFS" -l -f >"$WORK/c.log" 2>&1 &
     C_PID=$!
-    in_ns "$RUST_PMXCFS" -f -l --mountpoint "$WORK/rust/mnt" \
+    nsenter -t "$HOLDER" -m -n -- "$RUST_PMXCFS" -f -l --mountpoint "$WORK/rust/mnt" \
         --data-dir "$WORK/rust/data" --run-dir "$WORK/rust/run" \
         --pid-file "$WORK/rust/pmxcfs.pid" --nodename bench --ipc-service pve2-rust \
         ${RUST_EXTRA_ARGS:-} >"$WORK/rust.log" 2>&1 &

@@ -25,44 +25,31 @@
 
 set -eu
 
-usage() {
-    sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
+NAME=c-vs-rust
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/c-and-rust-ns.sh"
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help) usage ;; esac
-C_PMXCFS=$1
+check_c_binary "$1"
 shift
-[ "$(id -u)" -eq 0 ] || { echo "c-vs-rust: must run as root" >&2; exit 1; }
-[ -x "$C_PMXCFS" ] && [ -f "$C_PMXCFS" ] || { echo "c-vs-rust: $C_PMXCFS: not an executable" >&2; exit 1; }
-C_PMXCFS=$(readlink -f "$C_PMXCFS")
-
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-FSLOAD=$(readlink -f "${FSLOAD:-${CARGO_TARGET_DIR:-$REPO/target}/release/fsload}")
-RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-${CARGO_TARGET_DIR:-$REPO/target}/release/pmxcfs}")
-for b in "$FSLOAD" "$RUST_PMXCFS"; do
-    [ -x "$b" ] || { echo "c-vs-rust: $b missing; cargo build --release -p pmxcfs-bench --bin fsload -p pmxcfs --bin pmxcfs" >&2; exit 1; }
-done
+release_binary FSLOAD fsload
+release_binary RUST_PMXCFS pmxcfs
 
 JSON=0
 for a in "$@"; do [ "$a" = --json ] && JSON=1; done
 
 WORK=$(mktemp -d /tmp/c-vs-rust.XXXXXX)
-NAME=c-vs-rust
-. "$REPO/bench/c-and-rust-ns.sh"
 ns_up
 daemons_up
 
 set -- --target /etc/pve --target "$WORK/rust/mnt" --mount-tmpfs "$WORK/fsload-tmpfs" "$@"
 if [ $JSON -eq 1 ]; then
-    in_ns "$FSLOAD" "$@" &
-    EXTRA_PID=$!
+    in_ns_bg "$FSLOAD" "$@"
     wait "$EXTRA_PID"
     EXTRA_PID=
     exit 0
 fi
-in_ns "$FSLOAD" "$@" --json >"$WORK/fsload.json" &
-EXTRA_PID=$!
+in_ns_bg "$FSLOAD" "$@" --json >"$WORK/fsload.json"
 wait "$EXTRA_PID"
 EXTRA_PID=
 [ -z "${KEEP_JSON:-}" ] || cp "$WORK/fsload.json" "$KEEP_JSON"

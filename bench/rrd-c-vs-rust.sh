@@ -17,42 +17,24 @@
 
 set -eu
 
-usage() {
-    sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
+NAME=rrd-c-vs-rust
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+. "$REPO/bench/c-and-rust-ns.sh"
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help) usage ;; esac
-C_PMXCFS=$1
+check_c_binary "$1"
 shift
-[ "$(id -u)" -eq 0 ] || { echo "rrd-c-vs-rust: must run as root" >&2; exit 1; }
-[ -x "$C_PMXCFS" ] && [ -f "$C_PMXCFS" ] || { echo "rrd-c-vs-rust: $C_PMXCFS: not an executable" >&2; exit 1; }
-command -v rrdcached >/dev/null || { echo "rrd-c-vs-rust: rrdcached missing" >&2; exit 1; }
-C_PMXCFS=$(readlink -f "$C_PMXCFS")
-
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-RRDBURST=$(readlink -f "${RRDBURST:-${CARGO_TARGET_DIR:-$REPO/target}/release/rrdburst}")
-IPCLOAD=$(readlink -f "${IPCLOAD:-${CARGO_TARGET_DIR:-$REPO/target}/release/ipcload}")
-RUST_PMXCFS=$(readlink -f "${RUST_PMXCFS:-${CARGO_TARGET_DIR:-$REPO/target}/release/pmxcfs}")
-for b in "$RRDBURST" "$IPCLOAD" "$RUST_PMXCFS"; do
-    [ -x "$b" ] || { echo "rrd-c-vs-rust: $b missing; cargo build --release -p pmxcfs-bench --bin rrdburst --bin ipcload -p pmxcfs --bin pmxcfs" >&2; exit 1; }
-done
+command -v rrdcached >/dev/null || { echo "$NAME: rrdcached missing" >&2; exit 1; }
+release_binary RRDBURST rrdburst
+release_binary IPCLOAD ipcload
+release_binary RUST_PMXCFS pmxcfs
 
 WORK=$(mktemp -d /tmp/rrd-c-vs-rust.XXXXXX)
-NAME=rrd-c-vs-rust
 RUST_EXTRA_ARGS="--rrd-dir /var/lib/rrdcached/rust --rrdcached-socket /run/rrdcached.sock"
-. "$REPO/bench/c-and-rust-ns.sh"
 ns_up
 in_ns mkdir -p /var/lib/rrdcached/db /var/lib/rrdcached/rust
 daemons_up
-for service in pve2 pve2-rust; do
-    i=0
-    until in_ns "$IPCLOAD" --service "$service" --op version --seconds 0.05 >/dev/null 2>&1; do
-        [ $i -lt 200 ] || { echo "rrd-c-vs-rust: $service does not answer" >&2; exit 1; }
-        sleep 0.1
-        i=$((i + 1))
-    done
-done
+wait_for_ipc "$IPCLOAD" pve2 pve2-rust
 
 echo "C: $C_PMXCFS"
 echo "Rust: $RUST_PMXCFS"
@@ -62,9 +44,8 @@ in_ns "$RRDBURST" $TARGETS "$@"
 
 in_ns mkdir -p /run/rrdcached-journal
 # In the foreground, so the cleanup stops it whatever happens.
-in_ns rrdcached -g -l unix:/run/rrdcached.sock -b /var/lib/rrdcached -F -p /run/rrdcached.pid \
-    -j /run/rrdcached-journal -w 300 >/dev/null 2>&1 &
-EXTRA_PID=$!
+in_ns_bg rrdcached -g -l unix:/run/rrdcached.sock -b /var/lib/rrdcached -F -p /run/rrdcached.pid \
+    -j /run/rrdcached-journal -w 300 >/dev/null 2>&1
 in_ns sh -c 'i=0; until [ -S /run/rrdcached.sock ]; do i=$((i+1)); [ $i -lt 100 ] || exit 1; sleep 0.1; done'
 # Our writer tries rrdcached again 10 s after it last found it missing.
 sleep 11

@@ -336,6 +336,149 @@ fn wait_ipc_shared(nodes: &[Node], of: &str, key: &str, value: &[u8], messages: 
     }
 }
 
+/// `done` within 1 s: well under the 10 s the kernel caches entries and
+/// attributes, so only an invalidation (not an expiry) can make it true.
+#[track_caller]
+fn within_a_second(what: &str, nodes: &[Node], mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !done() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes.iter().map(Node::log_tail).collect();
+            panic!(
+                "{what}: not within 1 s (cached state was not invalidated)\n{}",
+                logs.join("\n")
+            );
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn listing(node: &Node, rel: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(node.path(rel))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Each kind of remote change, made on node 1, reaches what nodes 2 and 3
+/// have cached (listed the directory, stat'ed and read the files, a file
+/// held open) within a second.
+fn remote_changes_reach_cached_state(nodes: &[Node]) {
+    use std::os::unix::fs::MetadataExt;
+    let n1 = |rel: &str| nodes[0].path(rel);
+    fs::create_dir(n1("inval")).expect("mkdir");
+    fs::create_dir(n1("inval/sub")).expect("mkdir");
+    for (name, data) in [
+        ("a.cfg", "1111"),
+        ("b.cfg", "longer text"),
+        ("c.cfg", "c1"),
+        ("d.cfg", "SAME"),
+    ] {
+        fs::write(n1(&format!("inval/{name}")), data).expect("write");
+    }
+    fs::create_dir_all(n1("priv/lock/inval-lock")).expect("lock");
+    wait_visible(nodes, "inval/d.cfg", b"SAME");
+    let others = &nodes[1..];
+    // Prime every kernel cache on the other nodes.
+    let mut held = Vec::new();
+    for node in others {
+        wait_for("the lock dir", nodes, || {
+            node.path("priv/lock/inval-lock").exists()
+        });
+        assert_eq!(
+            listing(node, "inval"),
+            ["a.cfg", "b.cfg", "c.cfg", "d.cfg", "sub"]
+        );
+        for name in ["a.cfg", "b.cfg", "c.cfg", "d.cfg"] {
+            fs::metadata(node.path(&format!("inval/{name}"))).expect("stat");
+            fs::read(node.path(&format!("inval/{name}"))).expect("read");
+        }
+        held.push(fs::File::open(node.path("inval/a.cfg")).expect("open"));
+    }
+    let read_is = |node: &Node, rel: &str, data: &[u8]| read(node, rel).as_deref() == Some(data);
+    let check = |what: &str, test: &dyn Fn(&Node) -> bool| {
+        for node in others {
+            within_a_second(&format!("{what} on node {}", node.index), nodes, || {
+                test(node)
+            });
+        }
+    };
+
+    fs::write(n1("inval/new.cfg"), b"new").expect("create");
+    check("a created file listed and read", &|node| {
+        listing(node, "inval").contains(&"new.cfg".to_owned())
+            && read_is(node, "inval/new.cfg", b"new")
+    });
+    fs::write(n1("inval/a.cfg"), b"1111 and more").expect("longer");
+    check("a longer rewrite", &|node| {
+        read_is(node, "inval/a.cfg", b"1111 and more")
+            && fs::metadata(node.path("inval/a.cfg")).is_ok_and(|meta| meta.len() == 13)
+    });
+    for (node, file) in others.iter().zip(&held) {
+        let mut buf = [0u8; 13];
+        within_a_second(
+            &format!("the held file on node {}", node.index),
+            nodes,
+            || file.read_exact_at(&mut buf, 0).is_ok() && &buf == b"1111 and more",
+        );
+    }
+    fs::write(n1("inval/b.cfg"), b"short").expect("shorter");
+    check("a shorter rewrite", &|node| {
+        read_is(node, "inval/b.cfg", b"short")
+    });
+    fs::write(n1("inval/d.cfg"), b"more").expect("same size");
+    check("a same-size rewrite", &|node| {
+        read_is(node, "inval/d.cfg", b"more")
+    });
+    let old_inode: Vec<u64> = others
+        .iter()
+        .map(|node| fs::metadata(node.path("inval/c.cfg")).expect("stat").ino())
+        .collect();
+    fs::write(n1("inval/c.cfg.tmp.1"), b"c2 by rename").expect("tmp");
+    fs::rename(n1("inval/c.cfg.tmp.1"), n1("inval/c.cfg")).expect("rename over");
+    for (node, old) in others.iter().zip(&old_inode) {
+        within_a_second(
+            &format!("a rename over on node {}", node.index),
+            nodes,
+            || {
+                read_is(node, "inval/c.cfg", b"c2 by rename")
+                    && fs::metadata(node.path("inval/c.cfg")).is_ok_and(|meta| meta.ino() != *old)
+                    && !listing(node, "inval").contains(&"c.cfg.tmp.1".to_owned())
+            },
+        );
+    }
+    fs::remove_file(n1("inval/b.cfg")).expect("unlink");
+    check("an unlink", &|node| {
+        fs::metadata(node.path("inval/b.cfg")).is_err()
+            && !listing(node, "inval").contains(&"b.cfg".to_owned())
+    });
+    fs::create_dir(n1("inval/sub2")).expect("mkdir");
+    fs::remove_dir(n1("inval/sub")).expect("rmdir");
+    check("mkdir and rmdir", &|node| {
+        listing(node, "inval") == ["a.cfg", "c.cfg", "d.cfg", "new.cfg", "sub2"]
+            && fs::metadata(node.path("inval/sub")).is_err()
+    });
+    fs::remove_dir(n1("priv/lock/inval-lock")).expect("unlock");
+    check("a lock directory's removal", &|node| {
+        fs::metadata(node.path("priv/lock/inval-lock")).is_err()
+    });
+    let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    fs::File::options()
+        .write(true)
+        .open(n1("inval/a.cfg"))
+        .and_then(|file| file.set_modified(mtime))
+        .expect("set mtime");
+    check("an mtime change", &|node| {
+        fs::metadata(node.path("inval/a.cfg")).is_ok_and(|meta| meta.mtime() == 1_700_000_000)
+    });
+}
+
 fn errno_of(result: std::io::Result<()>) -> Option<i32> {
     result.err().and_then(|error| error.raw_os_error())
 }
@@ -532,6 +675,8 @@ fn three_node_cluster() {
     });
     drop(held);
     wait_visible(&nodes, "held/g.cfg", b"BBBB");
+
+    remote_changes_reach_cached_state(&nodes);
 
     // Errors come back to the writer with the C errno.
     assert_eq!(

@@ -197,19 +197,17 @@ fn wait_for(what: &str, nodes: &[Node], mut done: impl FnMut() -> bool) {
     }
 }
 
-/// Creates a file, retrying while the node is not (yet) writable.
+/// Creates a file, retrying while the node is not (yet) writable: EACCES
+/// (no quorum, or not synced yet). Any other error fails the test.
 #[track_caller]
 fn write_when_writable(nodes: &[Node], node: usize, rel: &str, data: &[u8]) {
-    let mut last = None;
     wait_for(
         &format!("node {} to accept a write", node + 1),
         nodes,
         || match fs::write(nodes[node].path(rel), data) {
             Ok(()) => true,
-            Err(error) => {
-                last = Some(error);
-                false
-            }
+            Err(error) if error.raw_os_error() == Some(libc::EACCES) => false,
+            Err(error) => panic!("node {}: write of {rel}: {error}", node + 1),
         },
     );
 }
@@ -888,9 +886,13 @@ fn three_node_cluster() {
                     while Instant::now() < until {
                         let rel = format!("cw/n{}-{}", node.index, k % 50);
                         let content = format!("node {} write {k}\n", node.index);
-                        if fs::write(node.path(&rel), &content).is_ok() {
-                            done.push((rel, content));
+                        // A quorate cluster, each node its own files: every
+                        // write must succeed (an ESTALE once slipped through
+                        // a loop that skipped errors).
+                        if let Err(error) = fs::write(node.path(&rel), &content) {
+                            panic!("node {}: write {k} of {rel}: {error}", node.index);
                         }
+                        done.push((rel, content));
                         k += 1;
                     }
                     done

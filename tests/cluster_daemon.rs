@@ -608,9 +608,22 @@ fn three_node_cluster() {
         );
     }
     // An older version in the tree does not replace a newer host file.
+    const REFUSED: &str = "local corosync.conf is newer than the cluster's copy";
+    let refusals = |node: &Node| {
+        fs::read_to_string(node.dir.join("pmxcfs.log"))
+            .map_or(0, |log| log.matches(REFUSED).count())
+    };
+    let before: Vec<usize> = nodes.iter().map(refusals).collect();
     fs::write(nodes[1].path("corosync.conf"), &current).expect("write older conf");
     wait_visible(&nodes, "corosync.conf", current.as_bytes());
-    thread::sleep(Duration::from_millis(200));
+    // Each node decides (and says so) before the host copy is checked.
+    for (node, before) in nodes.iter().zip(before) {
+        wait_for(
+            &format!("node {} refusing the older corosync.conf", node.index),
+            &nodes,
+            || refusals(node) > before,
+        );
+    }
     for node in &nodes {
         assert_eq!(
             fs::read_to_string(node.dir.join("etc/corosync.conf"))

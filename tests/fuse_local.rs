@@ -1554,6 +1554,20 @@ fn persistence_across_clean_restart() {
     );
 }
 
+/// Until `dir` lists at least `count` entries (a writer got that far).
+#[track_caller]
+fn wait_for_entries(dir: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_dir(dir).map_or(0, |entries| entries.count()) < count {
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {count} entries",
+            dir.display()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn persistence_after_kill9_on_stale_mount() {
     let mut daemon = Daemon::started();
@@ -1580,7 +1594,8 @@ fn persistence_after_kill9_on_stale_mount() {
         }
         let _ = sender.send((done, failure));
     });
-    thread::sleep(Duration::from_millis(1000));
+    // Kill it in the middle of the stream, once the writer is well going.
+    wait_for_entries(&daemon.path("stream"), 50);
     daemon.kill9();
     let (done, failure) = receiver
         .recv_timeout(Duration::from_secs(10))
@@ -1796,7 +1811,7 @@ fn clean_shutdown_under_load() {
         }
         let _ = sender.send(done);
     });
-    thread::sleep(Duration::from_millis(700));
+    wait_for_entries(&daemon.path("load"), 50);
     daemon.stop_clean();
     let done = receiver
         .recv_timeout(Duration::from_secs(10))

@@ -334,6 +334,112 @@ fn wait_ipc_shared(nodes: &[Node], of: &str, key: &str, value: &[u8], messages: 
     }
 }
 
+/// Writers on every node; meanwhile every daemon is killed (-9) at once,
+/// so no node can resync another's writes: after the restart each
+/// acknowledged write is there (from the nodes' own journals), on every
+/// node. Then every corosync is killed and started again: nothing changes.
+fn every_node_killed_at_once_keeps_what_it_acknowledged(lab: &Lab, nodes: &mut [Node]) {
+    fs::create_dir(nodes[0].path("allkill")).expect("mkdir");
+    for node in nodes.iter() {
+        wait_for("allkill replicated", nodes, || {
+            node.path("allkill").is_dir()
+        });
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let acknowledged: Vec<Vec<(String, String)>> = thread::scope(|scope| {
+        let writers: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                let path = node.path("");
+                let index = node.index;
+                let stop = &stop;
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for k in 0.. {
+                        let rel = format!("allkill/n{index}-{}", k % 40);
+                        let content = format!("node {index} write {k}\n");
+                        // Errors end the writer: its daemon is gone.
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || fs::write(path.join(&rel), &content).is_err()
+                        {
+                            break;
+                        }
+                        done.push((rel, content));
+                    }
+                    done
+                })
+            })
+            .collect();
+        // Until every writer got a good way, then all daemons at once.
+        wait_for("writes on all nodes", nodes, || {
+            (1..=NODES).all(|i| {
+                fs::read_dir(nodes[0].path("allkill"))
+                    .map(|entries| {
+                        entries
+                            .filter_map(Result::ok)
+                            .any(|entry| entry.file_name() == *format!("n{i}-20").as_str())
+                    })
+                    .unwrap_or(false)
+            })
+        });
+        let pids: Vec<i32> = nodes.iter().map(|node| node.pid() as i32).collect();
+        for pid in pids {
+            // SAFETY: kill(2) of our own children.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writers
+            .into_iter()
+            .map(|writer| writer.join().expect("writer"))
+            .collect()
+    });
+    for node in nodes.iter_mut() {
+        node.kill9();
+    }
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for writes in &acknowledged {
+        for (rel, content) in writes {
+            last.insert(rel.clone(), content.clone());
+        }
+    }
+    let total: usize = acknowledged.iter().map(Vec::len).sum();
+    eprintln!("all daemons killed after {total} acknowledged writes");
+    for node in nodes.iter_mut() {
+        node.start(lab);
+    }
+    for node in nodes.iter() {
+        wait_for(&format!("node {} quorate again", node.index), nodes, || {
+            node.quorate() == Some(true)
+        });
+    }
+    for (rel, content) in &last {
+        wait_visible(nodes, rel, content.as_bytes());
+    }
+    wait_converged(nodes);
+
+    // Every corosync killed, then started again.
+    for i in 1..=NODES {
+        lab.run(&["kill", &i.to_string()]);
+    }
+    for node in nodes.iter() {
+        wait_for(
+            &format!("node {} without quorum", node.index),
+            nodes,
+            || node.quorate() == Some(false),
+        );
+    }
+    for i in 1..=NODES {
+        lab.run(&["start", &i.to_string()]);
+    }
+    lab.run(&["wait", "1", "3"]);
+    write_when_writable(nodes, 2, "after-all-corosyncs", b"back");
+    wait_visible(nodes, "after-all-corosyncs", b"back");
+    for (rel, content) in &last {
+        wait_visible(nodes, rel, content.as_bytes());
+    }
+    wait_converged(nodes);
+}
+
 /// `done` within 1 s: well under the 10 s the kernel caches entries and
 /// attributes, so only an invalidation (not an expiry) can make it true.
 #[track_caller]
@@ -961,6 +1067,8 @@ fn three_node_cluster() {
     wait_visible(&nodes, "while-corosync-1-down", b"c");
     wait_visible(&nodes, "corosync-back", b"b");
     wait_converged(&nodes);
+
+    every_node_killed_at_once_keeps_what_it_acknowledged(&lab, &mut nodes);
 
     // Clean, bounded shutdown of every daemon.
     for node in &mut nodes {

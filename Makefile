@@ -19,7 +19,7 @@ TARGET_DIR ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 # rrdtool for the RRD tests, lintian and systemd (systemd-analyze) for the package test.
 DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev \
 	libcmap-dev libquorum-dev libvotequorum-dev libcorosync-common-dev libqb-dev iproute2 \
-	librrd-dev libclang-dev rrdcached rrdtool lintian systemd
+	librrd-dev libclang-dev rrdcached rrdtool lintian systemd strace
 # cargo-deb builds the Debian package (make deb, and the package test).
 CARGO_DEB_VERSION := 3.8.0
 

@@ -2048,3 +2048,89 @@ fn sync_writes_mode_serves_and_persists() {
         );
     }
 }
+
+/// The journal events of the loop thread, in order, from an strace of the
+/// daemon: `J` a journal write, `S` an fdatasync of the journal, `R` a
+/// reply to the kernel (a write to /dev/fuse).
+fn journal_events(daemon: &Daemon, writes: usize) -> String {
+    use std::io::{BufRead, BufReader};
+    let pid = daemon.pid();
+    let trace = daemon.base.join("strace.out");
+    let mut strace = Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=write,writev,fdatasync", "-o"])
+        .arg(&trace)
+        .args(["-p", &pid.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace (Debian package strace)");
+    // strace says when it is attached to the loop thread.
+    let stderr = strace.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let attached = format!("Process {pid} attached");
+    loop {
+        let line = lines.next().expect("strace ended").expect("strace output");
+        if line.contains(&attached) {
+            break;
+        }
+    }
+    thread::spawn(move || lines.for_each(drop));
+    for i in 0..writes {
+        fs::write(
+            daemon.path(&format!("synced-{i}.cfg")),
+            format!("write {i}\n"),
+        )
+        .expect("write");
+    }
+    // SAFETY: kill(2) of our own child: strace detaches on SIGINT.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait().expect("strace exit");
+    let text = fs::read_to_string(&trace).expect("trace");
+    let mut events = String::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&format!("{pid} ")) else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if rest.starts_with("write(") && rest.contains("/journal>") {
+            events.push('J');
+        } else if rest.starts_with("fdatasync(") && rest.contains("/journal>") {
+            events.push('S');
+        } else if (rest.starts_with("write(") || rest.starts_with("writev("))
+            && rest.contains("</dev/fuse>")
+        {
+            events.push('R');
+        }
+    }
+    events
+}
+
+/// `--sync-writes`: every journal write is followed by its fdatasync before
+/// the reply that acknowledges it (the loop thread, /dev/fuse transport so
+/// replies are syscalls strace sees). The default mode is checked to do
+/// otherwise, so the check can tell them apart.
+#[test]
+fn strict_mode_syncs_the_journal_before_each_reply() {
+    let mut strict = Daemon::new().arg("--no-uring").arg("--sync-writes");
+    strict.start();
+    let events = journal_events(&strict, 20);
+    strict.stop_clean();
+    assert!(events.matches('J').count() >= 20, "{events}");
+    assert!(
+        !events.contains("JR") && !events.contains("JJ"),
+        "a reply (R) or another write (J) before the journal's fdatasync (S): {events}"
+    );
+    assert_eq!(
+        events.matches("JS").count(),
+        events.matches('J').count(),
+        "{events}"
+    );
+
+    let mut relaxed = Daemon::new().arg("--no-uring");
+    relaxed.start();
+    let events = journal_events(&relaxed, 20);
+    relaxed.stop_clean();
+    assert!(
+        events.contains("JR"),
+        "the default mode replies before syncing: {events}"
+    );
+}

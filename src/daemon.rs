@@ -279,6 +279,9 @@ fn recover_stale_mount(mountpoint: &Path) -> Result<(), DaemonError> {
             %fstype,
             "detaching a mount left by a previous daemon"
         );
+        // Clients still waiting on it get ENOTCONN instead of waiting for
+        // ever (we hold the instance lock: no daemon serves it).
+        abort_fuse_connection(mountpoint);
         let target = CString::new(mountpoint.as_os_str().as_bytes())
             .map_err(|_| DaemonError::Setup("mountpoint contains NUL".into()))?;
         // SAFETY: a NUL-terminated path.
@@ -302,20 +305,132 @@ const STALE_MOUNTS_MAX: u32 = 16;
 /// The file system type of the topmost FUSE mount on `mountpoint`, from
 /// /proc/self/mountinfo (`None`: no FUSE mount there).
 fn fuse_mount_at(mountpoint: &Path) -> Option<String> {
-    // The mountpoint as the mount table spells it: its parent resolved
-    // (the mountpoint itself may be a dead mount that cannot be resolved).
-    let absolute = match (mountpoint.parent(), mountpoint.file_name()) {
+    fuse_mount_of(mountpoint).map(|(fstype, _)| fstype)
+}
+
+/// The mountpoint as the mount table spells it: its parent resolved (the
+/// mountpoint itself may be a dead mount that cannot be resolved).
+fn mount_table_path(mountpoint: &Path) -> Option<PathBuf> {
+    match (mountpoint.parent(), mountpoint.file_name()) {
         (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
-            std::fs::canonicalize(parent).ok()?.join(name)
+            Some(std::fs::canonicalize(parent).ok()?.join(name))
         }
-        _ => std::fs::canonicalize(mountpoint).ok()?,
-    };
+        _ => std::fs::canonicalize(mountpoint).ok(),
+    }
+}
+
+/// `fuse_mount_at` with the mount's connection id.
+fn fuse_mount_of(mountpoint: &Path) -> Option<(String, Option<u64>)> {
+    let absolute = mount_table_path(mountpoint)?;
     let table = std::fs::read("/proc/self/mountinfo").ok()?;
-    mountinfo_fuse_type(&table, absolute.as_os_str().as_bytes())
+    mountinfo_fuse_mount(&table, absolute.as_os_str().as_bytes())
+}
+
+/// The connection id of the FUSE mount on `mountpoint` as process `pid`
+/// sees it (a dead daemon may have mounted in a mount namespace of its own:
+/// read through whichever of its threads is left).
+fn fuse_connection_of_process(pid: u32, mountpoint: &Path) -> Option<u64> {
+    let absolute = mount_table_path(mountpoint)?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.filter_map(Result::ok).find_map(|task| {
+        let table = std::fs::read(task.path().join("mountinfo")).ok()?;
+        mountinfo_fuse_mount(&table, absolute.as_os_str().as_bytes())?.1
+    })
+}
+
+/// Aborts the FUSE connection of the mount on `mountpoint` (what
+/// `fusectl`'s abort file does): every request waiting on it fails with
+/// ENOTCONN. Only for a mount whose daemon is gone.
+fn abort_fuse_connection(mountpoint: &Path) {
+    if let Some((_, Some(connection))) = fuse_mount_of(mountpoint) {
+        abort_connection(connection, mountpoint);
+    }
+}
+
+fn abort_connection(connection: u64, mountpoint: &Path) {
+    let abort = format!("/sys/fs/fuse/connections/{connection}/abort");
+    match std::fs::write(&abort, b"1") {
+        Ok(()) => tracing::warn!(
+            mountpoint = %mountpoint.display(),
+            connection,
+            "aborted the FUSE connection of a dead daemon"
+        ),
+        Err(error) => tracing::debug!(%abort, %error, "no FUSE connection to abort"),
+    }
+}
+
+/// FUSE's control file system (`/sys/fs/fuse/connections`), where a
+/// connection can be aborted: systemd mounts it on a Proxmox VE node
+/// (pve-cluster.service runs after it); elsewhere (containers, a network
+/// namespace's fresh /sys) it may be missing, and then a dead daemon's
+/// clients could not be released. Mounted here when missing.
+fn ensure_fusectl() {
+    const PATH: &str = "/sys/fs/fuse/connections";
+    if !Path::new(PATH).is_dir() {
+        return;
+    }
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|table| {
+        table
+            .lines()
+            .any(|line| line.split(' ').nth(4) == Some(PATH) && line.contains(" - fusectl "))
+    });
+    if mounted {
+        return;
+    }
+    let (source, target) = (c"fusectl", c"/sys/fs/fuse/connections");
+    // SAFETY: mount(2) with NUL-terminated strings and no data.
+    let result = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            source.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if result != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "cannot mount fusectl; dead connections cannot be aborted"
+        );
+    }
+}
+
+/// The pid holding the flock on `path` (from /proc/locks), if any.
+fn flock_holder(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::metadata(path).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK ADVISORY WRITE <pid> <maj>:<min>:<inode> <start> <end>"
+        let (pid, device) = (fields.get(4)?, fields.get(5)?);
+        let lock_inode: u64 = device.rsplit(':').next()?.parse().ok()?;
+        (fields.get(1) == Some(&"FLOCK") && lock_inode == inode)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+/// A process that has exited but not finished (its main thread is gone).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+        status
+            .lines()
+            .any(|line| line.starts_with("State:") && line.contains('Z'))
+    })
 }
 
 /// The last FUSE mount of `table` (mountinfo format) at `path`.
+#[cfg(test)]
 fn mountinfo_fuse_type(table: &[u8], path: &[u8]) -> Option<String> {
+    mountinfo_fuse_mount(table, path).map(|(fstype, _)| fstype)
+}
+
+/// The last FUSE mount of `table` at `path`: its type and the kernel's id
+/// of its connection (`/sys/fs/fuse/connections/<id>`, the mount's device
+/// number).
+fn mountinfo_fuse_mount(table: &[u8], path: &[u8]) -> Option<(String, Option<u64>)> {
     let mut found = None;
     for line in table.split(|byte| *byte == b'\n') {
         let fields: Vec<&[u8]> = line.split(|byte| *byte == b' ').collect();
@@ -330,7 +445,12 @@ fn mountinfo_fuse_type(table: &[u8], path: &[u8]) -> Option<String> {
         };
         if unescape_mountinfo(point) == path && (fstype.starts_with(b"fuse.") || *fstype == b"fuse")
         {
-            found = Some(String::from_utf8_lossy(fstype).into_owned());
+            let connection = fields.get(2).and_then(|device| {
+                let device = std::str::from_utf8(device).ok()?;
+                let (major, minor) = device.split_once(':')?;
+                Some((major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?)
+            });
+            found = Some((String::from_utf8_lossy(fstype).into_owned(), connection));
         }
     }
     found
@@ -360,13 +480,27 @@ fn unescape_mountinfo(field: &[u8]) -> Vec<u8> {
 }
 
 /// The C daemon retries its lock 11 times, 1 s apart.
-fn single_instance_lock(data_dir: &Path) -> Result<DataDirLock, DaemonError> {
+fn single_instance_lock(data_dir: &Path, mountpoint: &Path) -> Result<DataDirLock, DaemonError> {
     let mut attempt = 0;
     loop {
         match DataDirLock::acquire(data_dir) {
             Ok(lock) => return Ok(lock),
             Err(LockError::Held(path)) if attempt < 10 => {
                 attempt += 1;
+                // A daemon killed while its notifier thread waited in the
+                // kernel (an invalidation blocked on a directory lock that
+                // a client holds while it waits for that same daemon) cannot
+                // finish exiting, and keeps the lock: abort its connection
+                // so the client, the thread and the lock are released.
+                if let Some(pid) = flock_holder(&path)
+                    && is_zombie(pid)
+                {
+                    tracing::warn!(pid, "the instance lock is held by a dead daemon");
+                    match fuse_connection_of_process(pid, mountpoint) {
+                        Some(connection) => abort_connection(connection, mountpoint),
+                        None => abort_fuse_connection(mountpoint),
+                    }
+                }
                 tracing::info!(path = %path.display(), attempt, "waiting for the instance lock");
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -496,7 +630,8 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
     make_dir(&settings.data_dir, 0o750)?;
     make_dir(&settings.run_dir, 0o750)?;
     chown(&settings.run_dir, 0, settings.www_data_gid)?;
-    let _lock = single_instance_lock(&settings.data_dir)?;
+    ensure_fusectl();
+    let _lock = single_instance_lock(&settings.data_dir, &settings.mountpoint)?;
     recover_stale_mount(&settings.mountpoint)?;
     // RRD files are written on their own thread, never on the loop.
     let rrd = Arc::new(
@@ -1039,5 +1174,10 @@ mod tests {
         assert_eq!(mountinfo_fuse_type(table, b"/tmp/t"), None);
         assert_eq!(mountinfo_fuse_type(table, b"/etc"), None);
         assert_eq!(mountinfo_fuse_type(b"garbage\n\n- -", b"/"), None);
+        // The connection id is the device number (fusectl's directory).
+        assert_eq!(
+            mountinfo_fuse_mount(table, b"/etc/pve"),
+            Some(("fuse".to_owned(), Some(50)))
+        );
     }
 }

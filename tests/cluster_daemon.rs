@@ -345,76 +345,84 @@ fn every_node_killed_at_once_keeps_what_it_acknowledged(lab: &Lab, nodes: &mut [
             node.path("allkill").is_dir()
         });
     }
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Per writer: the writes acknowledged, and the one that failed (it may
-    // have been applied in part: the truncating open, say).
+    // have been applied in part: the truncating open, say). Plain threads,
+    // not scoped ones: a writer that hangs fails the test below instead of
+    // hanging it.
     type Outcome = (Vec<(String, String)>, Option<(String, String)>);
-    let outcomes: Vec<Outcome> = thread::scope(|scope| {
-        let writers: Vec<_> = nodes
-            .iter()
-            .map(|node| {
-                let path = node.path("");
-                let index = node.index;
-                let stop = &stop;
-                scope.spawn(move || {
-                    let mut done = Vec::new();
-                    let mut failed = None;
-                    for k in 0.. {
-                        let rel = format!("allkill/n{index}-{}", k % 40);
-                        let content = format!("node {index} write {k}\n");
-                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            break;
-                        }
-                        // Errors end the writer: its daemon is gone.
-                        if fs::write(path.join(&rel), &content).is_err() {
-                            failed = Some((rel, content));
-                            break;
-                        }
-                        done.push((rel, content));
-                    }
-                    (done, failed)
-                })
-            })
-            .collect();
-        // Until every writer got a good way, then all daemons at once.
-        wait_for("writes on all nodes", nodes, || {
-            (1..=NODES).all(|i| {
-                fs::read_dir(nodes[0].path("allkill"))
-                    .map(|entries| {
-                        entries
-                            .filter_map(Result::ok)
-                            .any(|entry| entry.file_name() == *format!("n{i}-20").as_str())
-                    })
-                    .unwrap_or(false)
-            })
+    let (sender, results) = std::sync::mpsc::channel::<Outcome>();
+    for node in nodes.iter() {
+        let path = node.path("");
+        let index = node.index;
+        let stop = stop.clone();
+        let sender = sender.clone();
+        thread::spawn(move || {
+            let mut done = Vec::new();
+            let mut failed = None;
+            for k in 0.. {
+                let rel = format!("allkill/n{index}-{}", k % 40);
+                let content = format!("node {index} write {k}\n");
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                // Errors end the writer: its daemon is gone.
+                if fs::write(path.join(&rel), &content).is_err() {
+                    failed = Some((rel, content));
+                    break;
+                }
+                done.push((rel, content));
+            }
+            let _ = sender.send((done, failed));
         });
-        let pids: Vec<i32> = nodes.iter().map(|node| node.pid() as i32).collect();
-        for pid in pids {
-            // SAFETY: kill(2) of our own children.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        // A killed daemon may not finish exiting while a writer still
-        // waits on it (its notifier thread waits in the kernel for the
-        // directory that writer holds): starting the new daemons is what
-        // releases them (they abort a dead daemon's connection), so they
-        // start before the writers and the old processes are waited for.
-        let dead: Vec<Child> = nodes
-            .iter_mut()
-            .map(|node| node.child.take().expect("running"))
-            .collect();
-        for node in nodes.iter_mut() {
-            node.start(lab);
-        }
-        let acknowledged = writers
-            .into_iter()
-            .map(|writer| writer.join().expect("writer"))
-            .collect();
-        for mut child in dead {
-            let _ = child.wait();
-        }
-        acknowledged
+    }
+    drop(sender);
+    // Until every writer got a good way, then all daemons at once.
+    wait_for("writes on all nodes", nodes, || {
+        (1..=NODES).all(|i| {
+            fs::read_dir(nodes[0].path("allkill"))
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .any(|entry| entry.file_name() == *format!("n{i}-20").as_str())
+                })
+                .unwrap_or(false)
+        })
     });
+    let pids: Vec<i32> = nodes.iter().map(|node| node.pid() as i32).collect();
+    for pid in pids {
+        // SAFETY: kill(2) of our own children.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // A killed daemon may not finish exiting while a writer still waits on
+    // it (its notifier thread waits in the kernel for the directory that
+    // writer holds): starting the new daemons is what releases them (they
+    // abort a dead daemon's connection), so they start before the writers
+    // and the old processes are waited for.
+    let dead: Vec<Child> = nodes
+        .iter_mut()
+        .map(|node| node.child.take().expect("running"))
+        .collect();
+    for node in nodes.iter_mut() {
+        node.start(lab);
+    }
+    let outcomes: Vec<Outcome> = (0..NODES)
+        .map(|_| {
+            results
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| {
+                    let logs: Vec<String> = nodes.iter().map(Node::log_tail).collect();
+                    panic!(
+                        "a writer still hangs on a killed daemon 60 s after the restart\n{}",
+                        logs.join("\n")
+                    )
+                })
+        })
+        .collect();
+    for mut child in dead {
+        let _ = child.wait();
+    }
     let mut last: BTreeMap<String, String> = BTreeMap::new();
     for (writes, _) in &outcomes {
         for (rel, content) in writes {

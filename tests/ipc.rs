@@ -220,51 +220,24 @@ fn every_operation_answers_as_the_c_daemon() {
     );
 
     // 6: tree files, not the plugin links, no directories.
-    assert_eq!(
-        call(
-            &mut client,
-            Op::GetConfig,
-            &payload::get_config(b"storage.cfg")
-        ),
-        Ok(b"dir: local\n".to_vec())
-    );
-    assert_eq!(
-        call(
-            &mut client,
-            Op::GetConfig,
-            &payload::get_config(b"/storage.cfg")
-        ),
-        Ok(b"dir: local\n".to_vec())
-    );
-    assert_eq!(
-        call(
-            &mut client,
-            Op::GetConfig,
-            &payload::get_config(b"local/qemu-server/100.conf")
-        ),
-        Err(libc::ENOENT)
-    );
-    assert_eq!(
-        call(&mut client, Op::GetConfig, &payload::get_config(b"nodes")),
-        Err(libc::ENOENT)
-    );
-    assert_eq!(
-        call(
-            &mut client,
-            Op::GetConfig,
-            &payload::get_config(b"priv/token.cfg")
-        ),
-        Ok(b"root@pam!a secret-a\nuser@pve!b secret-b".to_vec())
-    );
     fs::write(daemon.path("empty.cfg"), "").expect("empty");
-    assert_eq!(
-        call(
-            &mut client,
-            Op::GetConfig,
-            &payload::get_config(b"empty.cfg")
-        ),
-        Ok(Vec::new())
-    );
+    let token_cfg: &[u8] = b"root@pam!a secret-a\nuser@pve!b secret-b";
+    let configs: [(&[u8], Result<&[u8], i32>); 6] = [
+        (b"storage.cfg", Ok(b"dir: local\n")),
+        (b"/storage.cfg", Ok(b"dir: local\n")),
+        (b"local/qemu-server/100.conf", Err(libc::ENOENT)),
+        (b"nodes", Err(libc::ENOENT)),
+        (b"priv/token.cfg", Ok(token_cfg)),
+        (b"empty.cfg", Ok(b"")),
+    ];
+    for (path, expected) in configs {
+        assert_eq!(
+            call(&mut client, Op::GetConfig, &payload::get_config(path)),
+            expected.map(<[u8]>::to_vec),
+            "GET_CONFIG {}",
+            String::from_utf8_lossy(path)
+        );
+    }
 
     // 7, 8: the cluster log, newest first, filtered by user.
     call(

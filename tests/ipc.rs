@@ -222,7 +222,8 @@ fn every_operation_answers_as_the_c_daemon() {
     // 6: tree files, not the plugin links, no directories.
     fs::write(daemon.path("empty.cfg"), "").expect("empty");
     let token_cfg: &[u8] = b"root@pam!a secret-a\nuser@pve!b secret-b";
-    let configs: [(&[u8], Result<&[u8], i32>); 6] = [
+    type Case<'a> = (&'a [u8], Result<&'a [u8], i32>);
+    let configs: [Case<'_>; 6] = [
         (b"storage.cfg", Ok(b"dir: local\n")),
         (b"/storage.cfg", Ok(b"dir: local\n")),
         (b"local/qemu-server/100.conf", Err(libc::ENOENT)),

@@ -51,6 +51,12 @@
 //!   replaces the others' wholesale (highest version, then mtime): writes
 //!   acknowledged on one branch of a forked history (queue-2 discard, or a
 //!   quorate partition whose group lacks the holders) are lost at the merge.
+//!
+//! [`Dfsm::set_write_safety`] closes both for groups of our nodes without a
+//! byte of difference on the wire (a synced member holds what the updating
+//! members hold, writes need a majority of the configured votes, a member
+//! that leaves on its own keeps applying until its confchg); off by default,
+//! i.e. the C behaviour above.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -83,6 +89,11 @@ pub const RESULT_ABORTED: i32 = -13;
 /// `-EPERM`: the result slot value the DFSM pre-sets before the application
 /// callback runs; a callback failing without a result leaves it there.
 pub const RESULT_UNSET: i32 = -1;
+
+/// Queue 1 + queue 2 hold at most this many messages ...
+pub const MAX_QUEUED_MESSAGES: usize = 65_536;
+/// ... or about this many bytes; at the bound the member leaves and resyncs.
+pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 
 /// A CPG member: node id and process id.
 ///
@@ -412,6 +423,66 @@ pub trait Application {
     fn confchg(&mut self, _ctx: &mut Ctx<'_>, _members: &[MemberId]) {}
 }
 
+/// The configured votes of the cluster's nodes (corosync.conf nodelist),
+/// for [`Dfsm::set_write_safety`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Votes {
+    /// (node id, votes), one entry per configured node.
+    nodes: Vec<(u32, u32)>,
+    total: u64,
+}
+
+impl Votes {
+    /// From the nodelist: (node id, quorum votes). Duplicate node ids count
+    /// once (the first entry).
+    pub fn new(nodes: impl IntoIterator<Item = (u32, u32)>) -> Self {
+        let mut list: Vec<(u32, u32)> = Vec::new();
+        for (id, v) in nodes {
+            if !list.iter().any(|&(x, _)| x == id) {
+                list.push((id, v));
+            }
+        }
+        let total = list.iter().map(|&(_, v)| u64::from(v)).sum();
+        Self { nodes: list, total }
+    }
+
+    /// Sum of all configured votes.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Do the distinct nodes among `nodeids` hold more than half of the
+    /// configured votes? (Node ids not in the nodelist have no votes.)
+    pub fn majority(&self, nodeids: impl IntoIterator<Item = u32>) -> bool {
+        let mut seen: Vec<u32> = Vec::new();
+        let mut sum = 0u64;
+        for id in nodeids {
+            if seen.contains(&id) {
+                continue;
+            }
+            seen.push(id);
+            if let Some(&(_, v)) = self.nodes.iter().find(|&&(x, _)| x == id) {
+                sum += u64::from(v);
+            }
+        }
+        sum * 2 > self.total
+    }
+}
+
+/// May a local writer send now ([`Dfsm::write_gate`])?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteGate {
+    /// Send.
+    Open,
+    /// Wait: this member is not SYNCED, or a member of the configuration is
+    /// still being synchronised.
+    Syncing,
+    /// Wait: the group's members hold no majority of the configured votes.
+    NoMajority,
+    /// Refuse: the DFSM is in an error mode.
+    Error,
+}
+
 /// What application callbacks may do with the DFSM.
 pub struct Ctx<'a> {
     core: &'a mut Core,
@@ -518,6 +589,14 @@ struct Core {
     actions: VecDeque<Action>,
     /// The count of the NORMAL message being delivered to the application.
     delivering: Option<u64>,
+    /// Write safety (Rust nodes only, [`Dfsm::set_write_safety`]).
+    safety: Option<Votes>,
+    /// LEAVE entered from SYNCED because a multicast of ours failed (write
+    /// safety): until the next confchg the others still count this member
+    /// as synced, so it goes on applying NORMAL messages.
+    leaving_synced: bool,
+    /// Bound of queue 1 + queue 2: (messages, bytes).
+    queue_limits: (usize, usize),
 }
 
 impl Core {
@@ -583,6 +662,74 @@ impl Core {
                 result: RESULT_ABORTED,
             });
         }
+    }
+
+    /// Do the members of the configuration hold a majority of the votes
+    /// (true without write safety)?
+    fn config_majority(&self) -> bool {
+        match &self.safety {
+            None => true,
+            Some(votes) => votes.majority(self.members.iter().flatten().map(|m| m.id.nodeid)),
+        }
+    }
+
+    /// Do the synced members hold a majority of the votes (true without
+    /// write safety)?
+    fn synced_majority(&self) -> bool {
+        match &self.safety {
+            None => true,
+            Some(votes) => votes.majority(
+                self.members
+                    .iter()
+                    .flatten()
+                    .filter(|m| m.synced)
+                    .map(|m| m.id.nodeid),
+            ),
+        }
+    }
+
+    /// Queue 2 is dropped by a confchg. On a SYNCED member with write
+    /// safety it holds the messages delivered while the synced members were
+    /// a minority, which nobody applied: their local writers learn that now.
+    fn drop_sync_queue(&mut self) {
+        let queue = std::mem::take(&mut self.sync_queue);
+        if self.mode != Mode::Synced {
+            return;
+        }
+        for qm in queue {
+            if qm.sender == self.local && self.waiters.remove(&qm.count) {
+                tracing::warn!(
+                    "write {} was not applied: the membership changed before a majority was synchronised",
+                    qm.count
+                );
+                self.actions.push_back(Action::Result {
+                    count: qm.count,
+                    result: RESULT_ABORTED,
+                });
+            }
+        }
+    }
+
+    /// Are queue 1 and 2 at their bound ([`Dfsm::set_queue_limits`])? The
+    /// byte count is summed every 64 messages (and at the message bound).
+    fn queues_full(&self) -> bool {
+        let count = self.queue.len() + self.sync_queue.len();
+        if count >= self.queue_limits.0 {
+            return true;
+        }
+        if count % 64 != 63 {
+            return false;
+        }
+        let bytes: usize = self
+            .queue
+            .iter()
+            .chain(&self.sync_queue)
+            .map(|qm| match &qm.msg.body {
+                MessageBody::Normal { payload, .. } => payload.len() + 64,
+                _ => 64,
+            })
+            .sum();
+        bytes >= self.queue_limits.1
     }
 
     /// `dfsm_send_sync_message_abort`.
@@ -653,6 +800,9 @@ impl<A: Application> Dfsm<A> {
                 csum_counter: 0,
                 actions: VecDeque::new(),
                 delivering: None,
+                safety: None,
+                leaving_synced: false,
+                queue_limits: (MAX_QUEUED_MESSAGES, MAX_QUEUED_BYTES),
             },
         }
     }
@@ -749,6 +899,65 @@ impl<A: Application> Dfsm<A> {
         self.core.actions.drain(..)
     }
 
+    /// Switches on write safety (`Some`: the configured votes) or off
+    /// (`None`, the C behaviour). Nothing on the wire changes; with it this
+    /// member
+    ///
+    /// * queues a NORMAL message of a sender that is not synced yet (instead
+    ///   of applying it at once in SYNCED mode), so it is applied after the
+    ///   updates, in the same order as on the updating members;
+    /// * holds (in queue 2, as the updating members do) the NORMAL messages
+    ///   of synced senders delivered while the synced members hold no
+    ///   majority of the votes, and applies them after UPDATE_COMPLETE in
+    ///   the updating members' order; a confchg drops them everywhere (the
+    ///   local writer gets [`RESULT_ABORTED`]) — so nothing is applied by a
+    ///   minority only and a higher version always means a majority's history;
+    /// * leaves (and resyncs) instead of applying a NORMAL message delivered
+    ///   in a configuration whose members hold no majority of the votes;
+    /// * tells local writers when to wait ([`Dfsm::write_gate`]).
+    pub fn set_write_safety(&mut self, votes: Option<Votes>) {
+        self.core.safety = votes;
+    }
+
+    /// LEAVE entered from SYNCED after a failed multicast (write safety):
+    /// the caller should leave the CPG group but go on dispatching until the
+    /// confchg that removes this member, which this DFSM still applies
+    /// writes for (the others count it as synced until then).
+    pub fn leaving_synced(&self) -> bool {
+        self.core.leaving_synced
+    }
+
+    /// Bounds of queue 1 + queue 2 (messages, bytes); at the bound the
+    /// member leaves and resyncs. Defaults: [`MAX_QUEUED_MESSAGES`],
+    /// [`MAX_QUEUED_BYTES`].
+    pub fn set_queue_limits(&mut self, messages: usize, bytes: usize) {
+        self.core.queue_limits = (messages.max(1), bytes);
+    }
+
+    /// Whether write safety is on.
+    pub fn write_safety(&self) -> Option<&Votes> {
+        self.core.safety.as_ref()
+    }
+
+    /// May a local writer send now? Without write safety only an error mode
+    /// closes the gate (the C rule; quorum is the caller's business).
+    pub fn write_gate(&self) -> WriteGate {
+        let core = &self.core;
+        if core.mode.is_error() {
+            return WriteGate::Error;
+        }
+        if core.safety.is_none() {
+            return WriteGate::Open;
+        }
+        if core.mode != Mode::Synced || core.members.iter().flatten().any(|m| !m.synced) {
+            return WriteGate::Syncing;
+        }
+        if !core.config_majority() {
+            return WriteGate::NoMajority;
+        }
+        WriteGate::Open
+    }
+
     // ----- inputs ----------------------------------------------------------
 
     /// Local proposal with a result slot (`dfsm_send_message_sync`): returns
@@ -820,6 +1029,7 @@ impl<A: Application> Dfsm<A> {
             return Err(RestartError::NotRestartable(self.core.mode));
         }
         self.core.queue.clear();
+        self.core.leaving_synced = false;
         self.core.abort_waiters();
         self.set_mode(Mode::Start);
         Ok(())
@@ -843,6 +1053,14 @@ impl<A: Application> Dfsm<A> {
     /// other state message → LEAVE.
     pub fn on_send_failed(&mut self, msg: &Message, now: u32) {
         self.core.now = now;
+        let was_synced = self.core.mode == Mode::Synced;
+        self.on_send_failed_inner(msg);
+        if self.core.safety.is_some() && was_synced && self.core.mode == Mode::Leave {
+            self.core.leaving_synced = true;
+        }
+    }
+
+    fn on_send_failed_inner(&mut self, msg: &Message) {
         match &msg.body {
             MessageBody::Normal { count, .. } => {
                 if self.core.resent.contains(count) {
@@ -855,9 +1073,33 @@ impl<A: Application> Dfsm<A> {
                     });
                 }
             }
+            MessageBody::Update { .. } if self.core.safety.is_some() => {
+                // The updating members would commit an incomplete state and
+                // leave, while the others count them as synced: end the
+                // round instead (the rest of it is not sent; the members
+                // resync when this member has left).
+                tracing::error!("sending update failed - leaving to restart the synchronisation");
+                self.core.actions.retain(|action| {
+                    !matches!(
+                        action,
+                        Action::Multicast(Message {
+                            body: MessageBody::Update { .. } | MessageBody::UpdateComplete { .. },
+                            ..
+                        })
+                    )
+                });
+                self.leave();
+            }
             MessageBody::Update { .. } => tracing::error!("sending update failed"),
             MessageBody::VerifyRequest { .. } => {
                 tracing::error!("failed to send VERIFY_REQUEST message")
+            }
+            MessageBody::Verify { .. } if self.core.safety.is_some() => {
+                // C leaves; but a synced member that leaves on its own is
+                // still counted as synced by the others until its confchg,
+                // so it would miss writes they count it for. Nobody waits
+                // for this message: the round is just not verified.
+                tracing::error!("failed to send VERIFY message - round skipped");
             }
             MessageBody::Malformed(_) => {}
             _ => {
@@ -882,8 +1124,9 @@ impl<A: Application> Dfsm<A> {
         };
         self.core.csum_id = self.core.csum_counter;
         self.core.csum_epoch = Epoch::default();
-        self.core.sync_queue.clear();
+        self.core.drop_sync_queue();
         self.core.resent.clear();
+        self.core.leaving_synced = false;
 
         let mode = self.core.mode;
         if mode.is_error() {
@@ -1003,6 +1246,7 @@ impl<A: Application> Dfsm<A> {
     }
 
     fn app_failed(&mut self, err: AppError) {
+        self.core.leaving_synced = false;
         if err.fatal {
             self.set_mode(Mode::Error);
         }
@@ -1038,6 +1282,12 @@ impl<A: Application> Dfsm<A> {
     fn deliver(&mut self, sender: MemberId, msg: Message) {
         let mode = self.core.mode;
         if mode.is_error() {
+            if self.core.leaving_synced
+                && mode == Mode::Leave
+                && matches!(msg.body, MessageBody::Normal { .. })
+            {
+                self.deliver_normal(sender, msg);
+            }
             return;
         }
         if self.core.members.is_none() {
@@ -1079,7 +1329,50 @@ impl<A: Application> Dfsm<A> {
         let MessageBody::Normal { subtype, count, .. } = msg.body else {
             return;
         };
-        if self.core.mode != Mode::Synced {
+        let synced = self.core.mode == Mode::Synced || self.core.leaving_synced;
+        let safety = self.core.safety.is_some();
+        if synced && !self.core.config_majority() {
+            // Only with write safety: nobody in this configuration applies
+            // it (the writer learns that at once); the resync after the
+            // rejoin brings whatever a majority decided.
+            tracing::error!(
+                "write from {sender} delivered while the group holds no majority of the votes - leaving to resync"
+            );
+            if sender == self.core.local {
+                if self.core.waiters.remove(&count) {
+                    self.core.actions.push_back(Action::Result {
+                        count,
+                        result: RESULT_ABORTED,
+                    });
+                }
+                self.core.msgcount_rcvd = count;
+                self.core.release_waiters_upto(count);
+            }
+            self.leave();
+            return;
+        }
+        let sender_synced = self.core.lookup(sender).map(|m| m.synced);
+        let hold = synced && safety && sender_synced == Some(true) && !self.core.synced_majority();
+        let queue = !synced || (safety && sender_synced == Some(false));
+        if (hold || queue) && self.core.queues_full() {
+            // Bounded memory: the group sends faster than this member can
+            // catch up. Leaving drops the queues (no local writer was
+            // answered for them); the resync brings the group's state.
+            tracing::error!(
+                queued = self.core.queue.len() + self.core.sync_queue.len(),
+                "message queues full while synchronising - leaving to resync"
+            );
+            self.leave();
+            return;
+        }
+        if hold {
+            // Held like the updating members hold it (queue 2).
+            self.core
+                .sync_queue
+                .push(QueuedMessage { sender, count, msg });
+            return;
+        }
+        if queue {
             if !self.core.queue_add(QueuedMessage { sender, count, msg }) {
                 tracing::error!("dfsm_node_info_lookup failed");
                 self.leave();
@@ -1169,7 +1462,7 @@ impl<A: Application> Dfsm<A> {
                 for m in self.core.members.iter_mut().flatten() {
                     m.synced = true;
                 }
-                if !self.deliver_queue() {
+                if !self.deliver_sync_queue() || !self.deliver_queue() {
                     self.leave();
                 }
             }

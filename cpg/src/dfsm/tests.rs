@@ -720,3 +720,247 @@ fn failed_commit_leaves_and_synced_callback_runs_on_entry() {
     assert_eq!(a.app().synced_calls, 1);
     assert_eq!(b.app().synced_calls, 0);
 }
+
+// ----- write safety (Rust nodes only; nothing on the wire changes) ---------
+
+fn votes3() -> Option<Votes> {
+    Some(Votes::new([(1, 1), (2, 1), (3, 1)]))
+}
+
+fn safe(local: MemberId, state: &[u8]) -> Dfsm<Toy> {
+    let mut d = dfsm(local, state);
+    d.set_write_safety(votes3());
+    d
+}
+
+#[test]
+fn votes_count_distinct_configured_nodes() {
+    let v = Votes::new([(1, 1), (2, 1), (3, 2), (3, 5)]);
+    assert_eq!(v.total(), 4);
+    assert!(!v.majority([1, 2]));
+    assert!(!v.majority([1, 1, 1, 9]));
+    assert!(v.majority([3, 1]));
+    assert!(v.majority([1, 2, 3]));
+}
+
+#[test]
+fn write_gate_waits_for_sync_and_majority() {
+    // Without safety only an error mode closes it.
+    let mut lone = dfsm(A, b"x");
+    lone.on_confchg(&[A], &[A], 1);
+    assert_eq!(lone.write_gate(), WriteGate::Open);
+    lone.set_write_safety(votes3());
+    assert_eq!(lone.write_gate(), WriteGate::NoMajority);
+
+    let mut a = safe(A, b"x");
+    let mut b = safe(B, b"x");
+    assert_eq!(a.write_gate(), WriteGate::Syncing);
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[B], 1);
+    assert_eq!(a.write_gate(), WriteGate::Syncing);
+    pump(&mut [&mut a, &mut b]);
+    assert_eq!(a.write_gate(), WriteGate::Open);
+    assert_eq!(b.write_gate(), WriteGate::Open);
+    a.set_error_mode();
+    assert_eq!(a.write_gate(), WriteGate::Error);
+}
+
+/// A synced minority (A) while B and C are updated: A holds its own write
+/// and B's (unsynced sender) and applies them after UPDATE_COMPLETE in the
+/// order the updating members use; in C both would be applied at once.
+#[test]
+fn synced_minority_holds_writes_until_the_update_completes() {
+    let mut a = safe(A, b"zz");
+    let mut b = safe(B, b"aa");
+    let mut c = safe(C, b"aa");
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_confchg(&[A, B, C], &[B, C], 1);
+    }
+    let ss = multicasts(&actions(&mut a));
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_deliver(A, ss[0].clone(), 2);
+    }
+    let states: Vec<(MemberId, Message)> = [(A, &mut a), (B, &mut b), (C, &mut c)]
+        .into_iter()
+        .map(|(id, d)| (id, multicasts(&actions(d))[0].clone()))
+        .collect();
+    for (id, m) in &states {
+        for d in [&mut a, &mut b, &mut c] {
+            d.on_deliver(*id, m.clone(), 3);
+        }
+    }
+    assert_eq!(
+        (a.mode(), b.mode(), c.mode()),
+        (Mode::Synced, Mode::Update, Mode::Update)
+    );
+    assert_eq!(a.write_gate(), WriteGate::Syncing);
+    let updates = multicasts(&actions(&mut a));
+    actions(&mut b);
+    actions(&mut c);
+    let ca = a.send_normal(1, b"a1".to_vec(), 4).unwrap();
+    let na = multicasts(&actions(&mut a));
+    let cb = b.send_normal(1, b"b1".to_vec(), 4).unwrap();
+    let nb = multicasts(&actions(&mut b));
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_deliver(B, nb[0].clone(), 5);
+        d.on_deliver(A, na[0].clone(), 5);
+    }
+    assert!(a.app().delivered.is_empty(), "applied by a minority");
+    assert_eq!((a.sync_queued().len(), a.queued().len()), (1, 1));
+    assert!(results(&actions(&mut a)).is_empty());
+    for m in &updates {
+        for d in [&mut a, &mut b, &mut c] {
+            d.on_deliver(A, m.clone(), 6);
+        }
+    }
+    let order = vec![(A, 1, b"a1".to_vec()), (B, 1, b"b1".to_vec())];
+    for d in [&a, &b, &c] {
+        assert_eq!(d.mode(), Mode::Synced);
+        assert_eq!(d.app().delivered, order);
+    }
+    assert_eq!(results(&actions(&mut a)), vec![(ca, 0)]);
+    assert_eq!(results(&actions(&mut b)), vec![(cb, 0)]);
+}
+
+/// The configuration changes before the update completes: the updating
+/// members drop queue 2 (as in C), and so does the synced minority, whose
+/// writer learns that its write was not applied.
+#[test]
+fn held_writes_are_dropped_everywhere_on_a_confchg() {
+    let mut a = safe(A, b"zz");
+    let mut b = safe(B, b"aa");
+    let mut c = safe(C, b"aa");
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_confchg(&[A, B, C], &[B, C], 1);
+    }
+    let ss = multicasts(&actions(&mut a));
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_deliver(A, ss[0].clone(), 2);
+    }
+    let states: Vec<(MemberId, Message)> = [(A, &mut a), (B, &mut b), (C, &mut c)]
+        .into_iter()
+        .map(|(id, d)| (id, multicasts(&actions(d))[0].clone()))
+        .collect();
+    for (id, m) in &states {
+        for d in [&mut a, &mut b, &mut c] {
+            d.on_deliver(*id, m.clone(), 3);
+        }
+    }
+    actions(&mut a);
+    let ca = a.send_normal(1, b"a1".to_vec(), 4).unwrap();
+    let na = multicasts(&actions(&mut a));
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_deliver(A, na[0].clone(), 5);
+    }
+    assert_eq!(a.sync_queued().len(), 1);
+    for d in [&mut a, &mut b] {
+        d.on_confchg(&[A, B], &[], 6);
+    }
+    assert_eq!(results(&actions(&mut a)), vec![(ca, RESULT_ABORTED)]);
+    assert!(a.app().delivered.is_empty());
+    assert!(a.sync_queued().is_empty() && b.sync_queued().is_empty());
+}
+
+/// A write sent while the group had a majority, delivered after it lost it:
+/// not applied, the writer gets EACCES, the member leaves to resync.
+#[test]
+fn write_delivered_without_a_majority_is_not_applied() {
+    let mut a = safe(A, b"x");
+    let mut b = safe(B, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[B], 1);
+    pump(&mut [&mut a, &mut b]);
+    let ca = a.send_normal(1, b"a1".to_vec(), 2).unwrap();
+    let na = multicasts(&actions(&mut a));
+    a.on_confchg(&[A], &[], 3);
+    actions(&mut a);
+    a.on_deliver(A, na[0].clone(), 3);
+    assert!(a.app().delivered.is_empty());
+    assert_eq!(a.mode(), Mode::Leave);
+    let acts = actions(&mut a);
+    assert_eq!(results(&acts), vec![(ca, RESULT_ABORTED)]);
+    // Without safety (C) it is applied.
+    let (mut c, _d) = synced_pair();
+    let cc = c.send_normal(1, b"c1".to_vec(), 2).unwrap();
+    let nc = multicasts(&actions(&mut c));
+    c.on_confchg(&[A], &[], 3);
+    actions(&mut c);
+    c.on_deliver(A, nc[0].clone(), 3);
+    assert_eq!(c.app().delivered.len(), 1);
+    assert_eq!(results(&actions(&mut c)), vec![(cc, 0)]);
+}
+
+/// The leader could not send an UPDATE: under write safety it ends the round
+/// (no UPDATE_COMPLETE goes out, it leaves) instead of letting the others
+/// count the incomplete members as synced.
+#[test]
+fn failed_update_send_ends_the_round_under_safety() {
+    for safety in [false, true] {
+        let mut a = dfsm(A, b"zz");
+        let mut b = dfsm(B, b"aa");
+        if safety {
+            a.set_write_safety(votes3());
+            b.set_write_safety(votes3());
+        }
+        a.on_confchg(&[A, B], &[B], 1);
+        b.on_confchg(&[A, B], &[B], 1);
+        let ss = multicasts(&actions(&mut a));
+        for d in [&mut a, &mut b] {
+            d.on_deliver(A, ss[0].clone(), 2);
+        }
+        let sa = multicasts(&actions(&mut a));
+        let sb = multicasts(&actions(&mut b));
+        for d in [&mut a, &mut b] {
+            d.on_deliver(A, sa[0].clone(), 3);
+            d.on_deliver(B, sb[0].clone(), 3);
+        }
+        // Execute A's actions one by one; the UPDATE fails.
+        let mut sent = Vec::new();
+        while let Some(action) = a.poll_action() {
+            if let Action::Multicast(m) = action {
+                if matches!(m.body, MessageBody::Update { .. }) {
+                    a.on_send_failed(&m, 4);
+                } else {
+                    sent.push(m);
+                }
+            }
+        }
+        let complete_sent = sent
+            .iter()
+            .any(|m| matches!(m.body, MessageBody::UpdateComplete { .. }));
+        assert_eq!(complete_sent, !safety);
+        assert_eq!(a.mode() == Mode::Leave, safety);
+    }
+}
+
+/// Queue 1 (messages waiting for their sender's sync) is bounded: a member
+/// that cannot catch up leaves and resyncs instead of growing.
+#[test]
+fn full_queues_make_the_member_leave() {
+    let mut a = dfsm(A, b"x");
+    a.set_queue_limits(8, usize::MAX);
+    a.on_confchg(&[A, B], &[B], 1);
+    actions(&mut a);
+    assert_eq!(a.mode(), Mode::StartSync);
+    for count in 1..=8 {
+        a.on_deliver(B, normal(count, b"flood"), 2);
+    }
+    assert_eq!(a.queued().len(), 8);
+    assert_eq!(a.mode(), Mode::StartSync);
+    a.on_deliver(B, normal(9, b"flood"), 2);
+    assert_eq!(a.mode(), Mode::Leave);
+    assert!(actions(&mut a).contains(&Action::Leave));
+    // The byte bound too.
+    let mut b = dfsm(A, b"x");
+    // Checked every 64 messages: 63 of ~1 KiB are over a 32 KiB bound.
+    b.set_queue_limits(usize::MAX, 32 * (64 + 1000));
+    b.on_confchg(&[A, B], &[B], 1);
+    let big = vec![7u8; 1000];
+    let mut count = 0;
+    while b.mode() == Mode::StartSync {
+        count += 1;
+        assert!(count <= 64, "the byte bound holds");
+        b.on_deliver(B, normal(count, &big), 2);
+    }
+    assert_eq!(b.mode(), Mode::Leave);
+}

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pmxcfs_cpg::corosync::{Cmap, Cpg, CpgEvent, Quorum, QuorumEvent};
+use pmxcfs_cpg::dfsm::Votes;
 use pmxcfs_fsproto::{Channel, ClusterInfo, ClusterNode, DfsmMessage, Group, MemberId};
 use pmxcfs_reactor::{OperationId, Reactor, Token};
 
@@ -34,6 +35,9 @@ const TICK: Duration = Duration::from_millis(500);
 const TICK_BUSY: Duration = Duration::from_millis(5);
 /// The DCDB verify request interval (C: 3600 s).
 const VERIFY_EVERY: Duration = Duration::from_secs(3600);
+/// A member that left while synced dispatches its group this long at most
+/// for the confchg that removes it.
+const LEAVE_DISPATCH_FOR: Duration = Duration::from_secs(5);
 /// cmap is re-read this often (C tracks keys; a periodic read is enough for
 /// `.members`).
 const CMAP_EVERY: Duration = Duration::from_secs(5);
@@ -55,6 +59,9 @@ struct CpgConn {
     send_queue: VecDeque<Pending>,
     /// The DFSM entered a permanent error mode: no more joins.
     dead: bool,
+    /// Left the group but still dispatching until the confchg that removes
+    /// us (or this deadline): the others count us as synced until then.
+    leaving_until: Option<Instant>,
 }
 
 impl CpgConn {
@@ -68,6 +75,7 @@ impl CpgConn {
             backoff: BACKOFF_MIN,
             send_queue: VecDeque::new(),
             dead: false,
+            leaving_until: None,
         }
     }
 }
@@ -147,6 +155,10 @@ impl ClusterLink {
         if now >= self.next_verify {
             self.next_verify = now + VERIFY_EVERY;
             channel.fs().request_verify();
+        }
+        channel.fs().expire_waiting();
+        for group in Group::ALL {
+            self.finish_leave(group, reactor, channel, true);
         }
         self.after_events(reactor, channel);
     }
@@ -235,8 +247,18 @@ impl ClusterLink {
         let info = (|| {
             let name = cmap.cluster_name()?;
             let config_version = cmap.config_version()?.unwrap_or(0);
-            let nodes = cmap
-                .nodelist()?
+            let list = cmap.nodelist()?;
+            // Write safety counts corosync's votes: a node without
+            // quorum_votes has 1 (corosync's default).
+            let votes = (!cmap.vote_helper()?).then(|| {
+                Votes::new(list.iter().filter_map(|node| {
+                    Some((
+                        node.node_id.filter(|&id| id != 0)?,
+                        node.quorum_votes.unwrap_or(1),
+                    ))
+                }))
+            });
+            let nodes = list
                 .iter()
                 .filter_map(|node| node.as_cluster_node())
                 .map(|(nodeid, name, votes)| ClusterNode {
@@ -245,14 +267,20 @@ impl ClusterLink {
                     votes,
                 })
                 .collect();
-            Ok::<_, pmxcfs_cpg::corosync::CorosyncError>(ClusterInfo {
-                name,
-                config_version,
-                nodes,
-            })
+            Ok::<_, pmxcfs_cpg::corosync::CorosyncError>((
+                ClusterInfo {
+                    name,
+                    config_version,
+                    nodes,
+                },
+                votes,
+            ))
         })();
         match info {
-            Ok(info) => channel.fs().set_cluster_info(Some(info)),
+            Ok((info, votes)) => {
+                channel.fs().set_cluster_info(Some(info));
+                channel.fs().set_write_votes(votes);
+            }
             Err(error) => {
                 tracing::debug!(%error, "cmap read failed; reconnecting later");
                 self.cmap = None;
@@ -319,8 +347,37 @@ impl ClusterLink {
                 tracing::error!(%error, group = group.name(), "CPG dispatch failed; reconnecting");
             }
             self.drop_cpg(group, reactor, channel, BACKOFF_MIN);
+        } else {
+            self.finish_leave(group, reactor, channel, false);
         }
         self.after_events(reactor, channel);
+    }
+
+    /// A group left while synced is dropped once the confchg that removed
+    /// us was applied (the DFSM no longer holds), or at the deadline.
+    fn finish_leave(
+        &mut self,
+        group: Group,
+        reactor: &mut Reactor,
+        channel: &mut Channel,
+        tick: bool,
+    ) {
+        let conn = &mut self.conns[Self::conn_index(group)];
+        let Some(until) = conn.leaving_until else {
+            return;
+        };
+        let expired = tick && Instant::now() >= until;
+        if channel.fs().leaving_synced(group) && !expired {
+            return;
+        }
+        if expired {
+            tracing::warn!(
+                group = group.name(),
+                "no confchg after leaving; dropping the connection"
+            );
+        }
+        conn.leaving_until = None;
+        self.drop_cpg(group, reactor, channel, REJOIN_DELAY);
     }
 
     /// The quorum fd is readable.
@@ -368,6 +425,7 @@ impl ClusterLink {
             let _ = reactor.cancel(id);
         }
         conn.cpg = None;
+        conn.leaving_until = None;
         let failed: Vec<Pending> = conn.send_queue.drain(..).collect();
         conn.next = Instant::now() + delay;
         for pending in failed {
@@ -391,6 +449,15 @@ impl ClusterLink {
         for group in Group::ALL {
             self.send_queued(group, channel);
         }
+        // Back-pressure: above the bound new writes wait at the gate and
+        // status updates are held (fsproto's MAX_SEND_BACKLOG).
+        let backlog = self
+            .conns
+            .iter()
+            .flat_map(|conn| conn.send_queue.iter())
+            .map(|pending| pending.bytes.len())
+            .sum();
+        channel.fs().set_send_backlog(backlog);
         loop {
             let outgoing = channel.fs().take_outgoing();
             if outgoing.is_empty() {
@@ -412,8 +479,20 @@ impl ClusterLink {
         }
         for group in Group::ALL {
             if channel.fs().take_leave(group) {
-                if let Some(cpg) = self.conns[Self::conn_index(group)].cpg.as_mut() {
+                let holding = channel.fs().leaving_synced(group);
+                let conn = &mut self.conns[Self::conn_index(group)];
+                if let Some(cpg) = conn.cpg.as_mut() {
                     let _ = cpg.leave();
+                    if holding {
+                        // Go on applying what the group still counts us
+                        // for, until the confchg that removes us.
+                        tracing::warn!(
+                            group = group.name(),
+                            "leaving the CPG group; applying writes until the group has seen us leave"
+                        );
+                        conn.leaving_until = Some(Instant::now() + LEAVE_DISPATCH_FOR);
+                        continue;
+                    }
                 }
                 tracing::warn!(
                     group = group.name(),
@@ -451,6 +530,16 @@ impl ClusterLink {
                     tracing::error!(%error, group = group.name(), "multicast failed");
                     if let Some(pending) = conn.send_queue.pop_front() {
                         channel.fs().send_failed(group, &pending.msg);
+                    }
+                    if channel.fs().leave_requested(group) {
+                        // The DFSM gave up on this membership (e.g. a failed
+                        // UPDATE under write safety): nothing queued behind
+                        // the failure may reach the group (an UPDATE_COMPLETE
+                        // would let the others count an incomplete member as
+                        // synced).
+                        while let Some(pending) = conn.send_queue.pop_front() {
+                            channel.fs().send_failed(group, &pending.msg);
+                        }
                     }
                 }
             }

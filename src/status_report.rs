@@ -69,7 +69,7 @@ pub fn json(report: &Report, figures: &DaemonFigures) -> Value {
         "quorate": report.quorate,
         "members": members,
         "dfsm": groups,
-        "requests": { "parked": report.parked, "outgoing": report.outgoing },
+        "requests": { "parked": report.parked, "waiting": report.waiting, "outgoing": report.outgoing },
         "store": {
             "global_version": report.global_version,
             "journal_bytes": report.store.journal_bytes,
@@ -145,8 +145,8 @@ pub fn text(report: &Report, figures: &DaemonFigures) -> String {
         }
         let _ = writeln!(
             out,
-            "requests: {} waiting for their DFSM result, {} to multicast",
-            report.parked, report.outgoing
+            "requests: {} waiting for their DFSM result, {} for the write gate, {} to multicast",
+            report.parked, report.waiting, report.outgoing
         );
     }
     let checkpoint = report.store.last_checkpoint.map_or_else(
@@ -248,6 +248,12 @@ pub fn metrics(report: &Report, figures: &DaemonFigures) -> String {
         "Writes waiting for their DFSM result.",
         "gauge",
         &one(report.parked as f64),
+    );
+    gauge(
+        "gate_waiting_requests",
+        "Writes waiting for the write gate (group synchronising or without a majority).",
+        "gauge",
+        &one(report.waiting as f64),
     );
     gauge(
         "global_version",

@@ -642,6 +642,19 @@ impl Cmap {
         }
     }
 
+    /// Does quorum come from more than the nodelist's votes: a quorum device
+    /// (`quorum.device`) or `quorum.two_node`? Then a group without a
+    /// majority of the node votes may still be the quorate side.
+    pub fn vote_helper(&self) -> Result<bool> {
+        let device = self.get("quorum.device.model")?.is_some()
+            || self.get("quorum.device.votes")?.is_some();
+        let two_node = matches!(
+            self.get("quorum.two_node")?.as_ref().map(CmapValue::from),
+            Some(CmapValue::Unsigned(v)) if v != 0
+        );
+        Ok(device || two_node)
+    }
+
     /// Every `nodelist.node.<index>` entry, by index.
     pub fn nodelist(&self) -> Result<Vec<CmapNode>> {
         let prefix = "nodelist.node.";

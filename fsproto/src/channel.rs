@@ -9,7 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel};
+
+use crate::notify_queue::{MAX_PENDING, NotifyQueue, Push};
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
@@ -50,7 +51,7 @@ pub struct Channel {
     /// Kernel cache invalidations are written by a thread of their own: the
     /// kernel may block such a write on an inode lock held by a process that
     /// waits for a request this loop has yet to serve.
-    notifier: Sender<Vec<u8>>,
+    notifier: Arc<NotifyQueue>,
     /// Invalidations the kernel took (written by the notifier thread).
     invalidations_sent: Arc<AtomicU64>,
     /// The kernel's id of this FUSE connection (for /sys/fs/fuse/connections).
@@ -282,7 +283,7 @@ impl Channel {
                 self.fd,
                 Arc::clone(&self.server),
                 Arc::clone(&self.fs),
-                self.notifier.clone(),
+                Arc::clone(&self.notifier),
                 self.loop_wake.as_ref().map(|fd| fd.as_raw_fd()),
             ) {
                 Ok(queues) => self.queues = Some(queues),
@@ -320,12 +321,26 @@ impl Channel {
     }
 
     fn flush_invalidations(&mut self) {
+        if self.notifier.take_overflow() {
+            tracing::warn!(
+                dropped = self.notifier.dropped(),
+                "kernel invalidations were dropped at the queue bound; invalidating every entry the kernel knows"
+            );
+            self.fs.invalidate_all_known();
+        }
         for invalidation in self.fs.take_invalidations() {
-            let message = encode_notification(&invalidation);
-            if self.notifier.send(message).is_err() {
-                tracing::warn!(?invalidation, "the notifier thread is gone");
+            match self.notifier.push(encode_notification(&invalidation)) {
+                Push::Queued | Push::Coalesced => {}
+                Push::Dropped => tracing::debug!(?invalidation, "invalidation queue full"),
+                Push::Closed => tracing::warn!(?invalidation, "the notifier thread is gone"),
             }
         }
+    }
+
+    /// Kernel invalidations waiting for the notifier thread, and those
+    /// dropped at its bound so far.
+    pub fn notifier_backlog(&self) -> (usize, u64) {
+        (self.notifier.len(), self.notifier.dropped())
     }
 
     /// Unmounts (lazily) and aborts the connection, so that processes that
@@ -356,7 +371,7 @@ impl Channel {
             queues,
             ..
         } = self;
-        drop(notifier);
+        notifier.close();
         drop(queues);
         drop(server);
         drop(session);
@@ -404,14 +419,15 @@ pub(crate) fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
 }
 
 /// The thread that writes notifications to /dev/fuse. It ends when the
-/// channel drops its sender; a write the kernel never finishes (connection
-/// already gone) ends with the process.
-fn spawn_notifier(fd: RawFd, sent: Arc<AtomicU64>) -> Result<Sender<Vec<u8>>, ChannelError> {
-    let (sender, receiver) = channel::<Vec<u8>>();
+/// channel closes the queue (after writing what it holds); a write the kernel
+/// never finishes (connection already gone) ends with the process.
+fn spawn_notifier(fd: RawFd, sent: Arc<AtomicU64>) -> Result<Arc<NotifyQueue>, ChannelError> {
+    let queue = Arc::new(NotifyQueue::new(MAX_PENDING));
+    let receiver = Arc::clone(&queue);
     std::thread::Builder::new()
         .name("pmxcfs-notify".into())
         .spawn(move || {
-            for message in receiver {
+            while let Some(message) = receiver.pop() {
                 // SAFETY: writing a valid buffer to the /dev/fuse fd, which the
                 // channel keeps open while it can send to this thread.
                 let written = unsafe { libc::write(fd, message.as_ptr().cast(), message.len()) };
@@ -427,7 +443,7 @@ fn spawn_notifier(fd: RawFd, sent: Arc<AtomicU64>) -> Result<Sender<Vec<u8>>, Ch
             mountpoint: String::new(),
             reason: format!("cannot start the notifier thread: {error}"),
         })?;
-    Ok(sender)
+    Ok(queue)
 }
 
 #[cfg(test)]

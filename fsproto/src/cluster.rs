@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io;
 
 use pmxcfs_cpg::dcdb::Dcdb;
-use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message};
+use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Votes, WriteGate};
 use pmxcfs_cpg::frame;
 use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
 use pmxcfs_cpg::wire::{
@@ -184,6 +184,37 @@ fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
     Ok((kind, out))
 }
 
+/// Requests that wait for the write gate ([`Dfsm::write_gate`]) at most.
+/// More get EAGAIN at once.
+pub(crate) const MAX_WAITING: usize = 1024;
+/// How long a request waits for the write gate before it gets EACCES.
+pub(crate) const WAIT_FOR_GATE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bytes waiting to be multicast (the link's send queues plus what the
+/// DFSMs emitted) above which new writes wait at the gate and status updates
+/// are held back (corosync's flow control, or a stuck corosync).
+pub(crate) const MAX_SEND_BACKLOG: usize = 32 << 20;
+/// Distinct status keys held back while the send backlog is full at most.
+pub(crate) const MAX_HELD_STATUS: usize = 4096;
+
+/// Approximate bytes of a message on the wire (payload plus headers).
+fn message_size(msg: &Message) -> usize {
+    use pmxcfs_cpg::dfsm::MessageBody;
+    48 + match &msg.body {
+        MessageBody::Normal { payload, .. } | MessageBody::Update { payload, .. } => payload.len(),
+        MessageBody::State { blob, .. } => blob.len(),
+        _ => 0,
+    }
+}
+
+/// A request parked before sending: the group is synchronising or holds no
+/// majority of the votes.
+struct Waiting {
+    unique: u64,
+    plan: Plan,
+    deadline: std::time::Instant,
+}
+
 pub(crate) struct Cluster {
     dfsm: Dfsm<Dcdb<'static, 'static>>,
     kv: Dfsm<Kvstore>,
@@ -207,6 +238,20 @@ pub(crate) struct Cluster {
     /// The tree group's members and sync state last logged.
     logged_members: Vec<u32>,
     logged_synced: bool,
+    /// Requests waiting for the write gate, oldest first.
+    waiting: std::collections::VecDeque<Waiting>,
+    /// The gate's last state, for one log line per change.
+    logged_gate: Option<pmxcfs_cpg::dfsm::WriteGate>,
+    /// `retry_waiting` is running (it re-enters through `pump`).
+    retrying: bool,
+    /// Bytes in the link's send queues (told by the daemon).
+    send_backlog: usize,
+    /// Status updates held back while the backlog is full: the latest
+    /// payload per key (sent when it drains).
+    held_status: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Cluster log messages not multicast because the backlog was full
+    /// (they reach the others with the next kvstore sync).
+    dropped_log: u64,
 }
 
 impl Cluster {
@@ -234,7 +279,31 @@ impl Cluster {
             answered_ok: std::collections::HashSet::new(),
             logged_members: Vec::new(),
             logged_synced: false,
+            waiting: std::collections::VecDeque::new(),
+            logged_gate: None,
+            retrying: false,
+            send_backlog: 0,
+            held_status: std::collections::BTreeMap::new(),
+            dropped_log: 0,
         }
+    }
+
+    /// Bytes waiting to be multicast.
+    fn backlog(&self) -> usize {
+        self.send_backlog
+            + self
+                .outgoing
+                .iter()
+                .map(|(_, msg)| message_size(msg))
+                .sum::<usize>()
+    }
+
+    fn backlogged(&self) -> bool {
+        self.backlog() > MAX_SEND_BACKLOG
+    }
+
+    pub(crate) fn waiting_count(&self) -> usize {
+        self.waiting.len()
     }
 
     pub(crate) fn session(&self) -> &Session<'static> {
@@ -398,6 +467,33 @@ impl Core {
         let Some(cluster) = self.cluster() else {
             return;
         };
+        if cluster.backlogged() {
+            match kind {
+                pmxcfs_cpg::wire::KvstoreType::Update => {
+                    let key = pmxcfs_cpg::wire::KvUpdate::decode(&payload)
+                        .ok()
+                        .map(|update| update.key.to_vec());
+                    match key {
+                        Some(key)
+                            if cluster.held_status.len() < MAX_HELD_STATUS
+                                || cluster.held_status.contains_key(&key) =>
+                        {
+                            cluster.held_status.insert(key, payload);
+                        }
+                        _ => tracing::warn!("status update dropped: the send backlog is full"),
+                    }
+                }
+                _ => {
+                    if cluster.dropped_log == 0 {
+                        tracing::warn!(
+                            "cluster log message not multicast: the send backlog is full (the others get it with the next sync)"
+                        );
+                    }
+                    cluster.dropped_log += 1;
+                }
+            }
+            return;
+        }
         if let Err(error) = cluster
             .kv
             .send_normal_async(kind as u16, payload, now_secs())
@@ -515,6 +611,34 @@ impl Core {
         if plan.ops.is_empty() {
             return Err(libc::EINVAL);
         }
+        self.quorum.check()?;
+        let Some(cluster) = self.cluster() else {
+            return Err(libc::EIO);
+        };
+        let gate = cluster.dfsm.write_gate();
+        if gate != WriteGate::Open || !cluster.waiting.is_empty() || cluster.backlogged() {
+            if gate == WriteGate::Error {
+                return Err(libc::EACCES);
+            }
+            if cluster.waiting.len() >= MAX_WAITING {
+                tracing::warn!(
+                    "{MAX_WAITING} writes already wait for the cluster group; refusing with EAGAIN"
+                );
+                return Err(libc::EAGAIN);
+            }
+            cluster.waiting.push_back(Waiting {
+                unique,
+                plan,
+                deadline: std::time::Instant::now() + WAIT_FOR_GATE,
+            });
+            return Ok(());
+        }
+        self.send_plan(unique, plan)
+    }
+
+    /// Sends a plan whose request passed the write gate and parks it until
+    /// the results arrive.
+    fn send_plan(&mut self, unique: u64, plan: Plan) -> Result<(), i32> {
         let mut counts = Vec::with_capacity(plan.ops.len());
         for op in &plan.ops {
             let proof = self.quorum.check()?;
@@ -882,6 +1006,68 @@ impl Core {
         answer.unwrap_or_else(|error| reply_error(unique, Self::io_code(error)))
     }
 
+    /// Sends the waiting requests, oldest first, while the write gate is
+    /// open; answers those past their deadline (or all, without quorum)
+    /// with EACCES.
+    pub(crate) fn retry_waiting(&mut self, now: std::time::Instant) {
+        let quorate = self.quorum.is_quorate();
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if cluster.retrying {
+            return;
+        }
+        let gate = cluster.dfsm.write_gate();
+        if cluster.logged_gate != Some(gate) {
+            if gate != WriteGate::Open || cluster.logged_gate.is_some() {
+                let why = match gate {
+                    WriteGate::Open => "open",
+                    WriteGate::Syncing => "closed while the group synchronises",
+                    WriteGate::NoMajority => {
+                        "closed: the pmxcfs group holds no majority of the configured votes"
+                    }
+                    WriteGate::Error => "closed: the group is in an error mode",
+                };
+                tracing::info!("cluster writes {why}");
+            }
+            cluster.logged_gate = Some(gate);
+        }
+        cluster.retrying = true;
+        loop {
+            let Some(cluster) = self.cluster() else {
+                return;
+            };
+            let open =
+                quorate && cluster.dfsm.write_gate() == WriteGate::Open && !cluster.backlogged();
+            let expired = cluster
+                .waiting
+                .front()
+                .is_some_and(|w| !quorate || w.deadline <= now);
+            if !open && !expired {
+                break;
+            }
+            let Some(waiting) = cluster.waiting.pop_front() else {
+                break;
+            };
+            if open {
+                if let Err(code) = self.send_plan(waiting.unique, waiting.plan) {
+                    self.reply_now(waiting.unique, code);
+                }
+            } else {
+                if quorate {
+                    tracing::warn!(
+                        "a write waited {} s for the cluster group; refusing with EACCES",
+                        WAIT_FOR_GATE.as_secs()
+                    );
+                }
+                self.reply_now(waiting.unique, libc::EACCES);
+            }
+        }
+        if let Some(cluster) = self.cluster() {
+            cluster.retrying = false;
+        }
+    }
+
     /// Processes the DFSM's actions and the application's changes.
     pub(crate) fn pump(&mut self) {
         loop {
@@ -963,6 +1149,7 @@ impl Core {
                 cluster.corosync_conf.get_or_insert(false);
             }
         }
+        self.retry_waiting(std::time::Instant::now());
     }
 
     /// Drops the kernel's view of `path`: its dentry, its data and
@@ -1167,12 +1354,20 @@ impl PmxFs {
 
     pub fn cpg_deliver(&self, group: Group, sender: MemberId, bytes: &[u8]) {
         let now = now_secs();
-        let msg = frame::decode_message(bytes);
-        let copy = msg.clone();
+        // One decoded message, moved into whichever group it is for.
+        let msg = std::cell::Cell::new(Some(frame::decode_message(bytes)));
         self.with_group(
             group,
-            |dfsm| dfsm.on_deliver(sender, msg, now),
-            |dfsm| dfsm.on_deliver(sender, copy, now),
+            |dfsm| {
+                if let Some(msg) = msg.take() {
+                    dfsm.on_deliver(sender, msg, now);
+                }
+            },
+            |dfsm| {
+                if let Some(msg) = msg.take() {
+                    dfsm.on_deliver(sender, msg, now);
+                }
+            },
         );
     }
 
@@ -1192,6 +1387,24 @@ impl PmxFs {
     }
 
     /// The group's DFSM asked to leave (since the last call).
+    /// The group's DFSM left from SYNCED after a failed multicast (write
+    /// safety): leave the CPG group but go on dispatching until the confchg
+    /// that removes this member (`Dfsm::leaving_synced`).
+    pub fn leaving_synced(&self, group: Group) -> bool {
+        let mut core = self.core();
+        core.cluster().is_some_and(|cluster| match group {
+            Group::Dcdb => cluster.dfsm.leaving_synced(),
+            Group::Kvstore => cluster.kv.leaving_synced(),
+        })
+    }
+
+    /// The group's DFSM asked to leave (not consumed, see `take_leave`).
+    pub fn leave_requested(&self, group: Group) -> bool {
+        let mut core = self.core();
+        core.cluster()
+            .is_some_and(|cluster| cluster.leave[group.index()])
+    }
+
     pub fn take_leave(&self, group: Group) -> bool {
         let mut core = self.core();
         core.cluster()
@@ -1227,6 +1440,69 @@ impl PmxFs {
             tracing::info!("node lost quorum");
         }
         core.invalidate_known(false);
+        core.retry_waiting(std::time::Instant::now());
+    }
+
+    /// Write safety for the tree group (`Dfsm::set_write_safety`): the
+    /// configured votes, or `None` for the C rule (quorum only).
+    pub fn set_write_votes(&self, votes: Option<Votes>) {
+        let mut core = self.core();
+        let Some(cluster) = core.cluster() else {
+            return;
+        };
+        if cluster.dfsm.write_safety() == votes.as_ref() {
+            return;
+        }
+        match &votes {
+            Some(v) => tracing::info!(
+                total = v.total(),
+                "cluster writes need a majority of the configured votes in the pmxcfs group"
+            ),
+            None => tracing::info!(
+                "cluster writes follow corosync quorum only (vote helper configured)"
+            ),
+        }
+        cluster.dfsm.set_write_safety(votes);
+        core.pump();
+    }
+
+    /// After kernel invalidations were dropped at the notifier's bound:
+    /// invalidate every entry handed to the kernel (as after a resync).
+    pub(crate) fn invalidate_all_known(&self) {
+        self.core().invalidate_known(true);
+    }
+
+    /// Bytes in the daemon's CPG send queues: above the bound new writes
+    /// wait and status updates are held; below half of it they go again.
+    pub fn set_send_backlog(&self, bytes: usize) {
+        let mut core = self.core();
+        let Some(cluster) = core.cluster() else {
+            return;
+        };
+        if cluster.send_backlog == bytes {
+            return;
+        }
+        cluster.send_backlog = bytes;
+        if cluster.backlog() > MAX_SEND_BACKLOG / 2 {
+            return;
+        }
+        let held = std::mem::take(&mut cluster.held_status);
+        if cluster.dropped_log > 0 {
+            tracing::info!(
+                dropped = cluster.dropped_log,
+                "send backlog drained; cluster log messages were not multicast meanwhile"
+            );
+            cluster.dropped_log = 0;
+        }
+        for (_, payload) in held {
+            core.send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+        }
+        core.retry_waiting(std::time::Instant::now());
+    }
+
+    /// Answers requests that waited too long for the write gate.
+    pub fn expire_waiting(&self) {
+        self.core().retry_waiting(std::time::Instant::now());
     }
 
     /// `Some(notify)` once after corosync.conf changed in the tree.
@@ -1414,5 +1690,107 @@ mod tests {
         let replies = fs.take_replies();
         let out: OutHeader = read_at(&replies[0], 0).expect("header");
         assert_eq!(out.error, -libc::EACCES);
+    }
+
+    fn mkdir_request(unique: u64, name: &str) -> Vec<u8> {
+        let header = InHeader {
+            len: (40 + 8 + name.len() + 1) as u32,
+            opcode: FUSE_MKDIR,
+            unique,
+            nodeid: 1,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(bytemuck::bytes_of(&MkdirIn::default()));
+        request.extend_from_slice(name.as_bytes());
+        request.push(0);
+        request
+    }
+
+    fn errors(replies: &[Vec<u8>]) -> Vec<i32> {
+        replies
+            .iter()
+            .map(|reply| read_at::<OutHeader>(reply, 0).expect("header").error)
+            .collect()
+    }
+
+    /// Write safety: while the group is not synchronised the request waits
+    /// (nothing sent, no answer); the waiting list is bounded (EAGAIN
+    /// beyond); losing quorum answers every waiting request with EACCES.
+    #[test]
+    fn writes_wait_for_the_gate_within_a_bound() {
+        let fs = cluster_fs();
+        fs.set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
+        for unique in 0..MAX_WAITING as u64 {
+            assert!(fs.intercept(&mkdir_request(unique, &format!("d{unique}"))));
+        }
+        assert!(fs.take_outgoing().is_empty(), "nothing is sent");
+        assert!(fs.take_replies().is_empty(), "nobody is answered");
+        assert_eq!(fs.report().waiting, MAX_WAITING);
+        assert!(fs.intercept(&mkdir_request(99_999, "one-too-many")));
+        assert_eq!(errors(&fs.take_replies()), vec![-libc::EAGAIN]);
+        fs.set_quorate(false);
+        let replies = fs.take_replies();
+        assert_eq!(replies.len(), MAX_WAITING);
+        assert!(errors(&replies).iter().all(|&e| e == -libc::EACCES));
+        assert_eq!(fs.report().waiting, 0);
+    }
+
+    /// A lone member of a three-vote cluster: the gate stays closed, the
+    /// request waits and gets EACCES after WAIT_FOR_GATE.
+    #[test]
+    fn a_group_without_majority_refuses_after_the_wait() {
+        let fs = cluster_fs();
+        fs.set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
+        fs.cpg_confchg(Group::Dcdb, &[MemberId::new(1, 1)], &[MemberId::new(1, 1)]);
+        assert!(fs.intercept(&mkdir_request(7, "alone")));
+        assert!(fs.take_replies().is_empty());
+        fs.core()
+            .retry_waiting(std::time::Instant::now() + WAIT_FOR_GATE / 2);
+        assert!(fs.take_replies().is_empty(), "still waiting");
+        fs.core().retry_waiting(
+            std::time::Instant::now() + WAIT_FOR_GATE + std::time::Duration::from_secs(1),
+        );
+        assert_eq!(errors(&fs.take_replies()), vec![-libc::EACCES]);
+        assert!(fs.take_outgoing().is_empty(), "never sent");
+        // Without write safety (a vote helper configured): C's rule.
+        fs.set_write_votes(None);
+        assert!(fs.intercept(&mkdir_request(8, "alone")));
+        assert_eq!(fs.take_outgoing().len(), 1);
+    }
+
+    /// Back-pressure: with the send queues over their bound, writes wait and
+    /// status updates are held (the latest per key); both go when it drains.
+    #[test]
+    fn a_full_send_backlog_holds_writes_and_status_updates() {
+        let fs = cluster_fs();
+        fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+        assert!(fs.intercept(&mkdir_request(3, "later")));
+        {
+            let mut core = fs.core();
+            for value in [b"1".as_slice(), b"2", b"3"] {
+                let payload = Kvstore::update_message(b"kv/test", value).expect("payload");
+                core.send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+            }
+        }
+        assert!(fs.take_outgoing().is_empty());
+        assert_eq!(fs.report().waiting, 1);
+        fs.set_send_backlog(0);
+        let outgoing = fs.take_outgoing();
+        let groups: Vec<Group> = outgoing.iter().map(|(group, _, _)| *group).collect();
+        assert_eq!(
+            groups,
+            vec![Group::Kvstore, Group::Dcdb],
+            "one status update (the latest), one write"
+        );
+        let pmxcfs_cpg::dfsm::MessageBody::Normal { payload, .. } = &outgoing[0].1.body else {
+            panic!("a NORMAL kvstore message");
+        };
+        assert_eq!(
+            pmxcfs_cpg::wire::KvUpdate::decode(payload)
+                .expect("update")
+                .value,
+            b"3"
+        );
     }
 }

@@ -9,6 +9,7 @@
 mod channel;
 mod cluster;
 mod fs;
+mod notify_queue;
 mod quorum;
 pub mod report;
 mod service;

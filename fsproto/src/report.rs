@@ -39,6 +39,9 @@ pub struct Report {
     pub groups: Vec<GroupReport>,
     /// Mutating requests waiting for their DFSM result.
     pub parked: usize,
+    /// Mutating requests waiting for the write gate (group synchronising or
+    /// without a majority of the votes), not sent yet.
+    pub waiting: usize,
     /// Messages waiting to be multicast.
     pub outgoing: usize,
     pub global_version: u64,
@@ -51,7 +54,7 @@ impl PmxFs {
         let session = core.session();
         let global_version = session.reader().root().map_or(0, |root| root.meta.version);
         let store = session.stats();
-        let (members, groups, parked, outgoing) = match &core.backend {
+        let (members, groups, parked, waiting, outgoing) = match &core.backend {
             Backend::Local { .. } => (
                 vec![MemberReport {
                     name: core.status.nodename.clone(),
@@ -62,11 +65,13 @@ impl PmxFs {
                 Vec::new(),
                 0,
                 0,
+                0,
             ),
             Backend::Cluster(cluster) => (
                 core.status.member_reports(),
                 cluster.group_reports(),
                 cluster.parked_count(),
+                cluster.waiting_count(),
                 cluster.outgoing_count(),
             ),
         };
@@ -77,6 +82,7 @@ impl PmxFs {
             members,
             groups,
             parked,
+            waiting,
             outgoing,
             global_version,
             store,

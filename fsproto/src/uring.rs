@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+
 use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::server::Server;
@@ -37,6 +37,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::channel::encode_notification;
 use crate::fs::PmxFs;
+use crate::notify_queue::NotifyQueue;
 use crate::wire::{InHeader, OutHeader, read_at};
 
 pub const ENABLE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
@@ -159,7 +160,7 @@ impl Queues {
         fuse_fd: RawFd,
         server: Arc<Server<Arc<PmxFs>>>,
         fs: Arc<PmxFs>,
-        notifier: Sender<Vec<u8>>,
+        notifier: Arc<NotifyQueue>,
         loop_wake: Option<RawFd>,
     ) -> io::Result<Queues> {
         let stop_fd = eventfd()?;
@@ -173,7 +174,7 @@ impl Queues {
             let wake_raw = wake_fd.as_raw_fd();
             let server = Arc::clone(&server);
             let stop = Arc::clone(&stop);
-            let notifier = notifier.clone();
+            let notifier = Arc::clone(&notifier);
             let fs = Arc::clone(&fs);
             let stop_raw = stop_fd.as_raw_fd();
             let thread = std::thread::Builder::new()
@@ -281,7 +282,7 @@ fn serve_queue(
     server: &Server<Arc<PmxFs>>,
     fs: &PmxFs,
     stop: &AtomicBool,
-    notifier: &Sender<Vec<u8>>,
+    notifier: &NotifyQueue,
 ) -> io::Result<()> {
     let fuse_fd = fds.fuse;
     let cluster = fs.is_cluster();
@@ -427,7 +428,7 @@ fn serve_queue(
             // the kernel may block such a write on a lock held by a caller
             // waiting for this queue).
             for invalidation in fs.take_invalidations() {
-                let _ = notifier.send(encode_notification(&invalidation));
+                let _ = notifier.push(encode_notification(&invalidation));
             }
             for (index, commit_id) in commits {
                 let Some(entry) = entries.get(index) else {

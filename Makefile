@@ -7,6 +7,9 @@
 #   make bench-cluster   3-node namespace cluster: replication figures
 #   make deb     the Debian package (cargo-deb), checked with lintian
 #   make deps    only install the Debian packages and cargo-deb (idempotent)
+#   make fault-long   the 3-node fault campaign's long form (20 partitions, 20 daemon
+#                kills, 10 corosync kills; RELIABILITY.md)
+#   make sim-strict   the DFSM simulation, 100,000 seeds of write-safe groups
 
 CARGO ?= cargo
 # Where cargo puts its builds (honours CARGO_TARGET_DIR).
@@ -23,7 +26,8 @@ DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev 
 # cargo-deb builds the Debian package (make deb, and the package test).
 CARGO_DEB_VERSION := 3.8.0
 
-.PHONY: all build run test deps deb bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean
+.PHONY: all build run test deps deb bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean \
+	fault-long sim-strict
 
 all: build
 
@@ -57,6 +61,13 @@ test: deps
 	$(CARGO) test --workspace --locked
 
 check: fmt clippy test
+
+fault-long: deps
+	PMXCFS_FAULT_CYCLES=long $(CARGO) test --locked --test fault_campaign -- --nocapture
+
+sim-strict:
+	DFSM_SIM_POLICY=strict DFSM_SIM_SEEDS=100000 $(CARGO) test --release --locked \
+		-p pmxcfs-cpg --test dfsm_sim dfsm_simulation -- --nocapture
 
 fmt:
 	$(CARGO) fmt --all -- --check

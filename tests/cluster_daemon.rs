@@ -15,253 +15,24 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
+
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::BIN;
 use common::lab::Lab;
-use common::{BIN, dump_tree};
+use common::node::{
+    LOCK_TIMEOUT_SECS, Node, read, wait_converged, wait_for, wait_visible, write_when_writable,
+};
 use pmxcfs_ipc::client::Client;
 use pmxcfs_ipc::proto::{Op, payload};
 use serde_json::Value;
 
 const NODES: u32 = 3;
-const WAIT: Duration = Duration::from_secs(30);
-/// Lock lifetime of the lab daemons (C: 120 s).
-const LOCK_TIMEOUT_SECS: u64 = 2;
-
-struct Node {
-    index: u32,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(lab: &Lab, index: u32) -> Node {
-        let dir = lab.dir.join(format!("n{index}/pmxcfs"));
-        for sub in ["mnt", "data", "run", "etc"] {
-            fs::create_dir_all(dir.join(sub)).expect("node dirs");
-        }
-        // The host corosync.conf pmxcfs imports and keeps in sync: the lab's
-        // config without the per-node `system` section (identical on all
-        // nodes, as on a real cluster).
-        let config = fs::read_to_string(lab.dir.join(format!("n{index}/corosync.conf")))
-            .expect("lab corosync.conf");
-        let cluster_part = config.split("system {").next().unwrap_or(&config);
-        fs::write(dir.join("etc/corosync.conf"), cluster_part).expect("write corosync.conf");
-        Node {
-            index,
-            dir,
-            child: None,
-        }
-    }
-
-    fn start(&mut self, lab: &Lab) {
-        assert!(self.child.is_none(), "node {} runs already", self.index);
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("pmxcfs.log"))
-            .expect("log file");
-        let d = |sub: &str| self.dir.join(sub);
-        let child = lab
-            .command(&["exec", &self.index.to_string()])
-            .arg(BIN)
-            .arg("-f")
-            .arg("--mountpoint")
-            .arg(d("mnt"))
-            .arg("--data-dir")
-            .arg(d("data"))
-            .arg("--run-dir")
-            .arg(d("run"))
-            .arg("--pid-file")
-            .arg(d("pmxcfs.pid"))
-            .arg("--nodename")
-            .arg(format!("node{}", self.index))
-            .arg("--node-ip")
-            .arg(format!("10.99.0.{}", self.index))
-            .arg("--corosync-conf")
-            .arg(d("etc/corosync.conf"))
-            .arg("--rrd-dir")
-            .arg(d("rrd"))
-            .arg("--rrdcached-socket")
-            .arg(d("rrdcached.sock"))
-            .env("RUST_LOG", "info")
-            .env("NOTIFY_SOCKET", self.dir.join("notify.sock"))
-            .env("PMXCFS_LOCK_TIMEOUT_SECS", LOCK_TIMEOUT_SECS.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .expect("start pmxcfs");
-        self.child = Some(child);
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    /// A path in the node's mount (through its mount namespace).
-    fn path(&self, rel: &str) -> PathBuf {
-        let mnt = self.dir.join("mnt");
-        let mut path = PathBuf::from(format!("/proc/{}/root", self.pid()));
-        path.push(mnt.strip_prefix("/").expect("absolute"));
-        if !rel.is_empty() {
-            path.push(rel);
-        }
-        path
-    }
-
-    fn members(&self) -> Option<Value> {
-        let text = fs::read_to_string(self.path(".members")).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    fn quorate(&self) -> Option<bool> {
-        self.members()
-            .and_then(|m| m["cluster"]["quorate"].as_u64())
-            .map(|q| q == 1)
-    }
-
-    fn log_tail(&self) -> String {
-        let text = fs::read_to_string(self.dir.join("pmxcfs.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "--- node {} pmxcfs log ---\n{}",
-            self.index,
-            lines[lines.len().saturating_sub(40)..].join("\n")
-        )
-    }
-
-    /// SIGTERM; the daemon must be gone within 2 s.
-    fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let start = Instant::now();
-        // SAFETY: kill(2) of our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                assert!(status.success(), "node {}: exit {status}", self.index);
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(2),
-                "node {}: pmxcfs still running 2 s after SIGTERM\n{}",
-                self.index,
-                self.log_tail()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// The store's rows. The root row's `type` is left out: a resync
-    /// writes it as 4 (directory) until the next change, as the C daemon
-    /// does in its database (docs/store.md).
-    fn dump(&self) -> BTreeMap<String, Value> {
-        let mut tree = dump_tree(&self.dir.join("data"));
-        if let Some(Value::Object(root)) = tree.get_mut("") {
-            root.remove("type");
-        }
-        tree
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-#[track_caller]
-fn wait_for(what: &str, nodes: &[Node], mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        if Instant::now() > deadline {
-            let logs: Vec<String> = nodes.iter().map(Node::log_tail).collect();
-            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Creates a file, retrying while the node is not (yet) writable: EACCES
-/// (no quorum, or not synced yet). Any other error fails the test.
-#[track_caller]
-fn write_when_writable(nodes: &[Node], node: usize, rel: &str, data: &[u8]) {
-    wait_for(
-        &format!("node {} to accept a write", node + 1),
-        nodes,
-        || match fs::write(nodes[node].path(rel), data) {
-            Ok(()) => true,
-            Err(error) if error.raw_os_error() == Some(libc::EACCES) => false,
-            Err(error) => panic!("node {}: write of {rel}: {error}", node + 1),
-        },
-    );
-}
-
-fn read(node: &Node, rel: &str) -> Option<Vec<u8>> {
-    fs::read(node.path(rel)).ok()
-}
-
-/// Every node has the same tree (same rows: inode, version, writer, mtime,
-/// content) in its store.
-#[track_caller]
-fn wait_converged(nodes: &[Node]) {
-    let running: Vec<&Node> = nodes.iter().filter(|n| n.child.is_some()).collect();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let last = running.iter().map(|n| n.dump()).collect::<Vec<_>>();
-        if last.windows(2).all(|pair| pair[0] == pair[1]) {
-            return;
-        }
-        if Instant::now() > deadline {
-            let diff: Vec<String> = last[0]
-                .iter()
-                .filter(|(path, row)| last.iter().any(|t| t.get(*path) != Some(row)))
-                .map(|(path, _)| {
-                    let rows: Vec<String> = last
-                        .iter()
-                        .map(|t| t.get(path).map_or("-".into(), Value::to_string))
-                        .collect();
-                    format!("{path}: {}", rows.join(" | "))
-                })
-                .take(20)
-                .collect();
-            panic!(
-                "trees differ: {diff:?} (sizes {:?})\n{}",
-                last.iter().map(BTreeMap::len).collect::<Vec<_>>(),
-                nodes
-                    .iter()
-                    .map(Node::log_tail)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-}
-
-#[track_caller]
-fn wait_visible(nodes: &[Node], rel: &str, data: &[u8]) {
-    for node in nodes.iter().filter(|n| n.child.is_some()) {
-        wait_for(&format!("{rel} on node {}", node.index), nodes, || {
-            read(node, rel).as_deref() == Some(data)
-        });
-    }
-}
 
 /// Runs `calls` with an IPC client of `node`'s daemon. The service is an
 /// abstract unix socket, private to the node's network namespace: the
@@ -627,6 +398,76 @@ fn remote_changes_reach_cached_state(nodes: &[Node]) {
     check("an mtime change", &|node| {
         fs::metadata(node.path("inval/a.cfg")).is_ok_and(|meta| meta.mtime() == 1_700_000_000)
     });
+}
+
+/// `pmxcfs status --json` of a node.
+fn status_json(node: &Node) -> Option<Value> {
+    let output = std::process::Command::new(BIN)
+        .args(["status", "--json", "--run-dir"])
+        .arg(node.dir.join("run"))
+        .output()
+        .ok()?;
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+/// Write safety (issue: the C protocol's forked histories): with the daemons
+/// of nodes 2 and 3 stopped, corosync is still quorate on node 1 (three
+/// corosyncs run) but its pmxcfs group holds 1 of 3 votes. C would accept a
+/// write there (and a later resync could erase it); ours waits for a
+/// majority of the group and is answered once node 2's daemon is back, or
+/// gets EACCES after 10 s.
+fn write_safety_waits_for_a_majority_of_the_group(lab: &Lab, nodes: &mut [Node]) {
+    nodes[1].stop();
+    nodes[2].stop();
+    assert_eq!(nodes[0].quorate(), Some(true), "corosync keeps quorum");
+    let path = nodes[0].path("written-by-a-majority");
+    let started = Instant::now();
+    let writer = std::thread::spawn(move || {
+        let result = fs::write(&path, b"waited");
+        (result.map_err(|e| e.raw_os_error()), started.elapsed())
+    });
+    wait_for("node 1 holds a write at the gate", nodes, || {
+        status_json(&nodes[0]).is_some_and(|s| s["requests"]["waiting"] == 1)
+    });
+    assert!(!writer.is_finished(), "the write waits for the group");
+    let log = fs::read_to_string(nodes[0].dir.join("pmxcfs.log")).unwrap_or_default();
+    assert!(
+        log.contains(
+            "cluster writes closed: the pmxcfs group holds no majority of the configured votes"
+        ),
+        "node 1 says why writes wait:\n{}",
+        nodes[0].log_tail()
+    );
+    nodes[1].start(lab);
+    let (result, waited) = writer.join().expect("writer");
+    assert_eq!(result, Ok(()), "the parked write succeeds with a majority");
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered when node 2 came back: {waited:?}"
+    );
+    wait_visible(&nodes[..2], "written-by-a-majority", b"waited");
+
+    // Without a majority for 10 s: EACCES.
+    nodes[1].stop();
+    let started = Instant::now();
+    assert_eq!(
+        errno_of(fs::write(nodes[0].path("never-written"), b"x")),
+        Some(libc::EACCES)
+    );
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(20)).contains(&waited),
+        "refused after the 10 s wait: {waited:?}"
+    );
+    assert!(read(&nodes[0], "never-written").is_none());
+    nodes[1].start(lab);
+    nodes[2].start(lab);
+    wait_converged(nodes);
+    assert!(read(&nodes[2], "never-written").is_none());
+    assert_eq!(
+        read(&nodes[2], "written-by-a-majority").as_deref(),
+        Some(&b"waited"[..])
+    );
 }
 
 fn errno_of(result: std::io::Result<()>) -> Option<i32> {
@@ -1008,6 +849,8 @@ fn three_node_cluster() {
     nodes[2].start(&lab);
     wait_visible(&nodes, "batch-19", b"19");
     wait_converged(&nodes);
+
+    write_safety_waits_for_a_majority_of_the_group(&lab, &mut nodes);
 
     // Partition: node 3 alone has no quorum and refuses writes; the two
     // others keep writing; after the heal it converges.

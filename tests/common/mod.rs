@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -28,10 +28,10 @@ use crate::lock::{DataDirLock, LockError};
 /// Requests the kernel may hand us at once (reads posted on /dev/fuse).
 const FUSE_READS_IN_FLIGHT: u64 = 4;
 /// In relaxed durability the journal is synced at most this long after a
-/// change was acknowledged (what a power loss can take; ARCHITECTURE.md).
+/// change was acknowledged (what a power loss can take; ARCHITECTURE.md),
+/// plus the time the disk takes.
 const SYNC_DELAY: Duration = Duration::from_millis(10);
 const TOKEN_SIGNAL: Token = Token(100);
-const TOKEN_SYNC: Token = Token(101);
 const TOKEN_FUSE_POLL: Token = Token(102);
 const TOKEN_STOP_DEADLINE: Token = Token(103);
 /// Cluster mode with io_uring queues: a queue took a mutating request.
@@ -925,6 +925,57 @@ struct Extras<'a> {
     started: std::time::Instant,
 }
 
+/// Relaxed mode's journal syncs: a thread of their own, woken when the
+/// journal goes unsynced (whichever thread committed: the loop, a FUSE
+/// io_uring queue or a CPG delivery), syncing SYNC_DELAY later, so that the
+/// window a power cut can take stays ~10 ms and a slow disk holds up neither
+/// reads nor writes. Strict mode syncs before each reply, by definition.
+struct Syncer {
+    signal: std::sync::Arc<pmxcfs_store::SyncSignal>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(fs: std::sync::Arc<pmxcfs_fsproto::PmxFs>) -> std::io::Result<Syncer> {
+        let signal = fs.sync_signal();
+        let waiter = std::sync::Arc::clone(&signal);
+        let thread = std::thread::Builder::new()
+            .name("pmxcfs-sync".into())
+            .spawn(move || {
+                while waiter.wait() {
+                    // Until everything appended meanwhile is synced too.
+                    loop {
+                        std::thread::sleep(SYNC_DELAY);
+                        let Some(job) = fs.start_sync() else {
+                            break; // synced, or the store is poisoned
+                        };
+                        let result = job.run();
+                        if let Err(error) = fs.finish_sync(job, result) {
+                            tracing::error!(%error, "journal sync failed");
+                            break;
+                        }
+                        if fs.is_synced() {
+                            break;
+                        }
+                    }
+                }
+            })?;
+        Ok(Syncer {
+            signal,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.signal.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The loop: one thread, everything through the reactor.
 fn serve(
     reactor: &mut Reactor,
@@ -939,7 +990,9 @@ fn serve(
     let mut fuse_reads = FUSE_READS_IN_FLIGHT;
     let mut parked_buffers: Vec<Vec<u8>> = Vec::new();
     let mut poll_armed = false;
-    let mut sync_armed = false;
+    let _syncer = Syncer::start(channel.fs_shared()).map_err(|error| {
+        DaemonError::Setup(format!("cannot start the journal sync thread: {error}"))
+    })?;
     let mut stopping = false;
     let mut read_errors = 0u32;
     while fuse_reads > 0 || poll_armed {
@@ -982,12 +1035,6 @@ fn serve(
                     }
                     if !stopping {
                         signals.read(reactor, TOKEN_SIGNAL)?;
-                    }
-                }
-                TOKEN_SYNC => {
-                    sync_armed = false;
-                    if let Err(error) = channel.fs().sync() {
-                        tracing::error!(%error, "journal sync failed");
                     }
                 }
                 TOKEN_CPG_DCDB | TOKEN_CPG_KVSTORE | TOKEN_QUORUM | TOKEN_TICK => {
@@ -1137,10 +1184,6 @@ fn serve(
             && !stopping
         {
             notifier.update(|| channel.fs().health());
-        }
-        if !sync_armed && !channel.fs().is_synced() && !stopping {
-            reactor.timer(SYNC_DELAY, TOKEN_SYNC)?;
-            sync_armed = true;
         }
     }
     Ok(())

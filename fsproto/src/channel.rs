@@ -199,6 +199,11 @@ impl Channel {
         &self.fs
     }
 
+    /// The file system for another thread (drop it before `into_fs`).
+    pub fn fs_shared(&self) -> Arc<PmxFs> {
+        Arc::clone(&self.fs)
+    }
+
     /// Serves one request read from /dev/fuse (`request` = the bytes read).
     pub fn serve(&mut self, request: &mut [u8]) -> Result<(), ChannelError> {
         if self.cluster && self.fs.intercept(request) {

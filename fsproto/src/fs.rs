@@ -326,6 +326,28 @@ impl PmxFs {
         self.core().session_mut().sync()
     }
 
+    /// What a background syncer waits on (set when the journal goes
+    /// unsynced, from whichever thread committed).
+    pub fn sync_signal(&self) -> std::sync::Arc<pmxcfs_store::SyncSignal> {
+        self.core().session().sync_signal()
+    }
+
+    /// A background journal sync (relaxed mode's timer), `None` when there
+    /// is nothing to do or one is out: run it off the serving thread and hand
+    /// it back to [`PmxFs::finish_sync`].
+    pub fn start_sync(&self) -> Option<pmxcfs_store::SyncJob> {
+        self.core().session_mut().sync_job()
+    }
+
+    /// The outcome of a [`PmxFs::start_sync`] job; Err poisons the store.
+    pub fn finish_sync(
+        &self,
+        job: pmxcfs_store::SyncJob,
+        result: std::io::Result<()>,
+    ) -> Result<(), StoreError> {
+        self.core().session_mut().sync_done(job, result)
+    }
+
     pub fn is_synced(&self) -> bool {
         self.core().session().is_synced()
     }

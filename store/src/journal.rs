@@ -85,6 +85,75 @@ pub struct Journal {
     len: u64,
     /// True when appended bytes may not be on stable storage yet.
     unsynced: bool,
+    /// Incremented by every `reset`: a background sync of an older epoch
+    /// says nothing about the current file contents.
+    epoch: u64,
+    /// A `SyncJob` is out.
+    sync_in_flight: bool,
+    /// Told when the journal goes from synced to unsynced.
+    signal: std::sync::Arc<SyncSignal>,
+}
+
+/// Wakes a background syncer when the journal has unsynced bytes (after it
+/// was synced): appends from any thread reach it without a timer.
+#[derive(Default)]
+pub struct SyncSignal {
+    /// (unsynced bytes appeared, closed)
+    state: std::sync::Mutex<(bool, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl SyncSignal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (bool, bool)> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn mark(&self) {
+        let mut state = self.lock();
+        if !state.0 {
+            state.0 = true;
+            self.ready.notify_one();
+        }
+    }
+
+    /// Blocks until the journal went unsynced since the last call; `false`
+    /// once closed.
+    pub fn wait(&self) -> bool {
+        let mut state = self.lock();
+        while !state.0 && !state.1 {
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.0 = false;
+        !state.1
+    }
+
+    /// Ends the waiting (shutdown).
+    pub fn close(&self) {
+        self.lock().1 = true;
+        self.ready.notify_all();
+    }
+}
+
+/// An `fdatasync` of the journal to run on another thread (a slow disk
+/// must not hold up the thread that serves requests): a duplicate of the
+/// journal's fd and what the journal held when the job was made. Hand the
+/// job back with its result to [`Journal::sync_done`].
+pub struct SyncJob {
+    file: File,
+    len: u64,
+    epoch: u64,
+}
+
+impl SyncJob {
+    /// `fdatasync`; may take as long as the disk wants.
+    pub fn run(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 impl Journal {
@@ -123,6 +192,9 @@ impl Journal {
             path: path.to_path_buf(),
             len: good_len as u64,
             unsynced: false,
+            epoch: 0,
+            sync_in_flight: false,
+            signal: std::sync::Arc::new(SyncSignal::default()),
         };
         Ok((
             journal,
@@ -156,6 +228,9 @@ impl Journal {
             return Err(StoreError::io(&self.path, error));
         }
         self.len += batch.len() as u64;
+        if !self.unsynced {
+            self.signal.mark();
+        }
         self.unsynced = true;
         Ok(())
     }
@@ -176,10 +251,45 @@ impl Journal {
         !self.unsynced
     }
 
+    /// What a background syncer waits on.
+    pub fn sync_signal(&self) -> std::sync::Arc<SyncSignal> {
+        std::sync::Arc::clone(&self.signal)
+    }
+
+    /// A background sync of what was appended so far; `None` when nothing
+    /// is unsynced or a job is already out.
+    pub fn sync_job(&mut self) -> Result<Option<SyncJob>> {
+        if !self.unsynced || self.sync_in_flight {
+            return Ok(None);
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|error| StoreError::io(&self.path, error))?;
+        self.sync_in_flight = true;
+        Ok(Some(SyncJob {
+            file,
+            len: self.len,
+            epoch: self.epoch,
+        }))
+    }
+
+    /// The job's outcome: on success the bytes it covered are durable (the
+    /// journal counts as synced if nothing was appended or reset since).
+    pub fn sync_done(&mut self, job: SyncJob, result: std::io::Result<()>) -> Result<()> {
+        self.sync_in_flight = false;
+        result.map_err(|error| StoreError::io(&self.path, error))?;
+        if job.epoch == self.epoch && job.len == self.len {
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
     /// Empties the journal after a checkpoint made its records redundant.
     /// Not synced: stale records left by a lost truncate are skipped on
     /// replay by their sequence numbers.
     pub fn reset(&mut self) -> Result<()> {
+        self.epoch += 1;
         self.file
             .set_len(0)
             .map_err(|error| StoreError::io(&self.path, error))?;

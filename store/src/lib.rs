@@ -22,6 +22,7 @@ mod vmlist;
 pub use entry::{EntryHeader, EntryRef, Kind, MAX_FILE_SIZE, Meta, ROOT_INODE, hash_entry};
 pub use error::{Result, StoreError};
 pub use import::ImportSummary;
+pub use journal::{SyncJob, SyncSignal};
 pub use locks::LOCK_TIMEOUT_SECS;
 pub use op::{Op, Origin};
 pub use row::{Row, VERSION_ROW_NAME};

@@ -14,7 +14,7 @@ use heed::RwTxn;
 
 use crate::entry::{Kind, MAX_FILE_SIZE, Meta, ROOT_INODE, encode_value, flags};
 use crate::error::{Result, StoreError};
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, SyncJob};
 use crate::locks::LockTable;
 use crate::op::{self, Op, Origin};
 use crate::path::{self, GuestConfig};
@@ -266,6 +266,35 @@ impl<'s> Session<'s> {
 
     pub fn is_synced(&self) -> bool {
         self.batch.is_empty() && self.journal.is_synced()
+    }
+
+    /// Wakes a background syncer when changes wait to be synced.
+    pub fn sync_signal(&self) -> std::sync::Arc<journal::SyncSignal> {
+        self.journal.sync_signal()
+    }
+
+    /// A background `fdatasync` of the journal (the relaxed-mode timer runs
+    /// it off the serving thread); `None` if there is nothing to sync, a job
+    /// is out, or the session is poisoned.
+    pub fn sync_job(&mut self) -> Option<SyncJob> {
+        if self.poisoned {
+            return None;
+        }
+        match self.journal.sync_job() {
+            Ok(job) => job,
+            Err(error) => {
+                tracing::error!(%error, "cannot start a journal sync");
+                None
+            }
+        }
+    }
+
+    /// The outcome of a [`Session::sync_job`]; an error poisons the session
+    /// (as a failed foreground sync does).
+    pub fn sync_done(&mut self, job: SyncJob, result: std::io::Result<()>) -> Result<()> {
+        self.journal
+            .sync_done(job, result)
+            .inspect_err(|_| self.poisoned = true)
     }
 
     /// Rebuilds the open transaction as exactly what is durable: the last

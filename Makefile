@@ -10,6 +10,7 @@
 #   make fault-long   the 3-node fault campaign's long form (20 partitions, 20 daemon
 #                kills, 10 corosync kills; RELIABILITY.md)
 #   make sim-strict   the DFSM simulation, 100,000 seeds of write-safe groups
+#   make fuzz    every fuzz target FUZZ_SECONDS (600) each, FUZZ_JOBS (1) at a time
 
 CARGO ?= cargo
 # Where cargo puts its builds (honours CARGO_TARGET_DIR).
@@ -27,7 +28,7 @@ DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev 
 CARGO_DEB_VERSION := 3.8.0
 
 .PHONY: all build run test deps deb bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean \
-	fault-long sim-strict
+	fault-long sim-strict fuzz
 
 all: build
 
@@ -64,6 +65,9 @@ check: fmt clippy test
 
 fault-long: deps
 	PMXCFS_FAULT_CYCLES=long $(CARGO) test --locked --test fault_campaign -- --nocapture
+
+fuzz: deps
+	fuzz/run.sh
 
 sim-strict:
 	DFSM_SIM_POLICY=strict DFSM_SIM_SEEDS=100000 $(CARGO) test --release --locked \

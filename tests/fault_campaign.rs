@@ -6,7 +6,10 @@
 //! * partition and heal one node (also the leader, node 1, and a node that
 //!   is still being resynced after a restart);
 //! * kill -9 of a daemon and a restart on the same mountpoint;
-//! * kill -9 of a corosync and a restart.
+//! * kill -9 of a corosync and a restart;
+//! * a full disk on node 3 (its data dir is a small tmpfs): it answers its
+//!   writers ENOSPC and leaves the group, the others go on; once there is
+//!   space again it recovers its store when it rejoins, without a restart.
 //!
 //! After every cycle the writers pause, everything is healed and restarted,
 //! and the test requires: all stores identical (rows: inode, version,
@@ -37,14 +40,52 @@ const FAULT_FOR: Duration = Duration::from_millis(1500);
 /// Errnos a fault explains: no quorum or no majority (EACCES), the daemon
 /// killed under the call (ENOTCONN, ECONNABORTED; ECANCELED for a request
 /// the kernel had queued on the io_uring transport; ENOENT once its
-/// /proc/PID/root is gone).
-const EXPLAINED: [i32; 5] = [
+/// /proc/PID/root is gone), a full disk (ENOSPC).
+const EXPLAINED: [i32; 6] = [
     libc::EACCES,
     libc::ENOTCONN,
     libc::ECONNABORTED,
     libc::ECANCELED,
     libc::ENOENT,
+    libc::ENOSPC,
 ];
+/// The node whose data dir is a small tmpfs.
+const SMALL_DISK_NODE: usize = 2;
+
+/// A tmpfs mounted for the test, unmounted when dropped (also on failure).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path) -> SmallDisk {
+        fs::create_dir_all(at).expect("mountpoint");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs at {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Fills it; returns the filler (remove it to free the space).
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut file = fs::File::create(&filler).expect("filler");
+        let chunk = vec![0u8; 64 << 10];
+        while file.write_all(&chunk).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
 
 #[derive(Default)]
 struct FileModel {
@@ -59,6 +100,8 @@ struct Writer {
     idle: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicU64>,
+    /// Writes refused with ENOSPC.
+    refused_full: Arc<AtomicU64>,
     model: Arc<Mutex<BTreeMap<u64, FileModel>>>,
     unexpected: Arc<Mutex<Vec<String>>>,
     thread: Option<JoinHandle<()>>,
@@ -73,6 +116,7 @@ impl Writer {
             idle: Arc::new(AtomicBool::new(false)),
             stop: Arc::new(AtomicBool::new(false)),
             acked: Arc::new(AtomicU64::new(0)),
+            refused_full: Arc::new(AtomicU64::new(0)),
             model: Arc::new(Mutex::new(BTreeMap::new())),
             unexpected: Arc::new(Mutex::new(Vec::new())),
             thread: None,
@@ -87,6 +131,7 @@ impl Writer {
             writer.model.clone(),
             writer.unexpected.clone(),
         );
+        let refused_full = writer.refused_full.clone();
         writer.thread = Some(thread::spawn(move || {
             let mut k = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -116,6 +161,9 @@ impl Writer {
                     }
                     Err(error) => {
                         let errno = error.raw_os_error().unwrap_or(0);
+                        if errno == libc::ENOSPC {
+                            refused_full.fetch_add(1, Ordering::Relaxed);
+                        }
                         if !EXPLAINED.contains(&errno) {
                             unexpected
                                 .lock()
@@ -199,11 +247,13 @@ enum Fault {
     KillDaemon(usize),
     /// kill -9 node N's corosync, start it again.
     KillCorosync(usize),
+    /// Fill the small disk, free it again.
+    FullDisk,
 }
 
 fn campaign(long: bool) -> Vec<Fault> {
     let mut faults = Vec::new();
-    let (partitions, kills, corosyncs) = if long { (20, 20, 10) } else { (3, 3, 2) };
+    let (partitions, kills, corosyncs, full) = if long { (20, 20, 10, 3) } else { (3, 3, 2, 1) };
     for i in 0..partitions {
         // The leader (node 1) every third time; a resync every fourth.
         let node = if i % 3 == 0 { 0 } else { 1 + i % 2 };
@@ -218,6 +268,9 @@ fn campaign(long: bool) -> Vec<Fault> {
     }
     for i in 0..corosyncs {
         faults.push(Fault::KillCorosync((i + 2) % NODES as usize));
+    }
+    for _ in 0..full {
+        faults.push(Fault::FullDisk);
     }
     // Interleave the kinds.
     let mut mixed = Vec::new();
@@ -237,6 +290,11 @@ fn campaign(long: bool) -> Vec<Fault> {
             .copied()
             .filter(|f| matches!(f, Fault::KillCorosync(_)))
             .collect(),
+        faults
+            .iter()
+            .copied()
+            .filter(|f| matches!(f, Fault::FullDisk))
+            .collect(),
     ];
     while kinds.iter().any(|k| !k.is_empty()) {
         for kind in kinds.iter_mut() {
@@ -248,8 +306,52 @@ fn campaign(long: bool) -> Vec<Fault> {
     mixed
 }
 
-fn inject(fault: Fault, lab: &Lab, nodes: &mut [Node], writers: &[Writer]) {
+fn inject(fault: Fault, lab: &Lab, nodes: &mut [Node], writers: &[Writer], disk: &SmallDisk) {
     match fault {
+        Fault::FullDisk => {
+            let filler = disk.fill();
+            // Its writer is refused with ENOSPC, the others go on.
+            let full = &writers[SMALL_DISK_NODE];
+            let refused_before = full.refused_full.load(Ordering::Relaxed);
+            wait_for("a write refused for the full disk", nodes, || {
+                full.refused_full.load(Ordering::Relaxed) > refused_before
+            });
+            let others = || -> u64 {
+                writers
+                    .iter()
+                    .filter(|w| w.index as usize != SMALL_DISK_NODE + 1)
+                    .map(|w| w.acked.load(Ordering::Relaxed))
+                    .sum()
+            };
+            let before = others();
+            wait_for("the other nodes writing on", nodes, || {
+                others() > before + 20
+            });
+            fs::remove_file(&filler).expect("free the disk");
+            // It recovers at its rejoin (6 s after it left): writable again.
+            let node = &nodes[SMALL_DISK_NODE];
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match fs::write(node.path("after-full-disk"), b"space again") {
+                    Ok(()) => break,
+                    Err(error) => {
+                        let errno = error.raw_os_error().unwrap_or(0);
+                        assert!(
+                            errno == libc::ENOSPC || errno == libc::EACCES,
+                            "node {} after the disk was freed: {error}",
+                            node.index
+                        );
+                        assert!(
+                            Instant::now() < deadline,
+                            "node {} not writable 30 s after the disk was freed\n{}",
+                            node.index,
+                            node.log_tail()
+                        );
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
         Fault::Partition(n) => {
             lab.run(&["cut", &(n + 1).to_string()]);
             thread::sleep(FAULT_FOR);
@@ -295,6 +397,8 @@ fn fault_campaign() {
         .expect("temp dir");
     let lab = Lab::up(NODES, base.path().join("lab"));
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
+    // Before the daemon starts: its mount namespace copies this mount.
+    let disk = SmallDisk::mount(&nodes[SMALL_DISK_NODE].dir.join("data"));
     for node in &mut nodes {
         node.start(&lab);
     }
@@ -325,7 +429,7 @@ fn fault_campaign() {
             .iter()
             .map(|w| w.acked.load(Ordering::Relaxed))
             .sum();
-        inject(*fault, &lab, &mut nodes, &writers);
+        inject(*fault, &lab, &mut nodes, &writers, &disk);
         for writer in &writers {
             writer.pause(&nodes);
         }
@@ -370,4 +474,5 @@ fn fault_campaign() {
     for node in &mut nodes {
         node.stop();
     }
+    drop(disk);
 }

@@ -2242,3 +2242,127 @@ fn slow_disk_run(transport: Option<&str>) {
     );
     daemon.stop_clean();
 }
+
+/// A tmpfs mounted for a test, unmounted when dropped (also on failure).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> SmallDisk {
+        fs::create_dir_all(at).expect("mountpoint");
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs at {}", at.display());
+        SmallDisk(at.to_path_buf())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system at `dir` with `filler` until it is full.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = fs::File::create(&filler).expect("filler");
+    let chunk = vec![0u8; 64 << 10];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+    filler
+}
+
+/// A full disk: writes fail with ENOSPC (a clear error; C says EIO), reads
+/// go on, nothing acknowledged is lost, and once there is space again the
+/// store takes writes without a restart.
+#[test]
+fn a_full_disk_refuses_writes_with_enospc_and_recovers_when_space_is_back() {
+    let mut daemon = Daemon::new();
+    let disk = SmallDisk::mount(&daemon.base.join("data"), "16m");
+    daemon.start();
+    for i in 0..20 {
+        fs::write(daemon.path(&format!("before-{i}")), format!("acked {i}")).expect("write");
+    }
+    let filler = fill(&disk.0);
+    // Writes now fail (the journal cannot grow): with ENOSPC, and keep failing.
+    let mut failed_with = None;
+    let mut acked_while_full = Vec::new();
+    for i in 0..200 {
+        let rel = format!("while-full-{i}");
+        match fs::write(daemon.path(&rel), vec![b'x'; 4096]) {
+            Ok(()) => acked_while_full.push(rel),
+            Err(error) => {
+                failed_with = error.raw_os_error();
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        failed_with,
+        Some(libc::ENOSPC),
+        "a full disk answers ENOSPC"
+    );
+    for _ in 0..3 {
+        let refused = fs::write(daemon.path("still-full"), b"x");
+        assert_eq!(
+            refused.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENOSPC)),
+            "refused while the disk is full"
+        );
+    }
+    // Reads go on; everything acknowledged is there.
+    for i in 0..20 {
+        assert_eq!(
+            fs::read_to_string(daemon.path(&format!("before-{i}"))).expect("read"),
+            format!("acked {i}")
+        );
+    }
+    for rel in &acked_while_full {
+        assert_eq!(fs::read(daemon.path(rel)).expect("read").len(), 4096);
+    }
+    // Space again: within ~1 s the store takes writes (no restart).
+    fs::remove_file(&filler).expect("free space");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::write(daemon.path("after"), b"space again") {
+            Ok(()) => break,
+            Err(error) => {
+                assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+                assert!(Instant::now() < deadline, "no recovery within 5 s");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    assert_eq!(
+        fs::read(daemon.path("after")).expect("read"),
+        b"space again"
+    );
+    // And it all survives a restart (the durable state is consistent).
+    daemon.stop_clean();
+    daemon.start();
+    assert_eq!(
+        fs::read(daemon.path("after")).expect("read"),
+        b"space again"
+    );
+    for i in 0..20 {
+        assert!(daemon.path(&format!("before-{i}")).exists());
+    }
+    for rel in &acked_while_full {
+        assert!(
+            daemon.path(rel).exists(),
+            "{rel} acknowledged while filling"
+        );
+    }
+    daemon.stop_clean();
+    drop(disk);
+}

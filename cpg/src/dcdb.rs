@@ -201,15 +201,18 @@ impl<'a, 's> Dcdb<'a, 's> {
     }
 
     /// Store failure while applying: a refusal is the writer's result, any
-    /// other failure is this node's and switches the DFSM to ERROR (C: the
-    /// memdb errors flag, §9.3 step 6).
+    /// other failure is this node's: the DFSM leaves (C switches to its
+    /// permanent ERROR mode, §9.3 step 6, and needs a restart). The daemon
+    /// recovers the store (`Session::recover`, once the disk takes writes
+    /// again) before the DFSM rejoins, and the resync brings what the group
+    /// applied meanwhile.
     fn store_result(error: &StoreError) -> Result<i32, AppError> {
         if error.is_refusal() {
             Ok(-error.errno())
         } else {
-            tracing::error!(%error, "database failure while applying a DCDB message");
+            tracing::error!(%error, "database failure while applying a DCDB message - leaving");
             Err(AppError {
-                fatal: true,
+                fatal: false,
                 result: -error.errno(),
             })
         }
@@ -426,16 +429,16 @@ impl Application for Dcdb<'_, '_> {
             }
         };
         if self.session().is_poisoned() {
-            tracing::error!("database errors flag set - entering error mode");
+            tracing::error!("database errors flag set - leaving");
             return Err(AppError {
-                fatal: true,
+                fatal: false,
                 result,
             });
         }
         if let Err(error) = self.session_mut().commit() {
-            tracing::error!(%error, "commit of a DCDB message failed");
+            tracing::error!(%error, "commit of a DCDB message failed - leaving");
             return Err(AppError {
-                fatal: true,
+                fatal: false,
                 result: -error.errno(),
             });
         }

@@ -612,6 +612,11 @@ impl Core {
             return Err(libc::EINVAL);
         }
         self.quorum.check()?;
+        if let Some(code) = self.session().poison_errno() {
+            // This node's disk failed a write (full?): it takes no writes
+            // until the store recovers (at the group's rejoin).
+            return Err(code);
+        }
         let Some(cluster) = self.cluster() else {
             return Err(libc::EIO);
         };
@@ -1376,6 +1381,9 @@ impl PmxFs {
     /// modes).
     pub fn cpg_restart(&self, group: Group) -> bool {
         let now = now_secs();
+        if group == Group::Dcdb {
+            self.recover_store();
+        }
         let mut restarted = false;
         let mut kv_restarted = false;
         self.with_group(
@@ -1386,7 +1394,22 @@ impl PmxFs {
         restarted || kv_restarted
     }
 
-    /// The group's DFSM asked to leave (since the last call).
+    /// A store that failed to write (a full disk) is tried again before the
+    /// tree group rejoins: recovered, the resync brings what the group
+    /// applied meanwhile; still failing, the group rejoins anyway and leaves
+    /// again at its first write (every REJOIN_DELAY, until the disk takes
+    /// writes).
+    fn recover_store(&self) {
+        let mut core = self.core();
+        let session = core.session_mut();
+        if !session.is_poisoned() {
+            return;
+        }
+        if let Err(error) = session.recover() {
+            tracing::warn!(%error, "the store still cannot write; this node takes no writes");
+        }
+    }
+
     /// The group's DFSM left from SYNCED after a failed multicast (write
     /// safety): leave the CPG group but go on dispatching until the confchg
     /// that removes this member (`Dfsm::leaving_synced`).
@@ -1405,6 +1428,7 @@ impl PmxFs {
             .is_some_and(|cluster| cluster.leave[group.index()])
     }
 
+    /// The group's DFSM asked to leave (since the last call).
     pub fn take_leave(&self, group: Group) -> bool {
         let mut core = self.core();
         core.cluster()

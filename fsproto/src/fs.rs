@@ -184,6 +184,8 @@ pub(crate) enum Backend {
 }
 
 pub(crate) struct Core {
+    /// Local mode: when a poisoned store may be tried again.
+    pub(crate) recover_after: Option<std::time::Instant>,
     pub(crate) backend: Backend,
     pub(crate) quorum: QuorumGate,
     pub(crate) status: Status,
@@ -257,6 +259,7 @@ impl PmxFs {
     fn assemble(backend: Backend, quorum: QuorumGate, status: Status, config: Config) -> PmxFs {
         PmxFs {
             core: Mutex::new(Core {
+                recover_after: None,
                 backend,
                 quorum,
                 status,
@@ -574,6 +577,20 @@ impl Core {
             tracing::error!(?op, "local apply in cluster mode refused");
             return Err(errno(libc::EIO));
         };
+        if session.is_poisoned() {
+            // The disk failed a write (full?): try again at most once a
+            // second; meanwhile refuse with the failure's errno (ENOSPC).
+            let now = std::time::Instant::now();
+            if self.recover_after.is_none_or(|at| now >= at) {
+                self.recover_after = Some(now + std::time::Duration::from_secs(1));
+                if let Err(error) = session.recover() {
+                    tracing::debug!(%error, "the store still cannot write");
+                }
+            }
+            if let Some(code) = session.poison_errno() {
+                return Err(errno(code));
+            }
+        }
         let result = session.writer(permit).apply(&op, origin);
         session.commit().map_err(store_error)?;
         let count = result.map_err(store_error)?;

@@ -45,7 +45,8 @@ impl StoreError {
     /// The errno a FUSE caller sees for this error (positive value).
     ///
     /// This is the only mapping from store errors to errno values; the
-    /// semantic ones follow spec/filesystem.md §10, real failures are EIO.
+    /// semantic ones follow spec/filesystem.md §10, real failures are EIO
+    /// (ENOSPC for a full disk).
     pub fn errno(&self) -> i32 {
         match self {
             StoreError::NotFound => libc::ENOENT,
@@ -55,6 +56,13 @@ impl StoreError {
             StoreError::Access => libc::EACCES,
             StoreError::TooBig => libc::EFBIG,
             StoreError::Invalid(_) => libc::EINVAL,
+            // A full disk says so (C answers EIO for every disk failure).
+            StoreError::Io { source, .. } | StoreError::Db(heed::Error::Io(source))
+                if source.raw_os_error() == Some(libc::ENOSPC) =>
+            {
+                libc::ENOSPC
+            }
+            StoreError::Db(heed::Error::Mdb(heed::MdbError::MapFull)) => libc::ENOSPC,
             StoreError::Poisoned
             | StoreError::Db(_)
             | StoreError::Io { .. }

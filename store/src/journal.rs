@@ -251,6 +251,38 @@ impl Journal {
         !self.unsynced
     }
 
+    /// Checks that the file system takes `bytes` more at the end of the
+    /// journal (allocates them, then gives them back).
+    pub fn probe_space(&mut self, bytes: u64) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on our own open fd, within i64 range.
+        let rc = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                0,
+                self.len as libc::off_t,
+                bytes as libc::off_t,
+            )
+        };
+        let probed = if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        };
+        self.file
+            .set_len(self.len)
+            .map_err(|error| StoreError::io(&self.path, error))?;
+        probed.map_err(|error| StoreError::io(&self.path, error))
+    }
+
+    /// Takes over the sync bookkeeping of the journal this one replaces (a
+    /// reopen after a failure): the same signal for the syncer, a new epoch
+    /// so that a sync job of the old file says nothing about this one.
+    pub fn follow(&mut self, old: &Journal) {
+        self.signal = std::sync::Arc::clone(&old.signal);
+        self.epoch = old.epoch + 1;
+    }
+
     /// What a background syncer waits on.
     pub fn sync_signal(&self) -> std::sync::Arc<SyncSignal> {
         std::sync::Arc::clone(&self.signal)

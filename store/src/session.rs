@@ -114,8 +114,10 @@ pub struct Session<'s> {
     vmlist: VmList,
     locks: LockTable,
     /// Set when a write to disk failed: from then on every change is refused
-    /// with EIO (the C daemon's memdb "errors" flag).
+    /// with EIO (the C daemon's memdb "errors" flag) until `recover`.
     poisoned: bool,
+    /// The errno of the failure that set `poisoned`.
+    poison_errno: i32,
     /// True while journal records are replayed: they are already in the
     /// journal, and they passed the vmid checks when they were first applied.
     replaying: bool,
@@ -144,6 +146,7 @@ impl Store {
             vmlist: VmList::default(),
             locks: LockTable::default(),
             poisoned: false,
+            poison_errno: 0,
             replaying: true,
             clock: Box::new(wall_clock_secs),
             recovery: Recovery {
@@ -206,6 +209,42 @@ impl<'s> Session<'s> {
         self.poisoned
     }
 
+    /// The errno of the disk failure that poisoned the session (ENOSPC for
+    /// a full disk), EIO otherwise; `None` while it is healthy.
+    pub fn poison_errno(&self) -> Option<i32> {
+        self.poisoned.then_some(self.poison_errno)
+    }
+
+    fn poison(&mut self, error: &StoreError) {
+        self.poisoned = true;
+        self.poison_errno = match error {
+            StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            StoreError::Db(heed::Error::Io(source)) => source.raw_os_error().unwrap_or(libc::EIO),
+            StoreError::Db(heed::Error::Mdb(heed::MdbError::MapFull)) => libc::ENOSPC,
+            _ => libc::EIO,
+        };
+    }
+
+    /// After a failed write to disk (a full disk, say): reopens the journal
+    /// (a torn tail is cut off), checks that the disk takes 64 KiB again,
+    /// rebuilds the view from what is durable and accepts changes again.
+    /// Everything acknowledged is kept (it was durable before the failure);
+    /// what failed was answered with an error. Err (and still poisoned)
+    /// while the disk refuses.
+    pub fn recover(&mut self) -> Result<()> {
+        if !self.poisoned {
+            return Ok(());
+        }
+        let (mut journal, _replay) = Journal::open(&self.store.journal_path())?;
+        journal.probe_space(64 << 10)?;
+        journal.follow(&self.journal);
+        self.journal = journal;
+        self.reload_durable_view()?;
+        self.poisoned = false;
+        tracing::info!("the store takes writes again");
+        Ok(())
+    }
+
     /// Replaces the clock of the lock table (seconds); for tests.
     pub fn set_clock(&mut self, clock: impl Fn() -> u64 + Send + 'static) {
         self.clock = Box::new(clock);
@@ -239,7 +278,7 @@ impl<'s> Session<'s> {
         self.batch.clear();
         if let Err(error) = appended {
             tracing::error!(%error, "journal write failed; refusing further changes");
-            self.poisoned = true;
+            self.poison(&error);
             // The batch was applied but is not durable: take it back out of
             // view (the caller answers EIO for it).
             if let Err(reload) = self.reload_durable_view() {
@@ -261,7 +300,7 @@ impl<'s> Session<'s> {
 
     /// `fdatasync`s the journal (the timer of `Durability::Relaxed`).
     pub fn sync(&mut self) -> Result<()> {
-        self.journal.sync().inspect_err(|_| self.poisoned = true)
+        self.journal.sync().inspect_err(|error| self.poison(error))
     }
 
     pub fn is_synced(&self) -> bool {
@@ -294,7 +333,7 @@ impl<'s> Session<'s> {
     pub fn sync_done(&mut self, job: SyncJob, result: std::io::Result<()>) -> Result<()> {
         self.journal
             .sync_done(job, result)
-            .inspect_err(|_| self.poisoned = true)
+            .inspect_err(|error| self.poison(error))
     }
 
     /// Rebuilds the open transaction as exactly what is durable: the last
@@ -368,14 +407,16 @@ impl<'s> Session<'s> {
         self.txn = Some(begin_or_die(store));
         if let Err(error) = result {
             tracing::error!(%error, "checkpoint failed; refusing further changes");
-            self.poisoned = true;
+            self.poison(&error);
             // The failed commit took the changes since the last checkpoint
             // out of view; they are acknowledged and in the journal: put them
             // back so that readers keep seeing them.
             self.reload_durable_view()?;
             return Err(error);
         }
-        self.journal.reset().inspect_err(|_| self.poisoned = true)?;
+        self.journal
+            .reset()
+            .inspect_err(|error| self.poison(error))?;
         // A reader that died inside a transaction (a `pmxcfs dump` killed
         // while copying) would pin old pages until the next start.
         match self.store.env.clear_stale_readers() {
@@ -543,7 +584,7 @@ impl<'s> Session<'s> {
             && !error.is_refusal()
         {
             tracing::error!(%error, "apply failed; refusing further changes");
-            self.poisoned = true;
+            self.poison(error);
             return result;
         }
         if changed && !self.replaying {
@@ -1095,6 +1136,7 @@ impl<'s> Writer<'_, 's> {
             // breaks the vmid rule; refuse changes until restart.
             tracing::error!(%error, "resync produced an invalid tree");
             session.poisoned = true;
+            session.poison_errno = libc::EIO;
         })
     }
 

@@ -9,6 +9,7 @@
 #   make deps    only install the Debian packages and cargo-deb (idempotent)
 #   make fault-long   the 3-node fault campaign's long form (20 partitions, 20 daemon
 #                kills, 10 corosync kills; RELIABILITY.md)
+#   make soak    30 minutes of random faults in the 3-node cluster (RSS, fds, journal)
 #   make sim-strict   the DFSM simulation, 100,000 seeds of write-safe groups
 #   make fuzz    every fuzz target FUZZ_SECONDS (600) each, FUZZ_JOBS (1) at a time
 
@@ -28,7 +29,7 @@ DEB_PACKAGES := build-essential pkg-config fuse3 corosync libcpg-dev libcfg-dev 
 CARGO_DEB_VERSION := 3.8.0
 
 .PHONY: all build run test deps deb bench bench-bytes bench-e2e bench-cluster perf check fmt clippy clean \
-	fault-long sim-strict fuzz
+	fault-long soak sim-strict fuzz
 
 all: build
 
@@ -65,6 +66,10 @@ check: fmt clippy test
 
 fault-long: deps
 	PMXCFS_FAULT_CYCLES=long $(CARGO) test --locked --test fault_campaign -- --nocapture
+
+soak: deps
+	PMXCFS_FAULT_SOAK_SECS=$${SOAK_SECS:-1800} $(CARGO) test --locked --test fault_campaign \
+		-- --nocapture
 
 fuzz: deps
 	fuzz/run.sh

@@ -17,7 +17,10 @@
 //! a later attempted one (never older), and no errno a fault does not
 //! explain. `make test` runs a short form; `PMXCFS_FAULT_CYCLES=long`
 //! (`make fault-long`) the long one: 20 partitions, 20 daemon kills, 10
-//! corosync kills. Needs root, FUSE and corosync: fails, never skips.
+//! corosync kills, 3 full disks; `PMXCFS_FAULT_SOAK_SECS=1800` (`make soak`)
+//! random faults for that long, with each daemon's RSS, open fds and journal
+//! size sampled after every cycle (bounded, and reported). Needs root, FUSE
+//! and corosync: fails, never skips.
 
 mod common;
 
@@ -388,9 +391,44 @@ fn inject(fault: Fault, lab: &Lab, nodes: &mut [Node], writers: &[Writer], disk:
     }
 }
 
+/// A random fault (soak): splitmix64 over `state`.
+fn random_fault(state: &mut u64) -> Fault {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let node = (z >> 8) as usize % NODES as usize;
+    match z % 20 {
+        0..=5 => Fault::Partition(node),
+        6..=7 => Fault::PartitionDuringResync(node),
+        8..=13 => Fault::KillDaemon(node),
+        14..=17 => Fault::KillCorosync(node),
+        _ => Fault::FullDisk,
+    }
+}
+
+/// (RSS KiB, open fds, journal bytes) of a running node's daemon.
+fn footprint(node: &Node) -> (u64, usize, u64) {
+    let pid = node.pid();
+    let rss = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let journal = fs::metadata(node.dir.join("data/journal")).map_or(0, |m| m.len());
+    (rss, fds, journal)
+}
+
 #[test]
 fn fault_campaign() {
     let long = std::env::var("PMXCFS_FAULT_CYCLES").is_ok_and(|v| v == "long");
+    let soak = std::env::var("PMXCFS_FAULT_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
     let base = tempfile::Builder::new()
         .prefix("pmxcfs-faults-")
         .tempdir()
@@ -422,9 +460,22 @@ fn fault_campaign() {
         });
     }
     let writers: Vec<Writer> = nodes.iter().map(Writer::start).collect();
-    let faults = campaign(long);
+    let mut faults = campaign(long).into_iter();
+    let mut seed = 0x5eed_u64;
     let started = Instant::now();
-    for (cycle, fault) in faults.iter().enumerate() {
+    let mut samples: Vec<Vec<(u64, usize, u64)>> = vec![Vec::new(); NODES as usize];
+    let mut cycles = 0usize;
+    for cycle in 0.. {
+        let fault = match soak {
+            Some(limit) if started.elapsed() < limit => random_fault(&mut seed),
+            Some(_) => break,
+            None => match faults.next() {
+                Some(fault) => fault,
+                None => break,
+            },
+        };
+        cycles += 1;
+        let fault = &fault;
         let before: u64 = writers
             .iter()
             .map(|w| w.acked.load(Ordering::Relaxed))
@@ -449,9 +500,20 @@ fn fault_campaign() {
             .iter()
             .map(|w| w.acked.load(Ordering::Relaxed))
             .sum();
+        for (node, series) in nodes.iter().zip(samples.iter_mut()) {
+            series.push(footprint(node));
+        }
+        let now: Vec<String> = samples
+            .iter()
+            .map(|series| {
+                let (rss, fds, journal) = series.last().copied().unwrap_or_default();
+                format!("{} MiB/{fds} fds/{} KiB", rss / 1024, journal / 1024)
+            })
+            .collect();
         eprintln!(
-            "{what}: {} writes acknowledged during the cycle",
-            after - before
+            "{what}: {} writes acknowledged during the cycle; {}",
+            after - before,
+            now.join(", ")
         );
         for (writer, node) in writers.iter().zip(&nodes) {
             writer.resume(node);
@@ -465,10 +527,29 @@ fn fault_campaign() {
         .map(|w| w.acked.load(Ordering::Relaxed))
         .sum();
     eprintln!(
-        "{} fault cycles in {:?}: {total} writes acknowledged, none lost",
-        faults.len(),
+        "{cycles} fault cycles in {:?}: {total} writes acknowledged, none lost",
         started.elapsed()
     );
+    // Bounded footprint: RSS, fds and journal never grow past fixed bounds
+    // (the journal is folded into LMDB at 32 MiB / 8,192 records).
+    for (i, series) in samples.iter().enumerate() {
+        let max = |f: fn(&(u64, usize, u64)) -> u64| series.iter().map(f).max().unwrap_or(0);
+        let (rss, fds, journal) = (max(|s| s.0), max(|s| s.1 as u64), max(|s| s.2));
+        eprintln!(
+            "node {}: RSS max {} MiB (last {} MiB), fds max {fds}, journal max {} KiB",
+            i + 1,
+            rss / 1024,
+            series.last().map_or(0, |s| s.0) / 1024,
+            journal / 1024
+        );
+        assert!(rss < 256 << 10, "node {}: RSS {rss} KiB", i + 1);
+        assert!(fds < 256, "node {}: {fds} fds", i + 1);
+        assert!(
+            journal <= 33 << 20,
+            "node {}: journal {journal} bytes",
+            i + 1
+        );
+    }
     assert!(total > 0, "the writers made progress");
     drop(writers);
     for node in &mut nodes {

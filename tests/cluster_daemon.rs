@@ -503,6 +503,12 @@ fn three_node_cluster() {
         write_when_writable(&nodes, i, &format!("hello-{i}"), b"hi");
     }
     eprintln!("3 daemons writable after {:?}", started.elapsed());
+    // The local errno battery through node 2: the origin of every change
+    // answers as a local-mode daemon does; the others converge on the result.
+    let battery = Instant::now();
+    common::battery::tree_operations_and_errnos_on(&nodes[1]);
+    wait_converged(&nodes);
+    eprintln!("errno battery through node 2 in {:?}", battery.elapsed());
     // Served through the per-CPU io_uring queues when the kernel offers
     // them (mutating requests parked in their entries), else /dev/fuse.
     let offered = std::path::Path::new("/sys/module/fuse/parameters/enable_uring").exists();

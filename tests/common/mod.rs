@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod battery;
 pub mod lab;
 pub mod node;
 

@@ -208,10 +208,12 @@ fn message_size(msg: &Message) -> usize {
 }
 
 /// A request parked before sending: the group is synchronising or holds no
-/// majority of the votes.
+/// majority of the votes. Its raw bytes are kept: it is planned again when
+/// the gate opens, against the tree as it is then (a resync may have
+/// changed what it names).
 struct Waiting {
     unique: u64,
-    plan: Plan,
+    request: Vec<u8>,
     deadline: std::time::Instant,
 }
 
@@ -566,24 +568,14 @@ impl Core {
     }
 
     fn intercept_header(&mut self, header: &InHeader, request: &[u8]) -> bool {
-        let body = size_of::<InHeader>();
-        let plan = match header.opcode {
-            FUSE_WRITE => self.plan_write(header.nodeid, request, body),
-            FUSE_SETATTR => self.plan_setattr(header.nodeid, request, body),
-            FUSE_CREATE => self.plan_create(header.nodeid, request, body, true),
-            FUSE_MKNOD => self.plan_create(header.nodeid, request, body, false),
-            FUSE_MKDIR => self.plan_mkdir(header.nodeid, request, body),
-            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.nodeid, request, body),
-            FUSE_RENAME | FUSE_RENAME2 => {
-                self.plan_rename(header.nodeid, request, body, header.opcode == FUSE_RENAME2)
-            }
-            _ => return false,
+        let Some(plan) = self.plan(header, request) else {
+            return false;
         };
         let unique = header.unique;
         match plan {
             Ok(None) => false,
             Ok(Some(plan)) => {
-                if let Err(code) = self.start(unique, plan) {
+                if let Err(code) = self.start(unique, plan, request) {
                     self.reply_now(unique, code);
                 }
                 true
@@ -593,6 +585,24 @@ impl Core {
                 true
             }
         }
+    }
+
+    /// The plan of a mutating request (`None`: not one of ours).
+    #[allow(clippy::type_complexity)]
+    fn plan(&mut self, header: &InHeader, request: &[u8]) -> Option<Result<Option<Plan>, i32>> {
+        let body = size_of::<InHeader>();
+        Some(match header.opcode {
+            FUSE_WRITE => self.plan_write(header.nodeid, request, body),
+            FUSE_SETATTR => self.plan_setattr(header.nodeid, request, body),
+            FUSE_CREATE => self.plan_create(header.nodeid, request, body, true),
+            FUSE_MKNOD => self.plan_create(header.nodeid, request, body, false),
+            FUSE_MKDIR => self.plan_mkdir(header.nodeid, request, body),
+            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.nodeid, request, body),
+            FUSE_RENAME | FUSE_RENAME2 => {
+                self.plan_rename(header.nodeid, request, body, header.opcode == FUSE_RENAME2)
+            }
+            _ => return None,
+        })
     }
 
     fn reply_now(&mut self, unique: u64, code: i32) {
@@ -607,9 +617,24 @@ impl Core {
 
     /// Sends the plan's messages (after the quorum gate) and parks the
     /// request until their results arrive.
-    fn start(&mut self, unique: u64, plan: Plan) -> Result<(), i32> {
+    fn start(&mut self, unique: u64, plan: Plan, request: &[u8]) -> Result<(), i32> {
         if plan.ops.is_empty() {
-            return Err(libc::EINVAL);
+            // Nothing to change (an open of an existing file through
+            // CREATE): answered from the tree as it is.
+            let answer = self.build_reply(
+                unique,
+                Parked {
+                    pending: 0,
+                    error: 0,
+                    value: 0,
+                    reply: plan.reply,
+                    victim: None,
+                },
+            );
+            if let Some(cluster) = self.cluster() {
+                cluster.replies.push(answer);
+            }
+            return Ok(());
         }
         self.quorum.check()?;
         if let Some(code) = self.session().poison_errno() {
@@ -633,12 +658,36 @@ impl Core {
             }
             cluster.waiting.push_back(Waiting {
                 unique,
-                plan,
+                request: request.to_vec(),
                 deadline: std::time::Instant::now() + WAIT_FOR_GATE,
             });
             return Ok(());
         }
         self.send_plan(unique, plan)
+    }
+
+    /// A waiting request, now that the gate is open: planned again against
+    /// the current tree, then sent (or answered).
+    fn resume(&mut self, waiting: Waiting) {
+        let unique = waiting.unique;
+        let Some(header) = read_at::<InHeader>(&waiting.request, 0) else {
+            return self.reply_now(unique, libc::EIO);
+        };
+        match self.plan(&header, &waiting.request) {
+            Some(Ok(Some(plan))) if plan.ops.is_empty() => {
+                // Answered from the tree (start does that before any gate).
+                if let Err(code) = self.start(unique, plan, &waiting.request) {
+                    self.reply_now(unique, code);
+                }
+            }
+            Some(Ok(Some(plan))) => {
+                if let Err(code) = self.send_plan(unique, plan) {
+                    self.reply_now(unique, code);
+                }
+            }
+            Some(Ok(None)) | None => self.reply_now(unique, libc::EIO),
+            Some(Err(code)) => self.reply_now(unique, code),
+        }
     }
 
     /// Sends a plan whose request passed the write gate and parks it until
@@ -813,6 +862,33 @@ impl Core {
         };
         let (name, _) = name_at(request, name_at_offset).ok_or(libc::EINVAL)?;
         let path = self.child(parent, name)?;
+        if open {
+            let create = read_at::<CreateIn>(request, body).ok_or(libc::EINVAL)?;
+            let flags = create.flags as i32;
+            // The kernel sends CREATE when its dentry says "no such file"; a
+            // change from another node (or a resync) may have created it
+            // since. Without O_EXCL that is an open of the existing file
+            // (truncated for O_TRUNC), not EEXIST (C answers EEXIST).
+            if flags & libc::O_EXCL == 0
+                && let Some(entry) = self.reader().resolve(&path).ok().flatten()
+            {
+                if entry.meta.kind != pmxcfs_store::Kind::File {
+                    return Err(libc::EISDIR);
+                }
+                let name = name.to_vec();
+                let ops = if flags & libc::O_TRUNC != 0 {
+                    vec![OwnedOp::Write(path, 0, Vec::new(), true)]
+                } else {
+                    Vec::new()
+                };
+                return Ok(Some(Plan {
+                    ops,
+                    unlock_request: None,
+                    reply: ReplyKind::Create { parent, name },
+                    victim: None,
+                }));
+            }
+        }
         let name = name.to_vec();
         Ok(Some(Plan {
             ops: vec![OwnedOp::Create(path)],
@@ -1055,9 +1131,7 @@ impl Core {
                 break;
             };
             if open {
-                if let Err(code) = self.send_plan(waiting.unique, waiting.plan) {
-                    self.reply_now(waiting.unique, code);
-                }
+                self.resume(waiting);
             } else {
                 if quorate {
                     tracing::warn!(
@@ -1816,5 +1890,89 @@ mod tests {
                 .value,
             b"3"
         );
+    }
+
+    fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
+        let header = InHeader {
+            len: (40 + 16 + name.len() + 1) as u32,
+            opcode: FUSE_CREATE,
+            unique,
+            nodeid: 1,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        let create = CreateIn {
+            flags: flags as u32,
+            ..CreateIn::default()
+        };
+        request.extend_from_slice(bytemuck::bytes_of(&create));
+        request.extend_from_slice(name.as_bytes());
+        request.push(0);
+        request
+    }
+
+    /// Delivers everything the node multicast back to it (a one-member group).
+    fn deliver_own(fs: &PmxFs) -> usize {
+        let outgoing = fs.take_outgoing();
+        for (group, _, bytes) in &outgoing {
+            fs.cpg_deliver(*group, MemberId::new(1, 1), bytes);
+        }
+        outgoing.len()
+    }
+
+    /// The kernel sends CREATE when its dentry says the name is free; if a
+    /// remote change (or a resync) created it meanwhile, an open without
+    /// O_EXCL opens it (truncated for O_TRUNC) instead of failing with
+    /// EEXIST; with O_EXCL it is EEXIST.
+    #[test]
+    fn create_of_an_existing_file_without_o_excl_opens_it() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        assert!(fs.intercept(&create_request(1, "a.cfg", libc::O_WRONLY)));
+        assert_eq!(deliver_own(&fs), 1);
+        let replies = fs.take_replies();
+        assert_eq!(errors(&replies), vec![0]);
+        let node_id = read_at::<EntryOut>(&replies[0], 16).expect("entry").nodeid;
+        // Content, so that a truncation shows.
+        let header = InHeader {
+            len: (40 + 40 + 7) as u32,
+            opcode: FUSE_WRITE,
+            unique: 9,
+            nodeid: node_id,
+            ..InHeader::default()
+        };
+        let mut write = bytemuck::bytes_of(&header).to_vec();
+        write.extend_from_slice(bytemuck::bytes_of(&WriteIn {
+            size: 7,
+            ..WriteIn::default()
+        }));
+        write.extend_from_slice(b"content");
+        assert!(fs.intercept(&write));
+        assert_eq!(deliver_own(&fs), 1);
+        assert_eq!(errors(&fs.take_replies()), vec![0]);
+        // Without O_EXCL: answered at once from the tree, nothing sent.
+        assert!(fs.intercept(&create_request(2, "a.cfg", libc::O_WRONLY)));
+        assert_eq!(fs.take_outgoing().len(), 0);
+        let replies = fs.take_replies();
+        assert_eq!(errors(&replies), vec![0]);
+        assert_eq!(replies[0].len(), 16 + 128 + 16, "entry_out + open_out");
+        assert_eq!(
+            fs.read_tree_file(b"a.cfg").as_deref(),
+            Some(&b"content"[..])
+        );
+        // O_TRUNC: one truncating write.
+        assert!(fs.intercept(&create_request(3, "a.cfg", libc::O_WRONLY | libc::O_TRUNC)));
+        assert_eq!(deliver_own(&fs), 1);
+        assert_eq!(errors(&fs.take_replies()), vec![0]);
+        assert_eq!(fs.read_tree_file(b"a.cfg").as_deref(), Some(&b""[..]));
+        // O_EXCL: EEXIST, as ever.
+        assert!(fs.intercept(&create_request(
+            4,
+            "a.cfg",
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL
+        )));
+        deliver_own(&fs);
+        assert_eq!(errors(&fs.take_replies()), vec![-libc::EEXIST]);
     }
 }

@@ -144,64 +144,12 @@ wait_for() {
 
 # --- daemons --------------------------------------------------------------
 
-prepare_rust() { # node
-    local d
-    d=$(node_dir "$1")
-    mkdir -p "$d/mnt" "$d/data" "$d/run" "$d/etc"
-    sed '/^system {/,$d' "$LAB_DIR/n$1/corosync.conf" >"$d/etc/corosync.conf"
-}
-
-prepare_c() {
-    local d
-    d=$(node_dir "$C_NODE")
-    mkdir -p "$d/data"
-    chmod 0700 "$d/data"
-    sed '/^system {/,$d' "$LAB_DIR/n$C_NODE/corosync.conf" >"$d/corosync.conf"
-    printf '127.0.0.1 localhost\n10.99.0.%s node%s\n' "$C_NODE" "$C_NODE" >"$d/hosts"
-}
-
-start_rust() { # node
-    local d
-    d=$(node_dir "$1")
-    # lab.sh and ip netns exec exec: $! is the daemon.
-    RUST_LOG=${RUST_LOG:-info} "$LAB" exec "$1" "$RUST_PMXCFS" -f \
-        --mountpoint "$d/mnt" --data-dir "$d/data" --run-dir "$d/run" \
-        --pid-file "$d/pmxcfs.pid" --nodename "node$1" --node-ip "10.99.0.$1" \
-        --corosync-conf "$d/etc/corosync.conf" >>"$d/pmxcfs.log" 2>&1 </dev/null &
-    PID[$1]=$!
-    echo "=== started pid ${PID[$1]} at $(date '+%T.%N')" >>"$d/pmxcfs.log"
-}
-
-start_c() {
-    local d
-    d=$(node_dir "$C_NODE")
-    # lab.sh, ip netns exec, unshare (no --fork) and sh all exec: $! is the daemon.
-    "$LAB" exec "$C_NODE" unshare -m -u --propagation private sh -euc '
-        d=$1 bin=$2 name=$3
-        # A missing mountpoint: overlay its parent (upper in the private /run).
-        ensure() { # path d|f
-            [ -e "$1" ] && return 0
-            p=$(dirname "$1")
-            [ -d "$p" ] || ensure "$p" d
-            o=/run/mixed-overlay/$(echo "$p" | tr / _)
-            mkdir -p "$o/upper" "$o/work"
-            mount -t overlay mixed -o "lowerdir=$p,upperdir=$o/upper,workdir=$o/work" "$p"
-            if [ "$2" = d ]; then mkdir "$1"; else : >"$1"; fi
-        }
-        hostname "$name"
-        mount -t tmpfs -o mode=0755 mixed-run /run
-        ensure /var/lib/pve-cluster d
-        mount --bind "$d/data" /var/lib/pve-cluster
-        ensure /etc/pve d
-        ensure /etc/hosts f
-        mount --bind "$d/hosts" /etc/hosts
-        ensure /etc/corosync/corosync.conf f
-        mount --bind "$d/corosync.conf" /etc/corosync/corosync.conf
-        exec "$bin" -f
-    ' sh "$d" "$C_PMXCFS" "node$C_NODE" >>"$d/pmxcfs.log" 2>&1 </dev/null &
-    PID[$C_NODE]=$!
-    echo "=== started pid ${PID[$C_NODE]} at $(date '+%T.%N')" >>"$d/pmxcfs.log"
-}
+# shellcheck source=tests/cluster/daemons.sh
+. "$HERE/daemons.sh"
+prepare_rust() { rust_prepare "$1" "$(node_dir "$1")"; }
+prepare_c() { c_prepare "$C_NODE" "$(node_dir "$C_NODE")"; }
+start_rust() { rust_start "$1" "$(node_dir "$1")" "$RUST_PMXCFS"; }
+start_c() { c_start "$C_NODE" "$(node_dir "$C_NODE")" "$C_PMXCFS"; }
 
 # SIGTERM, SIGKILL after 5 s; always reaped. Sets STOP_MS and STOP_HOW.
 stop_node() { # node

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# cluster-c-vs-rust.sh - the write patterns Proxmox VE uses in a cluster, against
+# Proxmox's C pmxcfs and ours in the same lab and the same run: 3 real corosync
+# nodes in network namespaces (tests/cluster/lab.sh), the same token; ROUNDS rounds,
+# each starting 3 fresh C daemons, running `cluster-bench --pve`, stopping them, then
+# the same with 3 of ours (fresh data dirs).
+#
+# usage: bench/cluster-c-vs-rust.sh C_PMXCFS [--writes N] [--rounds R]
+#   Needs root. C_PMXCFS: a C pmxcfs built outside this repository (src/pmxcfs of
+#   Proxmox's pve-cluster). Build ours first: cargo build --release -p pmxcfs -p pmxcfs-bench
+#   (PMXCFS_BIN and CLUSTER_BENCH override the binaries; LAB_TOKEN_MS the token).
+#
+# Prints each run's figures (cluster-bench --pve: atomic config write with readers on
+# nodes 2 and 3, new file, cfs_lock mkdir/rmdir, atomic writes/s) and the medians.
+# Teardown (also on failure): daemons by pid, then lab.sh down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+[ $# -ge 1 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+C_BIN=$(readlink -f "$1")
+shift
+BIN=$(readlink -f "${PMXCFS_BIN:-${CARGO_TARGET_DIR:-target}/release/pmxcfs}")
+BENCH=$(readlink -f "${CLUSTER_BENCH:-${CARGO_TARGET_DIR:-target}/release/cluster-bench}")
+WRITES=300
+ROUNDS=3
+while [ $# -gt 0 ]; do
+    case $1 in
+    --writes) WRITES=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    esac
+done
+for b in "$C_BIN" "$BIN" "$BENCH"; do
+    [ -x "$b" ] || { echo "cluster-c-vs-rust.sh: $b missing" >&2; exit 1; }
+done
+work=$(mktemp -d /tmp/pmxcfs-cluster-cvr.XXXXXX)
+LAB=$REPO/tests/cluster/lab.sh
+export LAB_DIR=$work/lab
+declare -A PID=()
+# shellcheck source=tests/cluster/daemons.sh
+. "$REPO/tests/cluster/daemons.sh"
+stop_all() {
+    local i
+    for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}" 2>/dev/null || true; done
+    for i in "${!PID[@]}"; do wait "${PID[$i]}" 2>/dev/null || true; done
+    PID=()
+}
+cleanup() {
+    stop_all
+    "$LAB" down "$LAB_DIR" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+"$LAB" up 3 "$LAB_DIR" >/dev/null
+
+quorate() { # mount
+    grep -q '"quorate": 1' "$1/.members" 2>/dev/null
+}
+
+run() { # impl round
+    local impl=$1 round=$2 i dir mounts=() pids=()
+    for i in 1 2 3; do
+        dir=$LAB_DIR/n$i/$impl-$round
+        if [ "$impl" = C ]; then
+            c_prepare "$i" "$dir"
+            c_start "$i" "$dir" "$C_BIN"
+        else
+            rust_prepare "$i" "$dir"
+            rust_start "$i" "$dir" "$BIN"
+        fi
+    done
+    for i in 1 2 3; do
+        dir=$LAB_DIR/n$i/$impl-$round
+        if [ "$impl" = C ]; then
+            mounts+=("/proc/${PID[$i]}/root/etc/pve")
+        else
+            mounts+=("/proc/${PID[$i]}/root$dir/mnt")
+        fi
+        pids+=("${PID[$i]}")
+        local t=0
+        until quorate "${mounts[-1]}"; do
+            t=$((t + 1))
+            [ $t -lt 600 ] || { echo "$impl node $i not quorate" >&2; tail -20 "$dir/pmxcfs.log" >&2; exit 1; }
+            sleep 0.05
+        done
+    done
+    # Every node writable (the group synchronised).
+    for i in 0 1 2; do
+        local t=0
+        until echo ok 2>/dev/null >"${mounts[$i]}/ready-$i"; do
+            t=$((t + 1))
+            [ $t -lt 600 ] || { echo "$impl node $((i + 1)) not writable" >&2; exit 1; }
+            sleep 0.05
+        done
+    done
+    echo "--- $impl, round $round"
+    "$BENCH" --pve --writes "$WRITES" --mounts "$(IFS=,; echo "${mounts[*]}")" \
+        --pids "$(IFS=,; echo "${pids[*]}")" | tee "$work/$impl-$round.txt"
+    stop_all
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+    run C "$round"
+    run Rust "$round"
+done
+
+# Medians over the rounds: "name p50 p99" per latency line, writes/s lines.
+echo
+echo "=== medians over $ROUNDS rounds (C | ours)"
+python3 - "$work" "$ROUNDS" <<'PY'
+import re, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+def parse(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"(.+?)\s+n=\d+\s+p50=\s*([\d.]+) µs\s+p99=\s*([\d.]+) µs", line)
+        if m:
+            out[m.group(1).strip()] = (float(m.group(2)), float(m.group(3)))
+            continue
+        m = re.match(r"(.+?)\s+([\d.]+) writes/s", line)
+        if m:
+            out[m.group(1).strip()] = (float(m.group(2)),)
+    return out
+runs = {impl: [parse(f"{work}/{impl}-{r}.txt") for r in range(1, rounds + 1)] for impl in ("C", "Rust")}
+for key in runs["C"][0]:
+    def med(impl, i):
+        return statistics.median(r[key][i] for r in runs[impl] if key in r)
+    if len(runs["C"][0][key]) == 2:
+        c50, r50, c99, r99 = med("C", 0), med("Rust", 0), med("C", 1), med("Rust", 1)
+        print(f"{key:<30} p50 {c50:9.0f} | {r50:9.0f} µs  (C/ours {c50 / max(r50, 1):4.2f})   p99 {c99:9.0f} | {r99:9.0f} µs")
+    else:
+        c, r = med("C", 0), med("Rust", 0)
+        print(f"{key:<30} {c:9.0f} | {r:9.0f} writes/s  (ours/C {r / max(c, 1):4.2f})")
+PY

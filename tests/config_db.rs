@@ -150,16 +150,7 @@ fn schema(path: &Path) -> Vec<String> {
 }
 
 fn dir_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let mut names = common::battery::listing(dir);
     names.sort();
     names
 }

@@ -49,8 +49,9 @@ pub fn get(daemon: &impl Mount, rel: &str) -> Vec<u8> {
     ok(fs::read(daemon.path(rel)), &format!("read {rel}"))
 }
 
+/// The names a readdir of `dir` lists, in its order, duplicates kept.
 #[track_caller]
-pub fn names_in(dir: &Path) -> BTreeSet<String> {
+pub fn listing(dir: &Path) -> Vec<String> {
     ok(fs::read_dir(dir), &format!("readdir {}", dir.display()))
         .map(|entry| {
             entry
@@ -60,6 +61,11 @@ pub fn names_in(dir: &Path) -> BTreeSet<String> {
                 .into_owned()
         })
         .collect()
+}
+
+#[track_caller]
+pub fn names_in(dir: &Path) -> BTreeSet<String> {
+    listing(dir).into_iter().collect()
 }
 
 /// Attributes fresh from the daemon (statx with AT_STATX_FORCE_SYNC, no
@@ -246,15 +252,7 @@ pub fn tree_operations_and_errnos_on(daemon: &impl Mount) {
         );
         wanted.insert(name);
     }
-    let listed: Vec<String> = ok(fs::read_dir(p("many")), "readdir many")
-        .map(|entry| {
-            entry
-                .expect("entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let listed = listing(&p("many"));
     assert_eq!(listed.len(), 300, "readdir count (duplicates?)");
     assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), wanted);
 

@@ -765,11 +765,9 @@ fn write_gate_waits_for_sync_and_majority() {
     assert_eq!(a.write_gate(), WriteGate::Error);
 }
 
-/// A synced minority (A) while B and C are updated: A holds its own write
-/// and B's (unsynced sender) and applies them after UPDATE_COMPLETE in the
-/// order the updating members use; in C both would be applied at once.
-#[test]
-fn synced_minority_holds_writes_until_the_update_completes() {
+/// Three write-safe members after their state exchange: A (the leader, the
+/// greater state) SYNCED alone, B and C waiting for its updates in UPDATE.
+fn synced_minority() -> (Dfsm<Toy>, Dfsm<Toy>, Dfsm<Toy>) {
     let mut a = safe(A, b"zz");
     let mut b = safe(B, b"aa");
     let mut c = safe(C, b"aa");
@@ -789,6 +787,15 @@ fn synced_minority_holds_writes_until_the_update_completes() {
             d.on_deliver(*id, m.clone(), 3);
         }
     }
+    (a, b, c)
+}
+
+/// A synced minority (A) while B and C are updated: A holds its own write
+/// and B's (unsynced sender) and applies them after UPDATE_COMPLETE in the
+/// order the updating members use; in C both would be applied at once.
+#[test]
+fn synced_minority_holds_writes_until_the_update_completes() {
+    let (mut a, mut b, mut c) = synced_minority();
     assert_eq!(
         (a.mode(), b.mode(), c.mode()),
         (Mode::Synced, Mode::Update, Mode::Update)
@@ -827,25 +834,7 @@ fn synced_minority_holds_writes_until_the_update_completes() {
 /// writer learns that its write was not applied.
 #[test]
 fn held_writes_are_dropped_everywhere_on_a_confchg() {
-    let mut a = safe(A, b"zz");
-    let mut b = safe(B, b"aa");
-    let mut c = safe(C, b"aa");
-    for d in [&mut a, &mut b, &mut c] {
-        d.on_confchg(&[A, B, C], &[B, C], 1);
-    }
-    let ss = multicasts(&actions(&mut a));
-    for d in [&mut a, &mut b, &mut c] {
-        d.on_deliver(A, ss[0].clone(), 2);
-    }
-    let states: Vec<(MemberId, Message)> = [(A, &mut a), (B, &mut b), (C, &mut c)]
-        .into_iter()
-        .map(|(id, d)| (id, multicasts(&actions(d))[0].clone()))
-        .collect();
-    for (id, m) in &states {
-        for d in [&mut a, &mut b, &mut c] {
-            d.on_deliver(*id, m.clone(), 3);
-        }
-    }
+    let (mut a, mut b, mut c) = synced_minority();
     actions(&mut a);
     let ca = a.send_normal(1, b"a1".to_vec(), 4).unwrap();
     let na = multicasts(&actions(&mut a));

@@ -9,7 +9,9 @@
 //! * kill -9 of a corosync and a restart;
 //! * a full disk on node 3 (its data dir is a small tmpfs): it answers its
 //!   writers ENOSPC and leaves the group, the others go on; once there is
-//!   space again it recovers its store when it rejoins, without a restart.
+//!   space again it recovers its store when it rejoins, without a restart;
+//! * a slow disk on node 2 throughout (every fsync 50 ms longer, an LD_PRELOAD
+//!   shim): it and the others keep up (the writers' progress is reported).
 //!
 //! After every cycle the writers pause, everything is healed and restarted,
 //! and the test requires: all stores identical (rows: inode, version,
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use common::lab::Lab;
 use common::node::{Node, wait_converged, wait_for, write_when_writable};
+use common::slow_sync_shim;
 
 const NODES: u32 = 3;
 const FILES: u64 = 20;
@@ -54,6 +57,8 @@ const EXPLAINED: [i32; 6] = [
 ];
 /// The node whose data dir is a small tmpfs.
 const SMALL_DISK_NODE: usize = 2;
+/// The node whose fsyncs take 50 ms longer (tests/shim/slow_sync.c).
+const SLOW_DISK_NODE: usize = 1;
 
 /// A tmpfs mounted for the test, unmounted when dropped (also on failure).
 struct SmallDisk(PathBuf);
@@ -437,6 +442,12 @@ fn fault_campaign() {
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
     // Before the daemon starts: its mount namespace copies this mount.
     let disk = SmallDisk::mount(&nodes[SMALL_DISK_NODE].dir.join("data"));
+    // Node 2's disk is slow throughout.
+    let shim = slow_sync_shim(base.path());
+    nodes[SLOW_DISK_NODE].env = vec![
+        ("LD_PRELOAD".into(), shim.display().to_string()),
+        ("PMXCFS_TEST_SYNC_DELAY_MS".into(), "50".into()),
+    ];
     for node in &mut nodes {
         node.start(&lab);
     }
@@ -526,9 +537,14 @@ fn fault_campaign() {
         .iter()
         .map(|w| w.acked.load(Ordering::Relaxed))
         .sum();
+    let per_node: Vec<String> = writers
+        .iter()
+        .map(|w| format!("node {} {}", w.index, w.acked.load(Ordering::Relaxed)))
+        .collect();
     eprintln!(
-        "{cycles} fault cycles in {:?}: {total} writes acknowledged, none lost",
-        started.elapsed()
+        "{cycles} fault cycles in {:?}: {total} writes acknowledged ({}; node 2's disk slow), none lost",
+        started.elapsed(),
+        per_node.join(", ")
     );
     // Bounded footprint: RSS, fds and journal never grow past fixed bounds
     // (the journal is folded into LMDB at 32 MiB / 8,192 records).

@@ -1849,21 +1849,6 @@ fn strict_mode_syncs_the_journal_before_each_reply() {
     );
 }
 
-/// Builds tests/shim/slow_sync.c (an LD_PRELOAD slow disk) into `dir`.
-fn slow_sync_shim(dir: &std::path::Path) -> PathBuf {
-    let out = dir.join("slow_sync.so");
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/shim/slow_sync.c");
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("cc (build-essential)");
-    assert!(status.success(), "building the slow-sync shim");
-    out
-}
-
 fn monotonic_ns() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,

@@ -741,3 +741,18 @@ pub fn ok<T>(result: io::Result<T>, what: &str) -> T {
         Err(error) => panic!("{what}: unexpected error \"{error}\""),
     }
 }
+
+/// Builds tests/shim/slow_sync.c (an LD_PRELOAD slow disk) into `dir`.
+pub fn slow_sync_shim(dir: &Path) -> PathBuf {
+    let out = dir.join("slow_sync.so");
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/shim/slow_sync.c");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .expect("cc (build-essential)");
+    assert!(status.success(), "building the slow-sync shim");
+    out
+}

@@ -23,6 +23,8 @@ pub struct Node {
     pub index: u32,
     pub dir: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment of every start (e.g. an LD_PRELOAD slow disk).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -42,6 +44,7 @@ impl Node {
             index,
             dir,
             child: None,
+            env: Vec::new(),
         }
     }
 
@@ -76,6 +79,7 @@ impl Node {
             .arg("--rrdcached-socket")
             .arg(d("rrdcached.sock"))
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("NOTIFY_SOCKET", self.dir.join("notify.sock"))
             .env("PMXCFS_LOCK_TIMEOUT_SECS", LOCK_TIMEOUT_SECS.to_string())
             .stdin(Stdio::null())

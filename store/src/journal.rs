@@ -465,6 +465,89 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A well-formed record of any size (`encode_record` refuses too large).
+    fn raw_record(seq: u64, payload: &[u8]) -> Vec<u8> {
+        let mut header = RecordHeader {
+            magic: MAGIC,
+            payload_len: payload.len() as u32,
+            seq,
+            crc: 0,
+            reserved: 0,
+        };
+        header.crc = record_crc(&header, payload);
+        let mut out = bytemuck::bytes_of(&header).to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn the_largest_record_is_accepted_and_one_byte_more_is_not() {
+        let max = vec![7u8; RECORD_PAYLOAD_MAX];
+        let bytes = batch(&[(1, &max)]);
+        assert_eq!(bytes, raw_record(1, &max));
+        let (records, good) = parse_records(&bytes);
+        assert_eq!((records.len(), good), (1, bytes.len()));
+        let over = raw_record(1, &vec![7u8; RECORD_PAYLOAD_MAX + 1]);
+        let (records, good) = parse_records(&over);
+        assert_eq!((records.len(), good), (0, 0));
+    }
+
+    /// Background syncs: the signal wakes the syncer when the journal goes
+    /// unsynced; a job covers what was appended when it was made, not what
+    /// came after it or a reset; a failed job is an error.
+    #[test]
+    fn background_sync_jobs_and_the_signal() {
+        let dir = tempdir();
+        let path = dir.join("journal");
+        let (mut journal, _) = Journal::open(&path).expect("open");
+        let signal = journal.sync_signal();
+        assert!(
+            journal.sync_job().expect("job").is_none(),
+            "nothing to sync"
+        );
+        journal.append(&batch(&[(1, b"one")])).expect("append");
+        assert!(signal.wait(), "the append woke the syncer");
+        let job = journal.sync_job().expect("job").expect("a job");
+        assert!(
+            journal.sync_job().expect("job").is_none(),
+            "one job at a time"
+        );
+        journal.append(&batch(&[(2, b"two")])).expect("append");
+        let result = job.run();
+        journal.sync_done(job, result).expect("done");
+        assert!(!journal.is_synced(), "the second record is not covered");
+        let job = journal.sync_job().expect("job").expect("another job");
+        let result = job.run();
+        journal.sync_done(job, result).expect("done");
+        assert!(journal.is_synced());
+        journal.append(&batch(&[(3, b"three")])).expect("append");
+        assert!(signal.wait(), "synced, then unsynced again: woken again");
+        // A job made before a reset says nothing about the file after it,
+        // even at the same length.
+        let job = journal.sync_job().expect("job").expect("job");
+        journal.reset().expect("reset");
+        assert!(
+            journal.is_synced(),
+            "a reset makes the old records redundant"
+        );
+        let before = journal.len_bytes();
+        journal
+            .append(&batch(&[(4, b"one"), (5, b"two"), (6, b"three")]))
+            .expect("append");
+        assert!(journal.len_bytes() > before);
+        journal.sync_done(job, Ok(())).expect("done");
+        assert!(!journal.is_synced(), "a job of the file before the reset");
+        let job = journal.sync_job().expect("job").expect("job");
+        assert!(
+            journal
+                .sync_done(job, Err(std::io::Error::other("disk")))
+                .is_err()
+        );
+        signal.close();
+        assert!(!signal.wait(), "closed");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     fn tempdir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "pmxcfs-journal-test-{}-{:?}",

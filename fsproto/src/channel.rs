@@ -342,12 +342,6 @@ impl Channel {
         }
     }
 
-    /// Kernel invalidations waiting for the notifier thread, and those
-    /// dropped at its bound so far.
-    pub fn notifier_backlog(&self) -> (usize, u64) {
-        (self.notifier.len(), self.notifier.dropped())
-    }
-
     /// Unmounts (lazily) and aborts the connection, so that processes that
     /// still hold files open get ENOTCONN instead of waiting for a daemon that
     /// is leaving, and pending reads of the fd end with ENODEV.

@@ -113,7 +113,8 @@ impl NotifyQueue {
         false
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().order.len()
     }
 

@@ -53,6 +53,11 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
         payload.len() <= RECORD_PAYLOAD_MAX,
         "journal record too large"
     );
+    encode_any_size(out, seq, payload);
+}
+
+/// `encode_record` without the size check (tests build over-size records).
+fn encode_any_size(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     let mut header = RecordHeader {
         magic: MAGIC,
         payload_len: payload.len() as u32,
@@ -467,16 +472,8 @@ mod tests {
 
     /// A well-formed record of any size (`encode_record` refuses too large).
     fn raw_record(seq: u64, payload: &[u8]) -> Vec<u8> {
-        let mut header = RecordHeader {
-            magic: MAGIC,
-            payload_len: payload.len() as u32,
-            seq,
-            crc: 0,
-            reserved: 0,
-        };
-        header.crc = record_crc(&header, payload);
-        let mut out = bytemuck::bytes_of(&header).to_vec();
-        out.extend_from_slice(payload);
+        let mut out = Vec::new();
+        encode_any_size(&mut out, seq, payload);
         out
     }
 

@@ -21,7 +21,8 @@
 //! (`make fault-long`) the long one: 20 partitions, 20 daemon kills, 10
 //! corosync kills, 3 full disks; `PMXCFS_FAULT_SOAK_SECS=1800` (`make soak`)
 //! random faults for that long, with each daemon's RSS, open fds and journal
-//! size sampled after every cycle (bounded, and reported). Needs root, FUSE
+//! size sampled after every cycle (bounded, and reported);
+//! `PMXCFS_FAULT_PLAN=full,cut3,...` replays a given sequence. Needs root, FUSE
 //! and corosync: fails, never skips.
 
 mod common;
@@ -314,6 +315,29 @@ fn campaign(long: bool) -> Vec<Fault> {
     mixed
 }
 
+/// `PMXCFS_FAULT_PLAN`: faults to replay, e.g. `full,cut3,kill1,corosync2,resync3`
+/// (node numbers from 1), to reproduce a soak's sequence.
+fn parse_plan(plan: &str) -> Vec<Fault> {
+    plan.split(',')
+        .map(|item| {
+            let item = item.trim();
+            let node = |prefix: &str| -> usize {
+                let n: usize = item[prefix.len()..].parse().expect("plan: node number");
+                assert!((1..=NODES as usize).contains(&n), "plan: node {n}");
+                n - 1
+            };
+            match item {
+                "full" => Fault::FullDisk,
+                _ if item.starts_with("cut") => Fault::Partition(node("cut")),
+                _ if item.starts_with("resync") => Fault::PartitionDuringResync(node("resync")),
+                _ if item.starts_with("kill") => Fault::KillDaemon(node("kill")),
+                _ if item.starts_with("corosync") => Fault::KillCorosync(node("corosync")),
+                _ => panic!("plan: unknown fault {item:?}"),
+            }
+        })
+        .collect()
+}
+
 fn inject(fault: Fault, lab: &Lab, nodes: &mut [Node], writers: &[Writer], disk: &SmallDisk) {
     match fault {
         Fault::FullDisk => {
@@ -434,10 +458,17 @@ fn fault_campaign() {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs);
+    // PMXCFS_FAULT_KEEP=1 keeps the daemons' logs and data dirs (the lab's
+    // namespaces and processes still go).
+    let keep = std::env::var_os("PMXCFS_FAULT_KEEP").is_some();
     let base = tempfile::Builder::new()
         .prefix("pmxcfs-faults-")
+        .disable_cleanup(keep)
         .tempdir()
         .expect("temp dir");
+    if keep {
+        eprintln!("keeping {}", base.path().display());
+    }
     let lab = Lab::up(NODES, base.path().join("lab"));
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
     // Before the daemon starts: its mount namespace copies this mount.
@@ -471,7 +502,11 @@ fn fault_campaign() {
         });
     }
     let writers: Vec<Writer> = nodes.iter().map(Writer::start).collect();
-    let mut faults = campaign(long).into_iter();
+    let mut faults = match std::env::var("PMXCFS_FAULT_PLAN") {
+        Ok(plan) => parse_plan(&plan),
+        Err(_) => campaign(long),
+    }
+    .into_iter();
     let mut seed = 0x5eed_u64;
     let started = Instant::now();
     let mut samples: Vec<Vec<(u64, usize, u64)>> = vec![Vec::new(); NODES as usize];

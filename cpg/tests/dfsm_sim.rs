@@ -22,6 +22,29 @@
 //! exception. `DFSM_SIM_POLICY=strict|gated|ungated` forces one (default: a
 //! third each).
 //!
+//! Applications. Most seeds run a toy key-value application (`KvApp`: the
+//! DCDB's version counters, index blob, leader selection, updates and commit
+//! in miniature). Every 4th seed (`seed % 4 == 3`; `DFSM_SIM_DCDB_EVERY=<n>`
+//! changes the 4, 0 = never; `DFSM_SIM_APP=dcdb|kv` forces one) runs the real
+//! DCDB application (`pmxcfs_cpg::dcdb::Dcdb`) on a real store per node (LMDB
+//! and journal in a temporary directory, under /dev/shm when it exists, with
+//! a random checkpoint interval per node): a set of key `k` is a DCDB WRITE
+//! of `/k<k>` with the write id as its content (after a CREATE of the file,
+//! itself a write of the simulation, when the writer's store lacks it), a
+//! delete a DCDB DELETE. Leader selection, updates, commit and checksums are
+//! then the real code's. A process crash drops the store session without
+//! closing it (the restart replays the journal); the restarted process must
+//! see exactly what the dead one had (index and checksum).
+//!
+//! Ground truth, for both applications: a thin wrapper (`Tracked`) around
+//! the application logs every write it applied (and the value it replaced)
+//! and keeps the model of its state's history (`History`: the write ids it
+//! contains, each key's last write, the writes its lineage lost with a
+//! queue). After every write it checks that the application's store holds
+//! what the model says; after every resync, that the store is exactly the
+//! leader's state as the leader sent it (index and checksum) and that it
+//! holds the leader's model, which it adopts.
+//!
 //! `DFSM_SIM_EVS=1` adds extended virtual synchrony's transitional
 //! delivery to the CPG model: at a split, each side may deliver some of its
 //! pending messages before its confchg, to its own members only (corosync's
@@ -31,7 +54,9 @@
 //! write safety does not yet cover this window.
 //!
 //! Replay: `DFSM_SIM_SEED=<seed>` runs one seed (`DFSM_SIM_TRACE=1` prints
-//! the events); `DFSM_SIM_SEEDS=<n>` runs seeds 0..n (default 300).
+//! the events); `DFSM_SIM_SEEDS=<n>` runs seeds 0..n (default 300; the
+//! write-safety test: `DFSM_SIM_STRICT_SEEDS`, default 400), from
+//! `DFSM_SIM_SEED_BASE` on if set.
 //!
 //! Also random: client writes (sets and deletes) on random members, crashes
 //! (node down; the process restarts later with its persistent state and a
@@ -42,11 +67,14 @@
 //! (heal everything, restart what is down, drain; see `settle`):
 //! * SYNCED members of one configuration have identical state and checksum;
 //! * every writer answered with success had applied its write;
+//! * every application's store holds what its history model says (above);
 //! * after settling every member is SYNCED within a bound, all are identical,
-//!   no writer waits forever, and a VERIFY round passes;
-//! * no acknowledged write is lost, except where the C protocol itself loses
-//!   it (see "C protocol findings" below; such losses are counted and only
-//!   accepted when their mechanism is the documented one).
+//!   no writer waits forever, a VERIFY round passes and a probe write is
+//!   acknowledged (progress);
+//! * every resync that erased writes has a known cause, and no acknowledged
+//!   write is lost, except where the C protocol itself loses it (see "C
+//!   protocol findings" below; such losses are counted per cause, and their
+//!   share of the acknowledged writes is bounded by `dfsm_simulation`).
 //!
 //! C protocol findings (the Rust DFSM keeps them: it must behave like the C
 //! nodes in the same group). Reproduced step by step by the `c_quirk_*`
@@ -66,49 +94,70 @@
 //!    resync) or a resync; either keeps one branch, so acknowledged writes
 //!    can be lost. Runs with writers on any member (`Policy::Ungated`, like
 //!    pmxcfs) detect the event exactly (a SYNCED member applies a NORMAL
-//!    message whose sender its member table marks unsynced); from then on
-//!    they only check convergence (settling runs VERIFY rounds as C would)
-//!    and liveness. Runs with writers on SYNCED members only (`Policy::Gated`)
-//!    assert that the event never happens and keep every check.
+//!    message whose sender's own mode is START_SYNC or UPDATE at that point
+//!    of the total order); from then on they only check convergence
+//!    (settling runs VERIFY rounds as C would) and liveness. Runs with
+//!    writers on SYNCED members only (`Policy::Gated`) assert that the event
+//!    never happens and keep every check.
 //!
 //! 2. Forked histories lose acknowledged writes. The resync leader is the
 //!    member with the highest (version, mtime); its state replaces the
 //!    others', nothing is merged. A write is acknowledged when the writer
 //!    applied it, and quorum counts corosync *nodes*, not DFSM group members.
 //!    Two states none of which contains the other (a fork) arise when
-//!    * (a) a confchg hits members in UPDATE mode: queue 2 is discarded, so
-//!      writes the SYNCED members applied (and acknowledged) meanwhile are
-//!      missing there and come back only if a holder joins a later resync;
+//!    * (a) members in UPDATE mode lose their queue 2 (a confchg discards it;
+//!      also a process that dies or restarts loses its queues): writes the
+//!      SYNCED members applied (and acknowledged) meanwhile are missing
+//!      there and come back only if a holder joins a later resync;
 //!    * (b) a quorate partition's group lacks the processes that hold newer
 //!      writes (they crashed, are restarting or in LEAVE mode, while their
-//!      nodes still count for quorum) and writes on its older state.
+//!      nodes still count for quorum) and writes on its older state;
+//!    * (c) a member that leaves on its own (a failed send, a VERIFY
+//!      mismatch, a failed sync round) stops applying at once, while the
+//!      others count it as synced until its confchg: writes in between
+//!      reach fewer nodes than the group has (ARCHITECTURE.md, "Write
+//!      safety", closes this for our nodes).
 //!
 //!    The next resync that sees both branches keeps the one with more writes
 //!    (or the newer mtime) and erases the other branch's acknowledged writes,
 //!    even when no holder ever crashed.
 //!
-//!    The simulation tracks each state's history (a "ghost" set of write
-//!    ids that the test application carries next to its state and hands on
-//!    with its updates). Every resync that drops writes from a history must
-//!    be a real fork (the leader has writes the receiver lacks; otherwise
-//!    leader selection or the update transfer is broken and the run fails).
-//!    A lost acknowledged write is accepted only if such a resync erased it
-//!    and the fork has a source of kind (a) or (b) on either branch: a write
-//!    discarded from some queue 2, or applied by the processes of at most
-//!    half of the nodes. `DFSM_SIM_STRICT=1` accepts only losses where every
-//!    holder died (the brief's exception), to list examples of the others.
+//! Every resync that drops writes from a history (an erasure) must name the
+//! event that began the fork, from the two histories and the simulator's own
+//! log (`Cause`, `Sim::cause_of`), else the run fails:
+//! * `Queue`: a write of one branch is one the other branch's lineage lost
+//!   with a queue (2a: a confchg's queue-2 discard; also a process that died,
+//!   or restarted after a LEAVE, with it queued);
+//! * otherwise the first write of one of the branches (the earliest first
+//!   application among the writes the other branch lacks) must have been
+//!   first applied by at most half of the nodes, and why: its CPG group held
+//!   at most half of the nodes (`MinorityGroup`, 2b); the group's other
+//!   members lost it with a queue (`Queue`, 2a, also when their lineage has
+//!   since been replaced by a resync); they had already diverged by finding
+//!   1 and processed it without effect, or it is an unsynced sender's write
+//!   (`UnsyncedSender`); or they had left on their own (`LeftOnItsOwn`, 2c);
+//! * a resync whose leader lacks writes and has none of its own (no fork) is
+//!   accepted only if the leader's lineage applied a write twice (finding
+//!   1's resend), which inflates its version (`UnsyncedSender`).
 //!
-//! Finding 1 is detected from ground truth: the sender's own mode at the
-//! point of delivery (START_SYNC or UPDATE) and the receiver's application
-//! processing the write in that step. Every settle ends with a probe write
-//! that must be acknowledged (a run in which nothing could be written fails).
+//! A lost acknowledged write is accepted only under the C policies and only
+//! if a resync with a known cause erased it; it is counted under the cause
+//! of the last resync that erased it, and `dfsm_simulation` bounds the share
+//! of lost writes among the acknowledged ones (`C_LOSS_BOUND_PER_10K`).
+//! `DFSM_SIM_STRICT=1` accepts only losses where every holder died (the
+//! brief's exception), to list examples of the others.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
 
+use pmxcfs_cpg::dcdb::Dcdb;
 use pmxcfs_cpg::dfsm::{
     Action, AppError, Application, Ctx, Dfsm, MemberId, Message, MessageBody, Mode, StateDecision,
     Votes, WriteGate,
 };
+use pmxcfs_cpg::wire::{DcdbType, FusePayload};
+use pmxcfs_store::{CheckpointLimits, Durability, Store};
 
 // ---------------------------------------------------------------------------
 // PRNG
@@ -145,7 +194,7 @@ impl Rng {
 }
 
 // ---------------------------------------------------------------------------
-// A DCDB-like application: replicated key → value map with memdb-style
+// A DCDB-like toy application: replicated key → value map with memdb-style
 // version counters, index blob, leader selection, updates and commit.
 
 const PROTOCOL: u32 = 1;
@@ -190,37 +239,16 @@ impl Entry {
     }
 }
 
-/// Persistent state of one node (what survives a crash).
+/// Persistent state of one toy node (what survives a crash).
 #[derive(Clone, Debug, Default)]
-struct Store {
+struct KvStore {
     version: u64,
     mtime: u32,
     writer: u32,
     entries: BTreeMap<String, Entry>,
-    /// Simulation-only: ids of the writes this state's history contains.
-    ghost: BTreeSet<u64>,
-    /// Simulation-only: key → the delete that removed it (absent keys).
-    tomb: BTreeMap<String, u64>,
 }
 
-impl Store {
-    /// Everything but the ghost.
-    fn content(&self) -> (u64, u32, u32, &BTreeMap<String, Entry>) {
-        (self.version, self.mtime, self.writer, &self.entries)
-    }
-}
-
-trait CloneContent {
-    fn clone_content(&self) -> (u64, u32, u32, BTreeMap<String, Entry>);
-}
-
-impl CloneContent for (u64, u32, u32, &BTreeMap<String, Entry>) {
-    fn clone_content(&self) -> (u64, u32, u32, BTreeMap<String, Entry>) {
-        (self.0, self.1, self.2, self.3.clone())
-    }
-}
-
-impl Store {
+impl KvStore {
     /// The state blob (memdb index analogue): header, then per key its
     /// version and digest, sorted by key.
     fn index(&self) -> Vec<u8> {
@@ -325,8 +353,6 @@ enum Update {
         key: String,
         entry: Entry,
     },
-    /// Simulation-only metadata: the leader's history and tombstones.
-    Meta(BTreeSet<u64>, BTreeMap<String, u64>),
 }
 
 fn encode_update(u: &Update) -> Vec<u8> {
@@ -350,18 +376,6 @@ fn encode_update(u: &Update) -> Vec<u8> {
             out.extend_from_slice(&entry.mtime.to_le_bytes());
             out.extend_from_slice(&entry.writer.to_le_bytes());
             out.extend_from_slice(&entry.value);
-        }
-        Update::Meta(ids, tomb) => {
-            out.push(2);
-            out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-            for id in ids {
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-            for (k, id) in tomb {
-                out.push(k.len() as u8);
-                out.extend_from_slice(k.as_bytes());
-                out.extend_from_slice(&id.to_le_bytes());
-            }
         }
     }
     out
@@ -390,32 +404,37 @@ fn decode_update(b: &[u8]) -> Option<Update> {
                 },
             })
         }
-        2 => {
-            let mut ids = BTreeSet::new();
-            for _ in 0..r.u32()? {
-                ids.insert(r.u64()?);
-            }
-            let mut tomb = BTreeMap::new();
-            while !r.0.is_empty() {
-                let k = r.string()?;
-                tomb.insert(k, r.u64()?);
-            }
-            Some(Update::Meta(ids, tomb))
-        }
         _ => None,
     }
 }
 
-/// A client write: set (value = "w<id>") or delete.
+/// What a client write does to its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Value := "w<id>" (toy) or file content := "<id>" (DCDB WRITE).
+    Set,
+    /// Remove the key (DCDB DELETE).
+    Delete,
+    /// DCDB only: CREATE the (empty) file, before a set of a missing file.
+    Create,
+}
+
+/// A client write.
 #[derive(Clone, Debug)]
 struct WriteOp {
     id: u64,
     key: String,
-    set: bool,
+    kind: Kind,
 }
 
+/// The toy application's message (sets and deletes only).
 fn encode_write(op: &WriteOp) -> Vec<u8> {
-    let mut out = vec![if op.set { OP_SET } else { OP_DELETE }];
+    let code = match op.kind {
+        Kind::Set => OP_SET,
+        Kind::Delete => OP_DELETE,
+        Kind::Create => unreachable!("the toy application has no CREATE"),
+    };
+    let mut out = vec![code];
     out.extend_from_slice(&op.id.to_le_bytes());
     out.push(op.key.len() as u8);
     out.extend_from_slice(op.key.as_bytes());
@@ -424,14 +443,14 @@ fn encode_write(op: &WriteOp) -> Vec<u8> {
 
 fn decode_write(b: &[u8]) -> Option<WriteOp> {
     let mut r = Reader(b);
-    let set = match r.u8()? {
-        OP_SET => true,
-        OP_DELETE => false,
+    let kind = match r.u8()? {
+        OP_SET => Kind::Set,
+        OP_DELETE => Kind::Delete,
         _ => return None,
     };
     let id = r.u64()?;
     let key = r.string()?;
-    Some(WriteOp { id, key, set })
+    Some(WriteOp { id, key, kind })
 }
 
 fn value_of(id: u64) -> Vec<u8> {
@@ -443,40 +462,24 @@ fn id_of(value: &[u8]) -> u64 {
 }
 
 struct SyncRound {
-    leader: MemberId,
     master_blob: Vec<u8>,
     master: Index,
     local: Index,
     updates: Vec<Update>,
 }
 
-/// Observations the simulation drains after every input.
-#[derive(Default)]
-struct AppLog {
-    /// (key, write id, id of the value it replaced) of every effective
-    /// NORMAL apply, in order.
-    applied: Vec<(String, u64, Option<u64>)>,
-    /// Ids of every write the application processed (effective or not).
-    processed: Vec<u64>,
-    /// Writes a commit dropped from this state's history (the leader lacked
-    /// them), with the leader and the leader's writes this state lacked.
-    erased: Vec<(u64, MemberId, Vec<u64>)>,
-}
-
 struct KvApp {
-    store: Store,
+    store: KvStore,
     quorate: bool,
     sync: Option<SyncRound>,
-    log: AppLog,
 }
 
 impl KvApp {
-    fn new(store: Store) -> Self {
+    fn new(store: KvStore) -> Self {
         Self {
             store,
             quorate: false,
             sync: None,
-            log: AppLog::default(),
         }
     }
 }
@@ -498,15 +501,8 @@ impl Application for KvApp {
             (SUBTYPE_WRITE, Some(op)) => op,
             _ => return Err(AppError::LEAVE),
         };
-        self.log.processed.push(op.id);
         let s = &mut self.store;
-        let prev = s
-            .entries
-            .get(&op.key)
-            .map(|e| id_of(&e.value))
-            .or_else(|| s.tomb.get(&op.key).copied());
-        if op.set {
-            s.tomb.remove(&op.key);
+        if op.kind == Kind::Set {
             s.version += 1;
             s.mtime = time;
             s.writer = sender.nodeid;
@@ -516,17 +512,14 @@ impl Application for KvApp {
                 writer: sender.nodeid,
                 value: value_of(op.id),
             };
-            s.entries.insert(op.key.clone(), entry);
+            s.entries.insert(op.key, entry);
         } else if s.entries.remove(&op.key).is_some() {
-            s.tomb.insert(op.key.clone(), op.id);
             s.version += 1;
             s.mtime = time;
             s.writer = sender.nodeid;
         } else {
             return Ok(ENOENT);
         }
-        s.ghost.insert(op.id);
-        self.log.applied.push((op.key, op.id, prev));
         Ok(0)
     }
 
@@ -559,7 +552,6 @@ impl Application for KvApp {
             .position(|(m, _)| *m == ctx.local())
             .ok_or(AppError::LEAVE)?;
         self.sync = Some(SyncRound {
-            leader: states[leader].0,
             master_blob: states[leader].1.to_vec(),
             master: idx[leader].clone(),
             local: idx[local_pos].clone(),
@@ -597,10 +589,6 @@ impl Application for KvApp {
                 let entry = s.entries[&k].clone();
                 out.push(encode_update(&Update::Entry { key: k, entry }));
             }
-            out.push(encode_update(&Update::Meta(
-                s.ghost.clone(),
-                s.tomb.clone(),
-            )));
             out
         });
         Ok(StateDecision { synced, updates })
@@ -626,7 +614,6 @@ impl Application for KvApp {
                 new.entries.remove(k);
             }
         }
-        let mut ghost = None;
         for u in &round.updates {
             match u {
                 Update::Root {
@@ -641,20 +628,12 @@ impl Application for KvApp {
                 Update::Entry { key, entry } => {
                     new.entries.insert(key.clone(), entry.clone());
                 }
-                Update::Meta(g, t) => ghost = Some((g.clone(), t.clone())),
             }
         }
         // bdb_backend_commit_update: the result must equal the leader's index.
         if new.index() != round.master_blob {
             return Err(AppError::LEAVE);
         }
-        let (ghost, tomb) = ghost.ok_or(AppError::LEAVE)?;
-        let extra: Vec<u64> = ghost.difference(&new.ghost).copied().collect();
-        for id in new.ghost.difference(&ghost) {
-            self.log.erased.push((*id, round.leader, extra.clone()));
-        }
-        new.ghost = ghost;
-        new.tomb = tomb;
         self.store = new;
         Ok(())
     }
@@ -665,6 +644,466 @@ impl Application for KvApp {
 
     fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
         Some(Ok(self.store.checksum()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The real DCDB application, and the ground-truth wrapper around either.
+
+/// The file of key `k` in the real store.
+fn key_path(key: &str) -> String {
+    format!("/k{key}")
+}
+
+/// The DCDB message of a client write: WRITE (truncating, the id as
+/// content), DELETE or CREATE of the key's file.
+fn encode_dcdb(op: &WriteOp) -> (u16, Vec<u8>) {
+    let path = key_path(&op.key);
+    let content = op.id.to_string();
+    let plain = FusePayload {
+        offset: 0,
+        flags: 0,
+        path: path.as_bytes(),
+        to: None,
+        data: &[],
+    };
+    let (kind, payload) = match op.kind {
+        Kind::Set => (
+            DcdbType::Write,
+            FusePayload {
+                flags: 1,
+                data: content.as_bytes(),
+                ..plain
+            },
+        ),
+        Kind::Delete => (DcdbType::Delete, plain),
+        Kind::Create => (DcdbType::Create, plain),
+    };
+    let mut out = Vec::new();
+    payload.encode(&mut out).expect("encode a DCDB message");
+    (kind as u16, out)
+}
+
+/// What a store holds for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Val {
+    Absent,
+    /// DCDB: the file exists and is empty (created, not written yet).
+    Empty,
+    /// The value written by this write id.
+    Id(u64),
+}
+
+/// How a history lost a write it never applied although others did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Dropped {
+    /// A confchg discarded it from queue 2 (finding 2a).
+    Queue2Discard,
+    /// The process died (crash, kill) with it in a queue.
+    QueueLostAtDeath,
+    /// `Dfsm::restart` after a LEAVE cleared queue 1.
+    QueueLostAtRestart,
+}
+
+/// The model of one state's history, carried next to the state (and handed
+/// on with it by a resync).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct History {
+    /// Ids of the writes this state contains.
+    ghost: BTreeSet<u64>,
+    /// Key → the last write applied to it (absent: never written).
+    last: BTreeMap<String, u64>,
+    /// Writes this state's lineage lost with a queue (and never applied
+    /// since), with how.
+    dropped: BTreeMap<u64, Dropped>,
+    /// Writes applied twice in this lineage (finding 1: a resent queue 1).
+    twice: BTreeSet<u64>,
+}
+
+/// What the simulator and every node's wrapper share.
+#[derive(Default)]
+struct Shared {
+    /// (sender, NORMAL count) → write id of every client message.
+    ids: HashMap<(MemberId, u64), u64>,
+    /// Write id → the write.
+    ops: HashMap<u64, WriteOp>,
+    /// STATE blobs sent: (member, blob) → the history of that state and its
+    /// fingerprint (what a resync from this member must produce).
+    states: HashMap<(MemberId, Vec<u8>), (History, Vec<u8>)>,
+}
+
+impl Shared {
+    /// What a store with history `hist` must hold for `key`.
+    fn expected(&self, hist: &History, key: &str) -> Val {
+        match hist.last.get(key) {
+            None => Val::Absent,
+            Some(id) => match self.ops[id].kind {
+                Kind::Set => Val::Id(*id),
+                Kind::Delete => Val::Absent,
+                Kind::Create => Val::Empty,
+            },
+        }
+    }
+
+    fn write_id(&self, sender: MemberId, msg: &Message) -> Option<u64> {
+        match msg.body {
+            MessageBody::Normal { count, .. } => self.ids.get(&(sender, count)).copied(),
+            _ => None,
+        }
+    }
+}
+
+/// The application under test: the toy or the real DCDB on a store session
+/// (which dies with the process: dropped, not closed).
+enum Inner {
+    Kv(KvApp),
+    Db(Box<Dcdb<'static, 'static>>),
+}
+
+macro_rules! inner {
+    ($self:expr, $app:ident => $body:expr) => {
+        match $self {
+            Inner::Kv($app) => $body,
+            Inner::Db($app) => $body,
+        }
+    };
+}
+
+impl Inner {
+    fn quorate(&self) -> bool {
+        match self {
+            Inner::Kv(app) => app.quorate,
+            Inner::Db(app) => app.is_quorate(),
+        }
+    }
+
+    fn set_quorate(&mut self, quorate: bool) {
+        match self {
+            Inner::Kv(app) => app.quorate = quorate,
+            Inner::Db(app) => app.set_quorate(quorate),
+        }
+    }
+
+    /// What the store holds for `key`, read back from the store.
+    fn value(&self, key: &str) -> Val {
+        match self {
+            Inner::Kv(app) => app
+                .store
+                .entries
+                .get(key)
+                .map_or(Val::Absent, |e| Val::Id(id_of(&e.value))),
+            Inner::Db(app) => {
+                let reader = app.session().reader();
+                match reader
+                    .resolve(key_path(key).as_bytes())
+                    .expect("read the store")
+                {
+                    None => Val::Absent,
+                    Some(entry) if entry.data.is_empty() => Val::Empty,
+                    Some(entry) => Val::Id(
+                        std::str::from_utf8(entry.data)
+                            .ok()
+                            .and_then(|text| text.parse().ok())
+                            .unwrap_or_else(|| panic!("{key}: content {:?}", entry.data)),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn values(&self) -> BTreeMap<String, Val> {
+        KEYS.iter()
+            .map(|k| (k.to_string(), self.value(k)))
+            .collect()
+    }
+
+    /// The whole state: index blob and checksum.
+    fn fingerprint(&self) -> Vec<u8> {
+        match self {
+            Inner::Kv(app) => {
+                let mut out = app.store.index();
+                out.extend_from_slice(&app.store.checksum());
+                out
+            }
+            Inner::Db(app) => {
+                let reader = app.session().reader();
+                let mut out = reader.index().expect("index");
+                out.extend_from_slice(&reader.checksum().expect("checksum"));
+                out
+            }
+        }
+    }
+}
+
+impl Application for Inner {
+    fn deliver(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        subtype: u16,
+        time: u32,
+        payload: &[u8],
+    ) -> Result<i32, AppError> {
+        inner!(self, app => app.deliver(ctx, sender, subtype, time, payload))
+    }
+
+    fn get_state(&mut self, ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
+        inner!(self, app => app.get_state(ctx))
+    }
+
+    fn process_state_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        states: &[(MemberId, &[u8])],
+    ) -> Result<StateDecision, AppError> {
+        inner!(self, app => app.process_state_update(ctx, states))
+    }
+
+    fn process_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        payload: &[u8],
+    ) -> Result<(), AppError> {
+        inner!(self, app => app.process_update(ctx, sender, payload))
+    }
+
+    fn commit(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AppError> {
+        inner!(self, app => app.commit(ctx))
+    }
+
+    fn cleanup(&mut self) {
+        inner!(self, app => app.cleanup())
+    }
+
+    fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
+        inner!(self, app => app.checksum())
+    }
+
+    fn synced(&mut self, ctx: &mut Ctx<'_>) {
+        inner!(self, app => app.synced(ctx))
+    }
+
+    fn confchg(&mut self, ctx: &mut Ctx<'_>, members: &[MemberId]) {
+        inner!(self, app => app.confchg(ctx, members))
+    }
+}
+
+/// A resync that dropped writes from this node's history.
+struct Erased {
+    leader: MemberId,
+    /// This node's history before the resync.
+    before: History,
+    /// The leader's history, adopted.
+    after: History,
+}
+
+/// Observations the simulation drains after every input.
+#[derive(Default)]
+struct AppLog {
+    /// (key, write id, the write whose value it replaced) of every
+    /// effective write, in order.
+    applied: Vec<(String, u64, Option<u64>)>,
+    /// Ids of every write the application processed (effective or not).
+    processed: Vec<u64>,
+    erased: Vec<Erased>,
+    /// Resyncs committed.
+    resyncs: u64,
+    /// Store and model disagree (the run fails).
+    errors: Vec<String>,
+}
+
+/// Ground truth around the application: logs what it applied, keeps the
+/// model of its history and checks the store against it.
+struct Tracked {
+    inner: Inner,
+    hist: History,
+    shared: Rc<RefCell<Shared>>,
+    log: AppLog,
+    /// The leader of the current state exchange and its STATE blob.
+    leader: Option<(MemberId, Vec<u8>)>,
+    /// `Inner::fingerprint` since the last change (hashing the real store
+    /// for every check is slow in debug builds).
+    fingerprint: RefCell<Option<Vec<u8>>>,
+}
+
+impl Tracked {
+    fn new(inner: Inner, hist: History, shared: Rc<RefCell<Shared>>) -> Self {
+        Tracked {
+            inner,
+            hist,
+            shared,
+            log: AppLog::default(),
+            leader: None,
+            fingerprint: RefCell::default(),
+        }
+    }
+
+    fn fingerprint(&self) -> Vec<u8> {
+        self.fingerprint
+            .borrow_mut()
+            .get_or_insert_with(|| self.inner.fingerprint())
+            .clone()
+    }
+
+    fn check(&mut self, key: &str, when: &str) {
+        let want = self.shared.borrow().expected(&self.hist, key);
+        let have = self.inner.value(key);
+        if want != have {
+            self.log.errors.push(format!(
+                "{when}: the store holds {have:?} for key {key}, its history says {want:?}"
+            ));
+        }
+    }
+
+    fn check_all(&mut self, when: &str) {
+        for key in KEYS {
+            self.check(key, when);
+        }
+    }
+
+    fn note_dropped(&mut self, ids: impl IntoIterator<Item = u64>, how: Dropped) {
+        for id in ids {
+            if !self.hist.ghost.contains(&id) {
+                self.hist.dropped.entry(id).or_insert(how);
+            }
+        }
+    }
+}
+
+impl Application for Tracked {
+    fn deliver(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        subtype: u16,
+        time: u32,
+        payload: &[u8],
+    ) -> Result<i32, AppError> {
+        let op = ctx.message_count().and_then(|count| {
+            let shared = self.shared.borrow();
+            let id = shared.ids.get(&(sender, count))?;
+            Some(shared.ops[id].clone())
+        });
+        let Some(op) = op else {
+            self.log.errors.push(format!(
+                "NORMAL #{:?} of {sender} is no write of the simulation",
+                ctx.message_count()
+            ));
+            self.fingerprint.take();
+            return self.inner.deliver(ctx, sender, subtype, time, payload);
+        };
+        self.check(&op.key, "before a write");
+        self.fingerprint.take();
+        let result = match self.inner.deliver(ctx, sender, subtype, time, payload) {
+            Ok(result) => result,
+            Err(error) => {
+                self.check(&op.key, &format!("after write {} failed", op.id));
+                return Err(error);
+            }
+        };
+        self.log.processed.push(op.id);
+        if result >= 0 {
+            let prev = self.hist.last.insert(op.key.clone(), op.id);
+            if !self.hist.ghost.insert(op.id) {
+                self.hist.twice.insert(op.id);
+            }
+            self.hist.dropped.remove(&op.id);
+            self.log.applied.push((op.key.clone(), op.id, prev));
+        }
+        self.check(
+            &op.key,
+            &format!("after write {} ({:?}, result {result})", op.id, op.kind),
+        );
+        Ok(result)
+    }
+
+    fn get_state(&mut self, ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
+        let blob = self.inner.get_state(ctx)?;
+        let fingerprint = self.fingerprint();
+        self.shared.borrow_mut().states.insert(
+            (ctx.local(), blob.clone()),
+            (self.hist.clone(), fingerprint),
+        );
+        Ok(blob)
+    }
+
+    fn process_state_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        states: &[(MemberId, &[u8])],
+    ) -> Result<StateDecision, AppError> {
+        let decision = self.inner.process_state_update(ctx, states)?;
+        // The leader is the first member with the leader's state (selection
+        // keeps the earliest of equal candidates).
+        self.leader = decision
+            .synced
+            .iter()
+            .position(|&synced| synced)
+            .map(|i| (states[i].0, states[i].1.to_vec()));
+        Ok(decision)
+    }
+
+    fn process_update(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        sender: MemberId,
+        payload: &[u8],
+    ) -> Result<(), AppError> {
+        self.inner.process_update(ctx, sender, payload)
+    }
+
+    fn commit(&mut self, ctx: &mut Ctx<'_>) -> Result<(), AppError> {
+        self.fingerprint.take();
+        self.inner.commit(ctx)?;
+        let Some((leader, blob)) = self.leader.clone() else {
+            self.log
+                .errors
+                .push("resync committed without a leader".into());
+            return Ok(());
+        };
+        let theirs = self.shared.borrow().states.get(&(leader, blob)).cloned();
+        let Some((theirs, fingerprint)) = theirs else {
+            self.log
+                .errors
+                .push(format!("resync from {leader}: its state was never sent"));
+            return Ok(());
+        };
+        self.log.resyncs += 1;
+        let before = std::mem::replace(&mut self.hist, theirs);
+        if !before.ghost.is_subset(&self.hist.ghost) {
+            self.log.erased.push(Erased {
+                leader,
+                before,
+                after: self.hist.clone(),
+            });
+        }
+        // Read back: the store must now be the leader's state.
+        if self.inner.fingerprint() != fingerprint {
+            self.log.errors.push(format!(
+                "after the resync from {leader} the store is not the leader's state: {:?}",
+                self.inner.values()
+            ));
+        }
+        self.check_all(&format!("after the resync from {leader}"));
+        Ok(())
+    }
+
+    fn cleanup(&mut self) {
+        self.inner.cleanup();
+        self.leader = None;
+    }
+
+    fn checksum(&mut self) -> Option<Result<[u8; 32], AppError>> {
+        self.inner.checksum()
+    }
+
+    fn synced(&mut self, ctx: &mut Ctx<'_>) {
+        self.inner.synced(ctx);
+    }
+
+    fn confchg(&mut self, ctx: &mut Ctx<'_>, members: &[MemberId]) {
+        self.inner.confchg(ctx, members);
     }
 }
 
@@ -685,6 +1124,7 @@ enum Policy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum WriteStatus {
     Pending,
+    /// Answered with this result (≥ 0: the write was applied).
     Acked(i32),
     Failed(i32),
     /// The writer's process died before the answer.
@@ -700,7 +1140,7 @@ struct WriteRec {
 }
 
 struct Proc {
-    dfsm: Dfsm<KvApp>,
+    dfsm: Dfsm<Tracked>,
     /// In the CPG group.
     joined: bool,
     /// Last member list seen (to compute the joined list).
@@ -710,12 +1150,27 @@ struct Proc {
     waiters: BTreeMap<u64, usize>,
 }
 
+/// A node's persistent state.
+enum Disk {
+    Kv(KvStore),
+    /// The real store (its journal and LMDB files).
+    Db(&'static Store),
+}
+
 struct Node {
     nodeid: u32,
     up: bool,
     proc: Option<Proc>,
-    /// Persistent state while no process runs.
-    store: Store,
+    disk: Disk,
+    /// The history of the persistent state while no process runs.
+    hist: History,
+    /// The fingerprint the last process left at its death (the next one must
+    /// start from exactly this).
+    left: Option<Vec<u8>>,
+    /// Checkpoint interval of the real store (journal records).
+    checkpoint_every: u64,
+    /// Why its process last went to LEAVE mode on its own.
+    left_why: Option<LeaveWhy>,
     respawn_at: Option<u64>,
     skew: i64,
     /// Ids of the writes applied (NORMAL) on this node, with the step.
@@ -733,26 +1188,101 @@ struct Part {
     pending: VecDeque<(MemberId, Message)>,
 }
 
+/// Why a member left the group on its own (it went to LEAVE mode while the
+/// others still counted it as a member).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum LeaveWhy {
+    /// One of its multicasts failed.
+    SendFailed,
+    /// Its checksum differed in a VERIFY round.
+    VerifyMismatch,
+    /// A write was delivered while its node was not quorate.
+    WriteWithoutQuorum,
+    /// A state message of a sync round failed (e.g. the commit).
+    SyncFailed,
+}
+
+/// The first application of a write anywhere.
+struct FirstApply {
+    /// The input (delivery or confchg) that applied it.
+    event: u64,
+    /// Nodes that applied it in that input.
+    holders: BTreeSet<usize>,
+    /// Processes in the CPG group (of its partition) at that input.
+    group: usize,
+    /// Mode (and why it left, if it did) of every other group member after
+    /// that input (deliveries only).
+    others: Vec<(Mode, Option<LeaveWhy>)>,
+    /// Other group members processed it in that input without effect (their
+    /// state differed), after finding 1 had made SYNCED members diverge.
+    diverged: bool,
+}
+
+/// The event that began a fork (module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Cause {
+    /// Finding 2a: one branch's lineage lost a write of the other with a
+    /// queue (discarded at a confchg during UPDATE, or with the process).
+    Queue(Dropped),
+    /// Finding 2b: the first write of one branch was first applied by a CPG
+    /// group of at most half of the nodes (quorum counts nodes).
+    MinorityGroup,
+    /// Finding 1: a write of an unsynced sender, applied by the SYNCED
+    /// members at once and by the others after queue 2, is on one branch.
+    UnsyncedSender,
+    /// Finding 2c: the first write of one branch reached at most half of the
+    /// nodes because the other members of its group had left on their own
+    /// (LEAVE mode) and stopped applying while the senders still counted
+    /// them, until their confchg.
+    LeftOnItsOwn(LeaveWhy),
+}
+
+/// A resync that erased writes from a history.
+struct Erasure {
+    node: usize,
+    step: u64,
+    leader: MemberId,
+    /// Writes the receiver had and the leader lacked.
+    erased: BTreeSet<u64>,
+    /// Writes the leader had and the receiver lacked.
+    extra: BTreeSet<u64>,
+    /// What the receiver's and the leader's lineages lost with a queue.
+    dropped_here: BTreeMap<u64, Dropped>,
+    dropped_there: BTreeMap<u64, Dropped>,
+    /// Writes the leader's lineage applied twice.
+    twice_there: BTreeSet<u64>,
+    cause: Option<Cause>,
+}
+
 #[derive(Default, Debug, Clone)]
 struct Stats {
     steps: u64,
     delivered: u64,
     confchgs: u64,
     writes_acked: u64,
+    /// Acknowledged writes of runs under the C policies.
+    writes_acked_c: u64,
     writes_failed: u64,
     leaves: u64,
     quirk_unsynced_live: u64,
     update_queue_discards: u64,
     erased_writes: u64,
+    /// Resyncs that erased writes, by cause.
+    erasures: BTreeMap<String, u64>,
     lost_writes_c: u64,
+    /// Lost acknowledged writes, by the cause of the resync that erased them.
+    lost_by_cause: BTreeMap<String, u64>,
     lost_all_holders_died: u64,
-    lost_gated_q2: u64,
-    lost_gated_minority: u64,
     phantom_writes: u64,
     runs_gated: u64,
     runs_ungated: u64,
     runs_strict: u64,
     runs_with_quirk: u64,
+    runs_dcdb: u64,
+    writes_acked_dcdb: u64,
+    /// Resyncs committed (all runs, and those on real stores).
+    resyncs: u64,
+    resyncs_dcdb: u64,
     diverged_synced: u64,
     verify_rounds: u64,
     verify_repairs: u64,
@@ -768,20 +1298,29 @@ impl Stats {
         self.delivered += o.delivered;
         self.confchgs += o.confchgs;
         self.writes_acked += o.writes_acked;
+        self.writes_acked_c += o.writes_acked_c;
         self.writes_failed += o.writes_failed;
         self.leaves += o.leaves;
         self.quirk_unsynced_live += o.quirk_unsynced_live;
         self.update_queue_discards += o.update_queue_discards;
         self.erased_writes += o.erased_writes;
+        for (k, v) in &o.erasures {
+            *self.erasures.entry(k.clone()).or_default() += v;
+        }
         self.lost_writes_c += o.lost_writes_c;
-        self.lost_gated_q2 += o.lost_gated_q2;
+        for (k, v) in &o.lost_by_cause {
+            *self.lost_by_cause.entry(k.clone()).or_default() += v;
+        }
         self.lost_all_holders_died += o.lost_all_holders_died;
-        self.lost_gated_minority += o.lost_gated_minority;
         self.phantom_writes += o.phantom_writes;
         self.runs_gated += o.runs_gated;
         self.runs_ungated += o.runs_ungated;
         self.runs_strict += o.runs_strict;
         self.runs_with_quirk += o.runs_with_quirk;
+        self.runs_dcdb += o.runs_dcdb;
+        self.writes_acked_dcdb += o.writes_acked_dcdb;
+        self.resyncs += o.resyncs;
+        self.resyncs_dcdb += o.resyncs_dcdb;
         self.diverged_synced += o.diverged_synced;
         self.verify_rounds += o.verify_rounds;
         self.verify_repairs += o.verify_repairs;
@@ -793,30 +1332,79 @@ impl Stats {
 }
 
 const SETTLE_BOUND: u64 = 5_000;
+/// Salt of the seed's generator.
+const SEED_SALT: u64 = 0x005E_ED0F_DF5A;
+
+/// Number of nodes of a seed (the first draw of its generator).
+fn node_count(seed: u64) -> usize {
+    Rng(seed ^ SEED_SALT).range(2, 5) as usize
+}
+
+/// Does this seed run the real DCDB application (module docs)?
+fn real_dcdb(seed: u64) -> bool {
+    match std::env::var("DFSM_SIM_APP").as_deref() {
+        Ok("dcdb") => true,
+        Ok("kv") => false,
+        _ => {
+            let every: u64 = std::env::var("DFSM_SIM_DCDB_EVERY")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(4);
+            every != 0 && seed % every == every - 1
+        }
+    }
+}
+
+/// A temporary directory for the stores, in memory when possible (LMDB
+/// syncs its checkpoints).
+fn store_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix("dfsm-sim-").tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::Builder::new()
+        .prefix("dfsm-sim-")
+        .tempdir()
+        .expect("temporary directory")
+}
 
 struct Sim {
     seed: u64,
     rng: Rng,
     policy: Policy,
     trace: bool,
+    /// The real DCDB application runs on every node.
+    dcdb: bool,
     nodes: Vec<Node>,
     parts: Vec<Part>,
     step: u64,
+    /// Counts the inputs that can apply writes (deliveries, confchgs).
+    event: u64,
     clock: u32,
     next_pid: u32,
     next_write: u64,
+    shared: Rc<RefCell<Shared>>,
     writes: Vec<WriteRec>,
     /// Write id → index in `writes`.
     write_idx: BTreeMap<u64, usize>,
-    /// Writes some resync erased from a history, with the writes the
-    /// leader's branch had that the erased one lacked (per erasure).
-    erased: BTreeMap<u64, Vec<Vec<u64>>>,
+    /// Resyncs that erased writes, in order.
+    erasures: Vec<Erasure>,
+    /// Erasures whose cause has been checked.
+    erasures_checked: usize,
+    /// Write id → the erasures that erased it.
+    erased: BTreeMap<u64, Vec<usize>>,
     /// a → {b}: some node applied b while its value of the key came from a.
     overwrites: BTreeMap<u64, BTreeSet<u64>>,
     /// Writes discarded from some member's queue 2 by a confchg.
     discarded_q2: BTreeSet<u64>,
+    /// Writes some process lost with a queue (and how, the first way).
+    queue_lost: BTreeMap<u64, Dropped>,
     /// A SYNCED member applied an unsynced sender's message (finding 1).
     quirk_seen: bool,
+    /// The writes of finding 1.
+    quirk_writes: BTreeSet<u64>,
     /// Writes applied while fewer than a majority of the nodes were really
     /// SYNCED, because a member that had failed on its own (LEAVE after a
     /// failed send) was still counted as synced by the others.
@@ -825,14 +1413,24 @@ struct Sim {
     step_processed: Vec<(usize, u64)>,
     /// Writes some node has processed.
     ever_processed: BTreeSet<u64>,
+    /// Where each write was first applied.
+    first_applied: BTreeMap<u64, FirstApply>,
+    /// Writes first applied by the current input.
+    fresh: Vec<u64>,
+    /// Lost acknowledged writes already counted.
+    lost: BTreeSet<u64>,
     settling: bool,
     stats: Stats,
 }
 
 impl Sim {
-    fn new(seed: u64, trace: bool, forced: Option<Policy>) -> Self {
-        let mut rng = Rng(seed ^ 0x005E_ED0F_DF5A);
+    /// A new cluster; `stores` (one per node, `node_count(seed)`) makes it
+    /// run the real DCDB application, none the toy.
+    fn new(seed: u64, trace: bool, forced: Option<Policy>, stores: &[&'static Store]) -> Self {
+        let mut rng = Rng(seed ^ SEED_SALT);
         let n = rng.range(2, 5) as usize;
+        let dcdb = !stores.is_empty();
+        assert!(!dcdb || stores.len() == n, "one store per node");
         // Distinct node ids, not necessarily in ascending node order.
         let mut ids: Vec<u32> = (1..=9).collect();
         for i in (1..ids.len()).rev() {
@@ -856,31 +1454,49 @@ impl Sim {
             rng,
             policy,
             trace,
+            dcdb,
             nodes: Vec::new(),
             parts: vec![Part::default()],
             step: 0,
+            event: 0,
             clock: 1_000_000,
             next_pid: 100,
             next_write: 1,
+            shared: Rc::default(),
             writes: Vec::new(),
             write_idx: BTreeMap::new(),
+            erasures: Vec::new(),
+            erasures_checked: 0,
             erased: BTreeMap::new(),
             discarded_q2: BTreeSet::new(),
+            queue_lost: BTreeMap::new(),
             overwrites: BTreeMap::new(),
             quirk_seen: false,
+            quirk_writes: BTreeSet::new(),
             phantom: BTreeSet::new(),
             step_processed: Vec::new(),
             ever_processed: BTreeSet::new(),
+            first_applied: BTreeMap::new(),
+            fresh: Vec::new(),
+            lost: BTreeSet::new(),
             settling: false,
             stats: Stats::default(),
         };
-        for &nodeid in ids.iter().take(n) {
+        for (i, &nodeid) in ids.iter().take(n).enumerate() {
             let skew = sim.rng.range(0, 6) as i64 - 3;
+            let (disk, checkpoint_every) = match stores.get(i) {
+                Some(&store) => (Disk::Db(store), sim.rng.range(1, 64)),
+                None => (Disk::Kv(KvStore::default()), 0),
+            };
             sim.nodes.push(Node {
                 nodeid,
                 up: false,
                 proc: None,
-                store: Store::default(),
+                disk,
+                hist: History::default(),
+                left: None,
+                checkpoint_every,
+                left_why: None,
                 respawn_at: None,
                 skew,
                 applied: BTreeMap::new(),
@@ -894,8 +1510,9 @@ impl Sim {
         }
         sim.trace(|| {
             format!(
-                "seed {seed}: {n} nodes {:?}, policy {policy:?}",
-                sim_ids(&sim)
+                "seed {seed}: {n} nodes {:?}, policy {policy:?}, {} application",
+                sim_ids(&sim),
+                if dcdb { "DCDB" } else { "toy" }
             )
         });
         sim
@@ -909,9 +1526,13 @@ impl Sim {
 
     fn fail(&self, what: &str) -> ! {
         panic!(
-            "DFSM simulation failed: seed {} (policy {:?}, step {}): {what}\n\
+            "DFSM simulation failed: seed {} (policy {:?}, {} application, step {}): {what}\n\
              replay: DFSM_SIM_SEED={} DFSM_SIM_TRACE=1 cargo test -p pmxcfs-cpg --test dfsm_sim",
-            self.seed, self.policy, self.step, self.seed
+            self.seed,
+            self.policy,
+            if self.dcdb { "DCDB" } else { "toy" },
+            self.step,
+            self.seed
         )
     }
 
@@ -947,6 +1568,23 @@ impl Sim {
         c
     }
 
+    /// Processes in the configuration `node`'s partition delivers to.
+    fn group_size(&self, node: usize) -> usize {
+        let Some(p) = self.part_of(node) else {
+            return 0;
+        };
+        self.parts[p]
+            .config
+            .iter()
+            .filter(|m| {
+                self.nodes
+                    .iter()
+                    .position(|n| n.nodeid == m.nodeid)
+                    .is_some_and(|i| self.parts[p].nodes.contains(&i))
+            })
+            .count()
+    }
+
     fn quorate_part(&self, p: usize) -> bool {
         let up = self.parts[p]
             .nodes
@@ -962,10 +1600,25 @@ impl Sim {
             let nodes: Vec<usize> = self.parts[p].nodes.iter().copied().collect();
             for i in nodes {
                 if let Some(pr) = self.nodes[i].proc.as_mut() {
-                    pr.dfsm.app_mut().quorate = q;
+                    pr.dfsm.app_mut().inner.set_quorate(q);
                 }
             }
         }
+    }
+
+    /// Some process lost these writes with a queue.
+    fn note_queue_lost(&mut self, ids: &[u64], how: Dropped) {
+        for &id in ids {
+            self.queue_lost.entry(id).or_insert(how);
+        }
+    }
+
+    fn write_ids(&self, queued: &[pmxcfs_cpg::dfsm::QueuedMessage]) -> Vec<u64> {
+        let shared = self.shared.borrow();
+        queued
+            .iter()
+            .filter_map(|q| shared.ids.get(&(q.sender, q.count)).copied())
+            .collect()
     }
 
     // ----- action plumbing ---------------------------------------------
@@ -977,39 +1630,39 @@ impl Sim {
                 return;
             };
             let log = std::mem::take(&mut pr.dfsm.app_mut().log);
+            if let Some(error) = log.errors.first() {
+                self.fail(&format!("node {}: {error}", self.nodes[node].nodeid));
+            }
             for &id in &log.processed {
                 self.step_processed.push((node, id));
             }
             self.nodes[node].processed.extend(log.processed);
+            let group = self.group_size(node);
             for (_key, id, prev) in log.applied {
                 self.nodes[node].applied.entry(id).or_insert(self.step);
                 if let Some(from) = prev {
                     self.overwrites.entry(from).or_default().insert(id);
                 }
-            }
-            for (id, leader, extra) in log.erased {
-                self.stats.erased_writes += 1;
-                self.trace(|| {
-                    format!(
-                        "node {} erased write {id} (leader {leader}, extra {extra:?})",
-                        self.nodes[node].nodeid
-                    )
+                let first = self.first_applied.entry(id).or_insert_with(|| {
+                    self.fresh.push(id);
+                    FirstApply {
+                        event: self.event,
+                        holders: BTreeSet::new(),
+                        group,
+                        others: Vec::new(),
+                        diverged: false,
+                    }
                 });
-                if self.policy == Policy::Strict {
-                    // Write safety: every applied write is in a majority's
-                    // history, so no resync may ever drop one.
-                    self.fail(&format!(
-                        "resync from {leader} erased write {id} under write safety (leader's extra writes {extra:?})"
-                    ));
+                if first.event == self.event {
+                    first.holders.insert(node);
                 }
-                if extra.is_empty() && !self.quirk_seen {
-                    // The leader's history is a strict prefix of ours, yet it
-                    // won: leader selection or update transfer is broken.
-                    self.fail(&format!(
-                        "resync from {leader} erased write {id} without a fork"
-                    ));
-                }
-                self.erased.entry(id).or_default().push(extra);
+            }
+            for r in log.erased {
+                self.erasure(node, r);
+            }
+            self.stats.resyncs += log.resyncs;
+            if self.dcdb {
+                self.stats.resyncs_dcdb += log.resyncs;
             }
             let pr = self.nodes[node].proc.as_mut().unwrap();
             let Some(action) = pr.dfsm.poll_action() else {
@@ -1033,6 +1686,50 @@ impl Sim {
         }
     }
 
+    /// A resync on `node` dropped writes from its history.
+    fn erasure(&mut self, node: usize, r: Erased) {
+        let erased: BTreeSet<u64> = r.before.ghost.difference(&r.after.ghost).copied().collect();
+        let extra: BTreeSet<u64> = r.after.ghost.difference(&r.before.ghost).copied().collect();
+        self.stats.erased_writes += erased.len() as u64;
+        self.trace(|| {
+            format!(
+                "node {} erased writes {erased:?} (leader {}, extra {extra:?})",
+                self.nodes[node].nodeid, r.leader
+            )
+        });
+        if self.policy == Policy::Strict {
+            // Write safety: every applied write is in a majority's
+            // history, so no resync may ever drop one.
+            self.fail(&format!(
+                "resync from {} erased writes {erased:?} under write safety (leader's extra writes {extra:?})",
+                r.leader
+            ));
+        }
+        if extra.is_empty() && !self.quirk_seen {
+            // The leader's history is a strict prefix of ours, yet it
+            // won: leader selection or update transfer is broken.
+            self.fail(&format!(
+                "resync from {} erased writes {erased:?} without a fork",
+                r.leader
+            ));
+        }
+        let at = self.erasures.len();
+        for &id in &erased {
+            self.erased.entry(id).or_default().push(at);
+        }
+        self.erasures.push(Erasure {
+            node,
+            step: self.step,
+            leader: r.leader,
+            erased,
+            extra,
+            dropped_here: r.before.dropped,
+            dropped_there: r.after.dropped,
+            twice_there: r.after.twice,
+            cause: None,
+        });
+    }
+
     fn multicast(&mut self, node: usize, me: MemberId, msg: Message) {
         let joined = self.nodes[node].proc.as_ref().is_some_and(|p| p.joined);
         // Occasionally the CPG send fails (after the caller's retries).
@@ -1040,13 +1737,13 @@ impl Sim {
         let Some(p) = self.part_of(node).filter(|_| joined && !lost) else {
             self.stats.send_failures += 1;
             let now = self.now(node);
-            self.trace(|| format!("{me} send failed {:?}", msg.body));
-            self.nodes[node]
-                .proc
-                .as_mut()
-                .unwrap()
-                .dfsm
-                .on_send_failed(&msg, now);
+            self.trace(|| format!("{me} send failed {}", self.describe(me, &msg)));
+            let dfsm = &mut self.nodes[node].proc.as_mut().unwrap().dfsm;
+            let was = dfsm.mode();
+            dfsm.on_send_failed(&msg, now);
+            if was != Mode::Leave && dfsm.mode() == Mode::Leave {
+                self.nodes[node].left_why = Some(LeaveWhy::SendFailed);
+            }
             return;
         };
         let pending = &self.parts[p].pending;
@@ -1075,15 +1772,19 @@ impl Sim {
             self.fail(&format!("second result for write {}", self.writes[w].op.id));
         }
         let rec = &mut self.writes[w];
+        let id = rec.op.id;
         if result >= 0 {
             rec.status = WriteStatus::Acked(result);
             rec.ack_step = self.step;
             self.stats.writes_acked += 1;
-            // An acknowledged effective write was applied on the writer.
-            let id = rec.op.id;
-            let key = rec.op.key.clone();
-            let _ = key;
-            if result == 0 && !self.nodes[node].applied.contains_key(&id) {
+            if self.policy != Policy::Strict {
+                self.stats.writes_acked_c += 1;
+            }
+            if self.dcdb {
+                self.stats.writes_acked_dcdb += 1;
+            }
+            // An acknowledged write was applied on the writer.
+            if !self.nodes[node].applied.contains_key(&id) {
                 self.fail(&format!(
                     "write {id} acknowledged but not applied on its node"
                 ));
@@ -1092,7 +1793,6 @@ impl Sim {
             rec.status = WriteStatus::Failed(result);
             self.stats.writes_failed += 1;
         }
-        let id = self.writes[w].op.id;
         self.trace(|| format!("write {id} result {result}"));
     }
 
@@ -1104,6 +1804,8 @@ impl Sim {
             return;
         };
         self.stats.delivered += 1;
+        self.event += 1;
+        self.fresh.clear();
         // A part's config is the configuration its members last saw; after
         // a split (before the confchg) it still names the other side, which
         // does not receive anything any more.
@@ -1123,25 +1825,30 @@ impl Sim {
                 "message from non-member {sender} in the pending list"
             ));
         }
-        self.trace(|| format!("deliver from {sender}: {}", describe(&msg)));
+        self.trace(|| format!("deliver from {sender}: {}", self.describe(sender, &msg)));
         // Ground truth for finding 1: the sender's own mode at this point of
         // the total order (not the receivers' member tables).
         let sender_syncing = self
             .proc_of(sender)
             .is_some_and(|p| matches!(p.dfsm.mode(), Mode::StartSync | Mode::Update));
-        let write_id = match &msg.body {
-            MessageBody::Normal { payload, .. } => decode_write(payload).map(|w| w.id),
-            _ => None,
-        };
+        let write_id = self.shared.borrow().write_id(sender, &msg);
         self.step_processed.clear();
-        for m in members {
+        for &m in &members {
             let node = self.node_of(m.nodeid);
             let now = self.now(node);
             let Some(pr) = self.proc_of(m) else { continue };
-            let was_synced = pr.dfsm.mode() == Mode::Synced;
+            let was = pr.dfsm.mode();
+            let was_synced = was == Mode::Synced;
             let had = write_id.is_some_and(|id| self.nodes[node].processed.contains(&id));
             let pr = self.proc_of(m).unwrap();
             pr.dfsm.on_deliver(sender, msg.clone(), now);
+            if was != Mode::Leave && pr.dfsm.mode() == Mode::Leave {
+                self.nodes[node].left_why = Some(match msg.body {
+                    MessageBody::Verify { .. } => LeaveWhy::VerifyMismatch,
+                    MessageBody::Normal { .. } => LeaveWhy::WriteWithoutQuorum,
+                    _ => LeaveWhy::SyncFailed,
+                });
+            }
             self.after_input(node);
             let applied_now =
                 !had && write_id.is_some_and(|id| self.nodes[node].processed.contains(&id));
@@ -1149,6 +1856,7 @@ impl Sim {
                 // Finding 1: a SYNCED member applied a syncing sender's
                 // message in CPG order.
                 self.quirk_seen = true;
+                self.quirk_writes.extend(write_id);
                 self.stats.quirk_unsynced_live += 1;
                 if self.policy != Policy::Ungated {
                     self.fail(&format!(
@@ -1159,6 +1867,7 @@ impl Sim {
                 }
             }
         }
+        self.finish_first_applies(&members);
         // Ground truth for write safety: every write applied in this step
         // (the NORMAL itself, or the held ones an UPDATE_COMPLETE releases)
         // must be applied by more than half of the nodes at once. Fewer
@@ -1186,6 +1895,34 @@ impl Sim {
         }
     }
 
+    /// Records how the rest of the group (`members`) stood when the current
+    /// input applied writes for the first time.
+    fn finish_first_applies(&mut self, members: &[MemberId]) {
+        let others: Vec<(usize, Mode, Option<LeaveWhy>)> = members
+            .iter()
+            .filter_map(|&m| {
+                let node = self.node_of(m.nodeid);
+                let pr = self.nodes[node].proc.as_ref()?;
+                Some((node, pr.dfsm.mode(), self.nodes[node].left_why))
+            })
+            .collect();
+        for id in std::mem::take(&mut self.fresh) {
+            let first = self.first_applied.get_mut(&id).unwrap();
+            // A node that processed it without effect had another state.
+            first.diverged = self.quirk_seen
+                && self.nodes.iter().enumerate().any(|(node, n)| {
+                    !first.holders.contains(&node)
+                        && n.processed.contains(&id)
+                        && !n.applied.contains_key(&id)
+                });
+            first.others = others
+                .iter()
+                .filter(|(node, ..)| !first.holders.contains(node))
+                .map(|&(_, mode, why)| (mode, why))
+                .collect();
+        }
+    }
+
     /// Delivers a random prefix of the pending messages (all of `must`'s).
     fn flush(&mut self, p: usize, must: Option<MemberId>) {
         let n = self.parts[p].pending.len() as u64;
@@ -1208,6 +1945,8 @@ impl Sim {
             return;
         }
         self.stats.confchgs += 1;
+        self.event += 1;
+        self.fresh.clear();
         self.trace(|| {
             format!(
                 "confchg part {p}: {:?}",
@@ -1216,25 +1955,26 @@ impl Sim {
         });
         self.parts[p].config = new.clone();
         self.parts[p].pending.retain(|(s, _)| new.contains(s));
-        // Queue 2 discarded at members in UPDATE mode.
-        for &m in &new {
-            let pr = self.proc_of(m).unwrap();
-            if pr.dfsm.mode() == Mode::Update && !pr.dfsm.sync_queued().is_empty() {
-                let ids: Vec<u64> = pr
-                    .dfsm
-                    .sync_queued()
-                    .iter()
-                    .filter_map(|q| match &q.msg.body {
-                        MessageBody::Normal { payload, .. } => decode_write(payload).map(|w| w.id),
-                        _ => None,
-                    })
-                    .collect();
-                self.stats.update_queue_discards += 1;
-                self.discarded_q2.extend(ids);
-            }
-        }
         let mut targets = new.clone();
         targets.extend(leaver);
+        // Every confchg discards queue 2 (held at members in UPDATE mode).
+        for &m in &targets {
+            let pr = self.proc_of(m).unwrap();
+            if pr.dfsm.sync_queued().is_empty() {
+                continue;
+            }
+            let queued = pr.dfsm.sync_queued().to_vec();
+            let ids = self.write_ids(&queued);
+            self.stats.update_queue_discards += 1;
+            self.discarded_q2.extend(ids.iter().copied());
+            self.note_queue_lost(&ids, Dropped::Queue2Discard);
+            self.trace(|| format!("{m} discards queue 2: writes {ids:?}"));
+            self.proc_of(m)
+                .unwrap()
+                .dfsm
+                .app_mut()
+                .note_dropped(ids, Dropped::Queue2Discard);
+        }
         for m in targets {
             let node = self.node_of(m.nodeid);
             let now = self.now(node);
@@ -1253,16 +1993,52 @@ impl Sim {
                 Vec::new()
             };
             pr.dfsm.on_confchg(&new, &joined, now);
+            if !pr.dfsm.sync_queued().is_empty() {
+                self.fail(&format!("{m} kept its queue 2 over a confchg"));
+            }
             self.after_input(node);
         }
+        self.finish_first_applies(&new);
     }
 
     fn new_proc(&mut self, node: usize) -> Proc {
         let pid = self.next_pid;
         self.next_pid += 1;
-        let store = self.nodes[node].store.clone();
+        let inner = match &self.nodes[node].disk {
+            Disk::Kv(store) => Inner::Kv(KvApp::new(store.clone())),
+            Disk::Db(store) => {
+                // Replays the journal the last process left.
+                let (mut session, permit) = store
+                    .session(Durability::Relaxed)
+                    .unwrap_or_else(|e| self.fail(&format!("store session: {e}")));
+                session.set_checkpoint_limits(CheckpointLimits {
+                    records_max: self.nodes[node].checkpoint_every,
+                    journal_bytes_max: 1 << 20,
+                });
+                Inner::Db(Box::new(Dcdb::owned(session, permit)))
+            }
+        };
+        let mut app = Tracked::new(
+            inner,
+            self.nodes[node].hist.clone(),
+            Rc::clone(&self.shared),
+        );
+        // The new process starts from exactly what the last one left.
+        if let Some(left) = &self.nodes[node].left
+            && app.inner.fingerprint() != *left
+        {
+            self.fail(&format!(
+                "node {}: the restarted process does not see what the dead one left: {:?}",
+                self.nodes[node].nodeid,
+                app.inner.values()
+            ));
+        }
+        app.check_all("at the start of a process");
+        if let Some(error) = app.log.errors.first() {
+            self.fail(&format!("node {}: {error}", self.nodes[node].nodeid));
+        }
         let m = MemberId::new(self.nodes[node].nodeid, pid);
-        let mut dfsm = Dfsm::new(m, PROTOCOL, KvApp::new(store));
+        let mut dfsm = Dfsm::new(m, PROTOCOL, app);
         if self.policy == Policy::Strict {
             dfsm.set_write_safety(Some(Votes::new(self.nodes.iter().map(|n| (n.nodeid, 1)))));
         }
@@ -1296,6 +2072,7 @@ impl Sim {
             }
         };
         self.nodes[node].up = true;
+        self.nodes[node].left_why = None;
         let pr = self.new_proc(node);
         let me = pr.dfsm.local();
         self.trace(|| format!("start {me}"));
@@ -1319,8 +2096,20 @@ impl Sim {
             for &w in pr.waiters.values() {
                 self.writes[w].status = WriteStatus::Orphaned;
             }
-            self.nodes[node].store = pr.dfsm.into_app().store;
-            self.nodes[node].last_death = self.step;
+            // Its queues die with it.
+            let mut queued = self.write_ids(pr.dfsm.queued());
+            queued.extend(self.write_ids(pr.dfsm.sync_queued()));
+            self.note_queue_lost(&queued, Dropped::QueueLostAtDeath);
+            let mut app = pr.dfsm.into_app();
+            app.note_dropped(queued, Dropped::QueueLostAtDeath);
+            let node_rec = &mut self.nodes[node];
+            node_rec.left = Some(app.fingerprint());
+            node_rec.hist = app.hist;
+            // The real store's session is dropped, not closed: a crash.
+            if let Inner::Kv(kv) = app.inner {
+                node_rec.disk = Disk::Kv(kv.store);
+            }
+            node_rec.last_death = self.step;
         }
         let delay = self.rng.range(3, 60);
         self.nodes[node].respawn_at = Some(self.step + delay);
@@ -1361,11 +2150,18 @@ impl Sim {
     /// Re-initialisation after the leave.
     fn dfsm_restart(&mut self, node: usize) {
         let now = self.now(node);
+        let queued = self.write_ids(self.nodes[node].proc.as_ref().unwrap().dfsm.queued());
         let pr = self.nodes[node].proc.as_mut().unwrap();
         pr.restart_at = None;
         if pr.dfsm.restart(now).is_err() {
             return;
         }
+        self.nodes[node].left_why = None;
+        self.note_queue_lost(&queued, Dropped::QueueLostAtRestart);
+        let pr = self.nodes[node].proc.as_mut().unwrap();
+        pr.dfsm
+            .app_mut()
+            .note_dropped(queued, Dropped::QueueLostAtRestart);
         pr.joined = true;
         pr.view = Vec::new();
         let me = pr.dfsm.local();
@@ -1460,52 +2256,83 @@ impl Sim {
         self.client_write_op(node, set);
     }
 
+    /// A client sets or deletes a random key on `node`. With the real DCDB
+    /// a set of a file the writer's store lacks is a CREATE, then the WRITE.
     fn client_write_op(&mut self, node: usize, set: bool) {
+        let key = KEYS[self.rng.index(KEYS.len())].to_string();
+        let kinds: &[Kind] = match self.nodes[node].proc.as_ref() {
+            None => return,
+            Some(_) if !set => &[Kind::Delete],
+            Some(pr) if self.dcdb && pr.dfsm.app().inner.value(&key) == Val::Absent => {
+                &[Kind::Create, Kind::Set]
+            }
+            Some(_) => &[Kind::Set],
+        };
+        for &kind in kinds {
+            if !self.client_send(node, &key, kind) {
+                return;
+            }
+        }
+    }
+
+    /// One client message; false if the client could not send it.
+    fn client_send(&mut self, node: usize, key: &str, kind: Kind) -> bool {
         let Some(pr) = self.nodes[node].proc.as_ref() else {
-            return;
+            return false;
         };
         if !pr.joined {
-            return;
+            return false;
         }
         if self.policy == Policy::Gated && pr.dfsm.mode() != Mode::Synced {
-            return;
+            return false;
         }
         if self.policy == Policy::Strict && pr.dfsm.write_gate() != WriteGate::Open {
-            return; // the writer waits (pmxcfs parks the request)
+            return false; // the writer waits (pmxcfs parks the request)
         }
-        if !pr.dfsm.app().quorate {
-            return; // -EACCES before sending
+        if !pr.dfsm.app().inner.quorate() {
+            return false; // -EACCES before sending
         }
         let id = self.next_write;
         self.next_write += 1;
-        let key = KEYS[self.rng.index(KEYS.len())].to_string();
-        let op = WriteOp { id, key, set };
-        let payload = encode_write(&op);
+        let op = WriteOp {
+            id,
+            key: key.to_string(),
+            kind,
+        };
+        let (subtype, payload) = if self.dcdb {
+            encode_dcdb(&op)
+        } else {
+            (SUBTYPE_WRITE, encode_write(&op))
+        };
         let now = self.now(node);
         let pr = self.nodes[node].proc.as_mut().unwrap();
         let me = pr.dfsm.local();
         // Refused in an error mode: the client gets -EACCES.
-        if let Ok(count) = pr.dfsm.send_normal(SUBTYPE_WRITE, payload, now) {
-            {
-                let w = self.writes.len();
-                pr.waiters.insert(count, w);
-                self.write_idx.insert(id, w);
-                self.writes.push(WriteRec {
-                    op: op.clone(),
-                    node,
-                    status: WriteStatus::Pending,
-                    ack_step: 0,
-                });
-                self.trace(|| {
-                    format!(
-                        "client write {id} {} {} on {me} (count {count})",
-                        if op.set { "set" } else { "del" },
-                        op.key
-                    )
-                });
-                self.after_input(node);
-            }
+        let Ok(count) = pr.dfsm.send_normal(subtype, payload, now) else {
+            return false;
+        };
+        let w = self.writes.len();
+        pr.waiters.insert(count, w);
+        {
+            let mut shared = self.shared.borrow_mut();
+            shared.ids.insert((me, count), id);
+            shared.ops.insert(id, op.clone());
         }
+        self.write_idx.insert(id, w);
+        self.writes.push(WriteRec {
+            op: op.clone(),
+            node,
+            status: WriteStatus::Pending,
+            ack_step: 0,
+        });
+        self.trace(|| {
+            format!(
+                "client write {id} {:?} {} on {me} (count {count})",
+                op.kind, op.key
+            )
+        });
+        self.after_input(node);
+        true
     }
 
     fn verify(&mut self, node: usize) {
@@ -1605,33 +2432,36 @@ impl Sim {
     fn check_step(&mut self) {
         for p in 0..self.parts.len() {
             let config = self.parts[p].config.clone();
-            let mut synced: Vec<(MemberId, Store, [u8; 32])> = Vec::new();
+            let mut synced: Vec<(MemberId, Vec<u8>)> = Vec::new();
             for m in config {
                 let Some(pr) = self.proc_of(m) else {
                     self.fail(&format!("configuration member {m} has no process"));
                 };
                 if pr.dfsm.mode() == Mode::Synced {
-                    let s = pr.dfsm.app().store.clone();
-                    let c = s.checksum();
-                    synced.push((m, s, c));
+                    synced.push((m, pr.dfsm.app().fingerprint()));
                 }
             }
             for w in synced.windows(2) {
-                if w[0].1.content() != w[1].1.content() || w[0].2 != w[1].2 {
+                if w[0].1 != w[1].1 {
                     if self.quirk_seen {
                         self.stats.diverged_synced += 1;
                         continue;
                     }
+                    let values = |m: MemberId| self.app_of(self.node_of(m.nodeid)).inner.values();
                     self.fail(&format!(
                         "SYNCED members {} and {} of one configuration differ:\n{:?}\n{:?}",
                         w[0].0,
                         w[1].0,
-                        w[0].1.content(),
-                        w[1].1.content()
+                        values(w[0].0),
+                        values(w[1].0),
                     ));
                 }
             }
         }
+    }
+
+    fn app_of(&self, node: usize) -> &Tracked {
+        self.nodes[node].proc.as_ref().unwrap().dfsm.app()
     }
 
     /// Heal, restart, drain; then everything must be SYNCED and identical.
@@ -1698,26 +2528,8 @@ impl Sim {
                     .collect();
                 self.fail(&format!("quiescent but not all SYNCED: {modes:?}"));
             }
-            let first = self.nodes[0]
-                .proc
-                .as_ref()
-                .unwrap()
-                .dfsm
-                .app()
-                .store
-                .content()
-                .clone_content();
-            let identical = self.nodes.iter().all(|n| {
-                n.proc
-                    .as_ref()
-                    .unwrap()
-                    .dfsm
-                    .app()
-                    .store
-                    .content()
-                    .clone_content()
-                    == first
-            });
+            let first = self.app_of(0).fingerprint();
+            let identical = (0..self.nodes.len()).all(|i| self.app_of(i).fingerprint() == first);
             if !identical && self.quirk_seen {
                 // Finding 1 diverged the members; C repairs that only through
                 // a VERIFY round (the mismatching members leave and resync).
@@ -1763,34 +2575,27 @@ impl Sim {
         while !self.parts[0].pending.is_empty() {
             self.deliver_one(0);
         }
-        let w = &self.writes[before];
-        if w.status != WriteStatus::Acked(0) {
-            self.fail(&format!(
-                "write {} after settling not acknowledged: {:?}",
-                w.op.id, w.status
-            ));
+        for w in &self.writes[before..] {
+            if !matches!(w.status, WriteStatus::Acked(_)) {
+                self.fail(&format!(
+                    "write {} after settling not acknowledged: {:?}",
+                    w.op.id, w.status
+                ));
+            }
         }
         self.stats.probes += 1;
     }
 
     fn check_settled(&mut self) {
-        let first = self.nodes[0]
-            .proc
-            .as_ref()
-            .unwrap()
-            .dfsm
-            .app()
-            .store
-            .clone();
+        let first = self.app_of(0).fingerprint();
         for n in &self.nodes {
             let pr = n.proc.as_ref().unwrap();
-            let s = &pr.dfsm.app().store;
-            if s.content() != first.content() {
+            if pr.dfsm.app().fingerprint() != first {
                 self.fail(&format!(
                     "after settling node {} differs:\n{:?}\n{:?}",
                     n.nodeid,
-                    s.content(),
-                    first.content()
+                    pr.dfsm.app().inner.values(),
+                    self.app_of(0).inner.values()
                 ));
             }
             if !pr.waiters.is_empty() || pr.dfsm.waiting().next().is_some() {
@@ -1803,7 +2608,9 @@ impl Sim {
         if self.writes.iter().any(|w| w.status == WriteStatus::Pending) {
             self.fail("a write is still pending after settling");
         }
-        self.check_lost_writes(&first);
+        self.explain_erasures();
+        let fin = self.app_of(0).inner.values();
+        self.check_lost_writes(&fin);
     }
 
     /// Was `later` written over `earlier`, directly or through a chain of
@@ -1824,96 +2631,195 @@ impl Sim {
         false
     }
 
-    /// A write that can start a fork: discarded from a queue 2 somewhere, or
-    /// applied by the processes of at most half of the nodes.
-    fn fork_source(&self, id: u64) -> bool {
-        let holders = self
-            .nodes
-            .iter()
-            .filter(|n| n.applied.contains_key(&id))
-            .count();
-        self.discarded_q2.contains(&id) || holders * 2 <= self.nodes.len()
+    /// The event that began the fork a resync found (module docs), from the
+    /// two histories and the simulator's log; `None`: no known cause.
+    fn cause_of(&self, e: &Erasure) -> Option<Cause> {
+        // (a) One branch's lineage lost a write the other branch has.
+        let lost_here = e.extra.iter().filter_map(|id| e.dropped_here.get(id));
+        let lost_there = e.erased.iter().filter_map(|id| e.dropped_there.get(id));
+        if let Some(&how) = lost_here.chain(lost_there).min() {
+            return Some(Cause::Queue(how));
+        }
+        // No fork (only after finding 1): the leader's lineage applied a
+        // resent write twice, so a state with fewer writes has the higher
+        // version.
+        if e.extra.is_empty() {
+            return (!e.twice_there.is_empty()).then_some(Cause::UnsyncedSender);
+        }
+        // The first write of each branch (the earliest first application
+        // among the writes the other branch lacks).
+        let first_of = |side: &BTreeSet<u64>| {
+            side.iter()
+                .copied()
+                .min_by_key(|id| (self.first_applied[id].event, *id))
+        };
+        let firsts: Vec<u64> = [&e.erased, &e.extra]
+            .into_iter()
+            .filter_map(first_of)
+            .collect();
+        // Finding 1: a write applied in a different order by the members.
+        if firsts.iter().any(|id| self.quirk_writes.contains(id)) {
+            return Some(Cause::UnsyncedSender);
+        }
+        // A branch began with a write first applied by at most half of the
+        // nodes: (b) because its group held at most half of the nodes, or
+        // (a) because the other members of a larger group lost it with a
+        // queue (their lineage may since have been replaced by a resync).
+        let n = self.nodes.len();
+        let mut causes = firsts.iter().filter_map(|id| {
+            let first = &self.first_applied[id];
+            if first.holders.len() * 2 > n {
+                None
+            } else if first.group * 2 <= n {
+                Some(Cause::MinorityGroup)
+            } else if let Some(&how) = self.queue_lost.get(id) {
+                Some(Cause::Queue(how))
+            } else if first.diverged {
+                Some(Cause::UnsyncedSender)
+            } else {
+                first.others.iter().find_map(|&(mode, why)| {
+                    (mode == Mode::Leave).then_some(Cause::LeftOnItsOwn(why?))
+                })
+            }
+        });
+        causes.next()
     }
 
-    fn check_lost_writes(&mut self, fin: &Store) {
-        for w in self.writes.clone() {
-            if w.status != WriteStatus::Acked(0) {
-                continue;
-            }
-            let key = &w.op.key;
-            let ok = match fin.entries.get(key) {
-                Some(e) => {
-                    let f = id_of(&e.value);
-                    f == w.op.id || self.applied_after(w.op.id, f)
-                }
-                None => {
-                    !w.op.set
-                        || self.writes.iter().any(|d| {
-                            !d.op.set && d.op.key == *key && self.applied_after(w.op.id, d.op.id)
+    /// Every erasure since the last settle must have a known cause.
+    fn explain_erasures(&mut self) {
+        for at in self.erasures_checked..self.erasures.len() {
+            let cause = self.cause_of(&self.erasures[at]);
+            let e = &self.erasures[at];
+            let Some(cause) = cause else {
+                let describe = |ids: &BTreeSet<u64>| -> Vec<String> {
+                    ids.iter()
+                        .map(|id| {
+                            let f = &self.first_applied[id];
+                            format!(
+                                "{id} (first applied by {:?} in a group of {}, the others {:?}, diverged {}; lost with a queue: {:?})",
+                                f.holders
+                                    .iter()
+                                    .map(|&i| self.nodes[i].nodeid)
+                                    .collect::<Vec<_>>(),
+                                f.group,
+                                f.others,
+                                f.diverged,
+                                self.queue_lost.get(id),
+                            )
                         })
-                }
+                        .collect()
+                };
+                self.fail(&format!(
+                    "resync of node {} from {} at step {} erased writes {:?} for the leader's {:?} \
+                     without a known cause (lost with a queue here {:?}, there {:?}; applied twice there {:?}; \
+                     unsynced senders' writes {:?})",
+                    self.nodes[e.node].nodeid,
+                    e.leader,
+                    e.step,
+                    describe(&e.erased),
+                    describe(&e.extra),
+                    e.dropped_here,
+                    e.dropped_there,
+                    e.twice_there,
+                    self.quirk_writes,
+                ));
             };
-            if ok {
+            *self.stats.erasures.entry(format!("{cause:?}")).or_default() += 1;
+            self.erasures[at].cause = Some(cause);
+        }
+        self.erasures_checked = self.erasures.len();
+    }
+
+    /// Is the acknowledged write `w` still visible in the final values (or
+    /// overwritten by a write applied after it)?
+    fn kept(&self, w: &WriteRec, fin: Val) -> bool {
+        let id = w.op.id;
+        let later_of = |kind: Kind| {
+            w.op.kind == kind
+                || self.writes.iter().any(|d| {
+                    d.op.kind == kind && d.op.key == w.op.key && self.applied_after(id, d.op.id)
+                })
+        };
+        match fin {
+            Val::Id(f) => f == id || self.applied_after(id, f),
+            Val::Absent => later_of(Kind::Delete),
+            Val::Empty => later_of(Kind::Create),
+        }
+    }
+
+    fn check_lost_writes(&mut self, fin: &BTreeMap<String, Val>) {
+        // DFSM_SIM_STRICT=1: accept only the brief's exception (every
+        // holder died), to find examples of the C protocol's losses.
+        let strict = std::env::var("DFSM_SIM_STRICT").is_ok_and(|v| v != "0");
+        for w in &self.writes {
+            let id = w.op.id;
+            if !matches!(w.status, WriteStatus::Acked(_))
+                || self.lost.contains(&id)
+                || self.kept(w, fin[&w.op.key])
+            {
                 continue;
             }
-            // Finding 2: accepted only if a resync erased it from a branch of
-            // a fork that was made by a queue-2 discard or by a write only a
-            // minority of the nodes applied, on either branch. (After finding
-            // 1 happened anything goes.)
-            let erased = self.erased.contains_key(&w.op.id);
-            let explained = self
+            // Accepted only under the C policies and if a resync with a known
+            // cause erased it (the cause of the last one counts).
+            let cause = self
                 .erased
-                .get(&w.op.id)
-                .into_iter()
-                .flatten()
-                .any(|extra| {
-                    std::iter::once(&w.op.id)
-                        .chain(extra)
-                        .any(|&z| self.fork_source(z))
-                });
+                .get(&id)
+                .and_then(|at| at.last())
+                .and_then(|&at| self.erasures[at].cause);
             let all_died = self
                 .nodes
                 .iter()
-                .filter_map(|n| n.applied.get(&w.op.id).map(|&at| n.last_death > at))
+                .filter_map(|n| n.applied.get(&id).map(|&at| n.last_death > at))
                 .all(|died| died);
-            // DFSM_SIM_STRICT=1: accept only the brief's exception (every
-            // holder died), to find examples of the C protocol's losses.
-            let strict = std::env::var("DFSM_SIM_STRICT").is_ok_and(|v| v != "0");
-            if self.policy != Policy::Strict
-                && (explained || self.quirk_seen)
+            if let Some(cause) = cause
+                && self.policy != Policy::Strict
                 && (!strict || all_died)
             {
+                self.trace(|| format!("acked write {id} lost ({cause:?})"));
+                self.lost.insert(id);
                 self.stats.lost_writes_c += 1;
-                if all_died {
-                    self.stats.lost_all_holders_died += 1;
-                }
-                if !self.quirk_seen && !all_died {
-                    let all: Vec<u64> = self.erased[&w.op.id]
-                        .iter()
-                        .flatten()
-                        .copied()
-                        .chain([w.op.id])
-                        .collect();
-                    if all.iter().any(|z| self.discarded_q2.contains(z)) {
-                        self.stats.lost_gated_q2 += 1;
-                    } else {
-                        self.stats.lost_gated_minority += 1;
-                    }
-                }
-                self.trace(|| format!("acked write {} lost (C protocol finding)", w.op.id));
+                self.stats.lost_all_holders_died += u64::from(all_died);
+                *self
+                    .stats
+                    .lost_by_cause
+                    .entry(format!("{cause:?}"))
+                    .or_default() += 1;
                 continue;
             }
             self.fail(&format!(
-                "acknowledged write {} ({} {} on node {}, acked at step {}) lost; final {:?}; erased: {erased}; \
-                 q2-discard involved: {}",
-                w.op.id,
-                if w.op.set { "set" } else { "del" },
-                key,
+                "acknowledged write {id} ({:?} {} on node {}, acked at step {}) lost; final {:?}; \
+                 erased by resyncs {:?}; q2-discard involved: {}",
+                w.op.kind,
+                w.op.key,
                 self.nodes[w.node].nodeid,
                 w.ack_step,
-                fin.entries.get(key),
-                self.erased.get(&w.op.id).into_iter().flatten().flatten().chain([&w.op.id]).any(|z| self.discarded_q2.contains(z)),
+                fin[&w.op.key],
+                self.erased.get(&id),
+                self.discarded_q2.contains(&id),
             ));
+        }
+    }
+
+    fn describe(&self, sender: MemberId, msg: &Message) -> String {
+        match &msg.body {
+            MessageBody::Normal { count, .. } => {
+                let shared = self.shared.borrow();
+                match shared.write_id(sender, msg).map(|id| &shared.ops[&id]) {
+                    Some(w) => format!("NORMAL #{count} write {} {:?} {}", w.id, w.kind, w.key),
+                    None => format!("NORMAL #{count}"),
+                }
+            }
+            MessageBody::SyncStart { epoch } => {
+                format!("SYNC_START {}/{}/{}", epoch.nodeid, epoch.pid, epoch.epoch)
+            }
+            MessageBody::State { epoch, .. } => {
+                format!("STATE {}/{}/{}", epoch.nodeid, epoch.pid, epoch.epoch)
+            }
+            MessageBody::Update { .. } => "UPDATE".into(),
+            MessageBody::UpdateComplete { .. } => "UPDATE_COMPLETE".into(),
+            MessageBody::VerifyRequest { csum_id, .. } => format!("VERIFY_REQUEST {csum_id}"),
+            MessageBody::Verify { csum_id, .. } => format!("VERIFY {csum_id}"),
+            MessageBody::Malformed(m) => format!("{m:?}"),
         }
     }
 }
@@ -1922,28 +2828,23 @@ fn sim_ids(sim: &Sim) -> Vec<u32> {
     sim.nodes.iter().map(|n| n.nodeid).collect()
 }
 
-fn describe(msg: &Message) -> String {
-    match &msg.body {
-        MessageBody::Normal { count, payload, .. } => match decode_write(payload) {
-            Some(w) => format!("NORMAL #{count} write {} {}", w.id, w.key),
-            None => format!("NORMAL #{count}"),
-        },
-        MessageBody::SyncStart { epoch } => {
-            format!("SYNC_START {}/{}/{}", epoch.nodeid, epoch.pid, epoch.epoch)
-        }
-        MessageBody::State { epoch, .. } => {
-            format!("STATE {}/{}/{}", epoch.nodeid, epoch.pid, epoch.epoch)
-        }
-        MessageBody::Update { .. } => "UPDATE".into(),
-        MessageBody::UpdateComplete { .. } => "UPDATE_COMPLETE".into(),
-        MessageBody::VerifyRequest { csum_id, .. } => format!("VERIFY_REQUEST {csum_id}"),
-        MessageBody::Verify { csum_id, .. } => format!("VERIFY {csum_id}"),
-        MessageBody::Malformed(m) => format!("{m:?}"),
-    }
-}
-
 fn run_seed(seed: u64, trace: bool, forced: Option<Policy>) -> Stats {
-    let mut sim = Sim::new(seed, trace, forced);
+    // The real stores live as long as the simulation (as the daemon's: a
+    // store session of the DCDB application is `Session<'static>`).
+    let dir = real_dcdb(seed).then(store_dir);
+    // Declared before the simulation, so dropped after it, also when a
+    // seed fails (its LMDB semaphores leave /dev/shm with the store).
+    let stores = Leaked(match &dir {
+        Some(dir) => (0..node_count(seed))
+            .map(|i| {
+                Store::open(&dir.path().join(format!("node{i}")))
+                    .expect("open a store")
+                    .leak()
+            })
+            .collect(),
+        None => Vec::new(),
+    });
+    let mut sim = Sim::new(seed, trace, forced, &stores.0);
     let rounds = sim.rng.range(1, 3);
     for _ in 0..rounds {
         let steps = sim.rng.range(100, 400);
@@ -1958,23 +2859,56 @@ fn run_seed(seed: u64, trace: bool, forced: Option<Policy>) -> Stats {
         Policy::Strict => sim.stats.runs_strict += 1,
     }
     sim.stats.runs_with_quirk += u64::from(sim.quirk_seen);
+    sim.stats.runs_dcdb += u64::from(sim.dcdb);
     sim.stats.phantom_writes += sim.phantom.len() as u64;
-    sim.stats.clone()
+    let stats = sim.stats.clone();
+    // Every session (and reader) of the stores goes with the simulation,
+    // before `stores`.
+    drop(sim);
+    stats
 }
+
+/// The leaked stores of a real-DCDB seed, reclaimed when dropped: after the
+/// simulation, which holds every borrow of them (declare it later).
+struct Leaked(Vec<&'static Store>);
+
+impl Drop for Leaked {
+    fn drop(&mut self) {
+        for store in self.0.drain(..) {
+            // SAFETY: the stores come from `Store::leak`, and the simulation,
+            // which held every borrow of them, was dropped before this.
+            unsafe { Store::reclaim(store) };
+        }
+    }
+}
+
+/// The seeds to run: `DFSM_SIM_SEED` (one), else `DFSM_SIM_SEED_BASE` (0)
+/// plus `0..n`, n from `count_var` or `default`.
+fn seeds(count_var: &str, default: u64) -> Vec<u64> {
+    let var = |name: &str| {
+        std::env::var(name).ok().map(|s| {
+            s.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} must be a number"))
+        })
+    };
+    if let Some(seed) = var("DFSM_SIM_SEED") {
+        return vec![seed];
+    }
+    let base = var("DFSM_SIM_SEED_BASE").unwrap_or(0);
+    (base..base + var(count_var).unwrap_or(default)).collect()
+}
+
+/// Lost acknowledged writes the C policies may lose, per 10,000
+/// acknowledged writes of their runs. Measured on seeds 0..25,000 (the C
+/// policies' 518,000 acknowledged writes): 232 overall, 163 to 283 in
+/// windows of 300 seeds (the default run: 257); the bound leaves room for
+/// other seed sets, while a change that loses noticeably more trips it.
+const C_LOSS_BOUND_PER_10K: u64 = 500;
 
 #[test]
 fn dfsm_simulation() {
     let trace = std::env::var("DFSM_SIM_TRACE").is_ok_and(|v| v != "0");
-    let seeds: Vec<u64> = match std::env::var("DFSM_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("DFSM_SIM_SEED must be a number")],
-        Err(_) => {
-            let n = std::env::var("DFSM_SIM_SEEDS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(300);
-            (0..n).collect()
-        }
-    };
+    let seeds = seeds("DFSM_SIM_SEEDS", 300);
     let started = std::time::Instant::now();
     let mut total = Stats::default();
     for &seed in &seeds {
@@ -1985,6 +2919,20 @@ fn dfsm_simulation() {
         seeds.len(),
         started.elapsed()
     );
+    eprintln!(
+        "C policies: {} acknowledged writes, {} lost as C findings, by cause {:?}; erasures by cause {:?}",
+        total.writes_acked_c, total.lost_writes_c, total.lost_by_cause, total.erasures
+    );
+    assert!(total.writes_acked > 0 && total.probes == total.settles);
+    // Too few runs say nothing about a share.
+    if total.runs_gated + total.runs_ungated >= 100 {
+        assert!(
+            total.lost_writes_c * 10_000 <= total.writes_acked_c * C_LOSS_BOUND_PER_10K,
+            "the C policies lost {} of {} acknowledged writes (bound {C_LOSS_BOUND_PER_10K} per 10,000)",
+            total.lost_writes_c,
+            total.writes_acked_c
+        );
+    }
 }
 
 /// Write-safe groups only (what a cluster of our nodes runs): every write
@@ -1993,17 +2941,15 @@ fn dfsm_simulation() {
 /// runs 100,000 seeds (RELIABILITY.md).
 #[test]
 fn dfsm_simulation_write_safety() {
-    let n: u64 = std::env::var("DFSM_SIM_STRICT_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(400);
+    let seeds = seeds("DFSM_SIM_STRICT_SEEDS", 400);
     let started = std::time::Instant::now();
     let mut total = Stats::default();
-    for seed in 0..n {
+    for &seed in &seeds {
         total.add(&run_seed(seed, false, Some(Policy::Strict)));
     }
     eprintln!(
-        "{n} write-safe seeds in {:.1?}: {total:?}",
+        "{} write-safe seeds in {:.1?}: {total:?}",
+        seeds.len(),
         started.elapsed()
     );
     assert!(total.writes_acked > 0 && total.probes == total.settles);
@@ -2024,7 +2970,7 @@ struct Script {
 }
 
 impl Script {
-    fn new(stores: Vec<Store>) -> Self {
+    fn new(stores: Vec<KvStore>) -> Self {
         let procs = stores
             .into_iter()
             .enumerate()
@@ -2110,7 +3056,7 @@ impl Script {
         let payload = encode_write(&WriteOp {
             id,
             key: key.into(),
-            set: true,
+            kind: Kind::Set,
         });
         let count = self.procs[i]
             .send_normal(SUBTYPE_WRITE, payload, self.clock)
@@ -2137,12 +3083,12 @@ fn is_state(m: &Message) -> bool {
     matches!(m.body, MessageBody::State { .. })
 }
 
-fn store_with(version: u64, mtime: u32) -> Store {
-    Store {
+fn store_with(version: u64, mtime: u32) -> KvStore {
+    KvStore {
         version,
         mtime,
         writer: 1,
-        ..Store::default()
+        ..KvStore::default()
     }
 }
 

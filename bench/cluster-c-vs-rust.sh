@@ -39,10 +39,23 @@ export LAB_DIR=$work/lab
 declare -A PID=()
 # shellcheck source=tests/cluster/daemons.sh
 . "$REPO/tests/cluster/daemons.sh"
-stop_all() {
-    local i
+running() { # pid: exists and is no zombie
+    local state
+    state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+stop_all() { # TERM, then KILL what has not exited after 10 s (a C daemon can hang there)
+    local i t
     for i in "${!PID[@]}"; do kill -TERM "${PID[$i]}" 2>/dev/null || true; done
-    for i in "${!PID[@]}"; do wait "${PID[$i]}" 2>/dev/null || true; done
+    for i in "${!PID[@]}"; do
+        t=0
+        while running "${PID[$i]}" && [ $t -lt 100 ]; do sleep 0.1; t=$((t + 1)); done
+        if running "${PID[$i]}"; then
+            echo "node $i: pid ${PID[$i]} ignored TERM for 10 s, killed" >&2
+            kill -KILL "${PID[$i]}" 2>/dev/null || true
+        fi
+        wait "${PID[$i]}" 2>/dev/null || true
+    done
     PID=()
 }
 cleanup() {

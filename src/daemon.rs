@@ -881,22 +881,40 @@ fn import_host_corosync_conf(
     Ok(())
 }
 
-/// Polls the ring without sleeping for up to `POLL_BEFORE_SLEEP`, yielding
-/// the CPU between polls (a caller on this CPU can run); true if something
-/// completed.
-fn poll_briefly(
-    reactor: &mut Reactor,
-    completions: &mut Vec<pmxcfs_reactor::Completion>,
-) -> Result<bool, DaemonError> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < POLL_BEFORE_SLEEP {
-        if reactor.wait(completions, Some(Duration::ZERO))? > 0 {
-            return Ok(true);
+/// How the loop waits for its next events: polling first only while that
+/// pays. It polls (for up to `POLL_BEFORE_SLEEP`, yielding the CPU between
+/// polls) when, the last time it went idle, the next event came within that
+/// time: a caller sending its next request at once. After a poll that found
+/// nothing (a write waiting for its CPG round trip, an idle daemon) it sleeps
+/// at once until an event again follows that quickly. Polling regardless
+/// cost the cluster: three daemons polling after every delivery took the two
+/// vCPUs corosync needed to pass the token (BENCHMARKS.md).
+struct Waiter {
+    poll_first: bool,
+}
+
+impl Waiter {
+    fn wait(
+        &mut self,
+        reactor: &mut Reactor,
+        completions: &mut Vec<pmxcfs_reactor::Completion>,
+        timeout: Option<Duration>,
+    ) -> Result<(), DaemonError> {
+        if self.poll_first {
+            let start = std::time::Instant::now();
+            while start.elapsed() < POLL_BEFORE_SLEEP {
+                if reactor.wait(completions, Some(Duration::ZERO))? > 0 {
+                    return Ok(());
+                }
+                // SAFETY: plain syscall.
+                unsafe { libc::sched_yield() };
+            }
         }
-        // SAFETY: plain syscall.
-        unsafe { libc::sched_yield() };
+        let start = std::time::Instant::now();
+        reactor.wait(completions, timeout)?;
+        self.poll_first = start.elapsed() < POLL_BEFORE_SLEEP;
+        Ok(())
     }
-    Ok(false)
 }
 
 /// What a stop leaves for the clients: the restart flag (PVE::IPCC retries
@@ -995,12 +1013,11 @@ fn serve(
     })?;
     let mut stopping = false;
     let mut read_errors = 0u32;
+    let mut waiter = Waiter { poll_first: true };
     while fuse_reads > 0 || poll_armed {
-        if !poll_briefly(reactor, &mut completions)? {
-            // libqb's deferred jobs must not wait for the next event.
-            let timeout = ipc.has_jobs().then_some(Duration::ZERO);
-            reactor.wait(&mut completions, timeout)?;
-        }
+        // libqb's deferred jobs must not wait for the next event.
+        let timeout = ipc.has_jobs().then_some(Duration::ZERO);
+        waiter.wait(reactor, &mut completions, timeout)?;
         for completion in completions.drain(..) {
             match completion.token {
                 TOKEN_SIGNAL => {
@@ -1192,6 +1209,39 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loop_polls_only_while_events_follow_quickly() {
+        let mut reactor = Reactor::new(8).expect("reactor");
+        let mut completions = Vec::new();
+        let mut waiter = Waiter { poll_first: true };
+        // The next event 20 ms away: the poll finds nothing, the loop
+        // sleeps, and does not poll the next time.
+        reactor
+            .timer(Duration::from_millis(20), Token(1))
+            .expect("timer");
+        let start = std::time::Instant::now();
+        while completions.is_empty() {
+            waiter
+                .wait(&mut reactor, &mut completions, None)
+                .expect("wait");
+        }
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert!(
+            !waiter.poll_first,
+            "a poll that found nothing keeps polling"
+        );
+        // An event at once (a zero timeout stands for one): polling pays
+        // again.
+        completions.clear();
+        waiter
+            .wait(&mut reactor, &mut completions, Some(Duration::ZERO))
+            .expect("wait");
+        assert!(
+            waiter.poll_first,
+            "a quick event does not bring polling back"
+        );
+    }
 
     #[test]
     fn loopback_addresses_are_not_the_node_ip() {

@@ -469,7 +469,8 @@ fn fault_campaign() {
     if keep {
         eprintln!("keeping {}", base.path().display());
     }
-    let lab = Lab::up(NODES, base.path().join("lab"));
+    let mut lab = Lab::up(NODES, base.path().join("lab"));
+    lab.keep = keep;
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
     // Before the daemon starts: its mount namespace copies this mount.
     let disk = SmallDisk::mount(&nodes[SMALL_DISK_NODE].dir.join("data"));

@@ -30,6 +30,8 @@ pub fn checked(what: &str, output: std::io::Result<Output>) -> Output {
 pub struct Lab {
     pub dir: PathBuf,
     pub nodes: u32,
+    /// Keep the directory (logs, data dirs) at the teardown.
+    pub keep: bool,
     down: bool,
 }
 
@@ -39,6 +41,7 @@ impl Lab {
         let lab = Lab {
             dir,
             nodes,
+            keep: false,
             down: false,
         };
         checked(
@@ -104,11 +107,11 @@ impl Drop for Lab {
             self.print_logs();
         }
         self.down = true;
-        match Command::new(lab_script())
-            .arg("down")
-            .arg(&self.dir)
-            .output()
-        {
+        let mut down = Command::new(lab_script());
+        if self.keep {
+            down.env("LAB_KEEP", "1");
+        }
+        match down.arg("down").arg(&self.dir).output() {
             Ok(output) if output.status.success() => {}
             Ok(output) => eprintln!(
                 "lab.sh down failed: {}",

@@ -27,6 +27,10 @@ use crate::lock::{DataDirLock, LockError};
 
 /// Requests the kernel may hand us at once (reads posted on /dev/fuse).
 const FUSE_READS_IN_FLIGHT: u64 = 4;
+// The reads of /dev/fuse carry the tokens 0..FUSE_READS_IN_FLIGHT; every
+// other operation a token of its own (below, `cluster`, `control`, the IPC
+// server's range).
+const _: () = assert!(FUSE_READS_IN_FLIGHT <= 100);
 /// In relaxed durability the journal is synced at most this long after a
 /// change was acknowledged (what a power loss can take; ARCHITECTURE.md),
 /// plus the time the disk takes.
@@ -1145,7 +1149,7 @@ fn serve(
                         fuse_reads += 1;
                     }
                 }
-                Token(_) => {
+                token if token.0 < FUSE_READS_IN_FLIGHT => {
                     fuse_reads -= 1;
                     let mut buffer = completion.buffer.unwrap_or_default();
                     let result = completion.result;
@@ -1185,6 +1189,11 @@ fn serve(
                         reactor.read(channel.fd(), buffer, completion.token)?;
                         fuse_reads += 1;
                     }
+                }
+                token => {
+                    // Every operation the loop submits has a token above;
+                    // this one is a bug, not a FUSE read.
+                    tracing::error!(?token, "completion of an unknown operation, ignored");
                 }
             }
         }

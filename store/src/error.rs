@@ -21,6 +21,10 @@ pub enum StoreError {
     Access,
     #[error("file too large")]
     TooBig,
+    /// An op whose journal record would pass `RECORD_PAYLOAD_MAX` (paths of
+    /// tens of KiB; the kernel's own paths end at 4 KiB).
+    #[error("path too long")]
+    PathTooLong,
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
     #[error("an earlier write to the database failed; the store refuses changes until restart")]
@@ -55,6 +59,7 @@ impl StoreError {
             StoreError::NotEmpty => libc::ENOTEMPTY,
             StoreError::Access => libc::EACCES,
             StoreError::TooBig => libc::EFBIG,
+            StoreError::PathTooLong => libc::ENAMETOOLONG,
             StoreError::Invalid(_) => libc::EINVAL,
             // A full disk says so (C answers EIO for every disk failure).
             StoreError::Io { source, .. } | StoreError::Db(heed::Error::Io(source))
@@ -83,6 +88,7 @@ impl StoreError {
                 | StoreError::NotEmpty
                 | StoreError::Access
                 | StoreError::TooBig
+                | StoreError::PathTooLong
                 | StoreError::Invalid(_)
         )
     }

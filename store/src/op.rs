@@ -69,6 +69,17 @@ impl Op<'_> {
 /// Fixed part of an encoded op (journal payload), little-endian.
 const FIXED_LEN: usize = 32;
 
+/// The length of the op's encoding (`encode`), without encoding it.
+pub fn encoded_len(op: &Op<'_>) -> usize {
+    FIXED_LEN
+        + match *op {
+            Op::Create { path } | Op::Mkdir { path } | Op::Delete { path } => path.len(),
+            Op::Mtime { path, .. } => path.len(),
+            Op::Write { path, data, .. } => path.len() + data.len(),
+            Op::Rename { from, to } => from.len() + to.len(),
+        }
+}
+
 /// Encodes an op with its origin (the journal payload).
 pub fn encode(out: &mut Vec<u8>, op: &Op<'_>, origin: Origin) {
     let (path, to, data, offset, flag) = match *op {
@@ -176,6 +187,7 @@ mod tests {
         for op in ops {
             let mut bytes = Vec::new();
             encode(&mut bytes, &op, origin);
+            assert_eq!(encoded_len(&op), bytes.len(), "{op:?}");
             assert_eq!(decode(&bytes), Some((op, origin)));
             for cut in 0..bytes.len() {
                 assert_eq!(decode(&bytes[..cut]), None);

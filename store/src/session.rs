@@ -578,6 +578,11 @@ impl<'s> Session<'s> {
         if self.poisoned && !self.replaying {
             return Err(StoreError::Poisoned);
         }
+        // Refused before it changes anything: its record would not fit the
+        // journal (a 1 MiB write fits with paths of up to ~16 KiB).
+        if op::encoded_len(op) > journal::RECORD_PAYLOAD_MAX {
+            return Err(StoreError::PathTooLong);
+        }
         let mut changed = false;
         let result = self.execute(op, origin, &mut changed);
         if let Err(error) = &result

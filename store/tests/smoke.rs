@@ -132,3 +132,81 @@ fn sessions_move_between_threads() {
     // SAFETY: the session (and its reader) are gone.
     unsafe { Store::reclaim(store) };
 }
+
+/// The largest write the tree takes (1 MiB) at a deep path is journaled and
+/// replayed; a write whose journal record would pass the record limit (a
+/// path of tens of KiB) is refused with ENAMETOOLONG and changes nothing,
+/// instead of bringing the daemon down.
+#[test]
+fn the_largest_records_are_journaled_and_larger_ones_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let component = vec![b'd'; 250];
+    let data = vec![b'x'; pmxcfs_store::MAX_FILE_SIZE];
+    // A 1 MiB write at a 4 KiB path (the kernel's PATH_MAX): accepted.
+    let mut shallow = Vec::new();
+    // A path well past the record's room for paths.
+    let mut deep = Vec::new();
+    {
+        let store = Store::open(dir.path()).expect("open");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut writer = session.writer(&mut permit);
+        let mut path = Vec::new();
+        while path.len() < 24 * 1024 {
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&component);
+            writer
+                .apply(&Op::Mkdir { path: &path }, ORIGIN)
+                .expect("mkdir");
+            if shallow.is_empty() && path.len() > 3800 {
+                shallow = [&path[..], b"/f"].concat();
+            }
+        }
+        deep = [&path[..], b"/f"].concat();
+        for path in [&shallow, &deep] {
+            writer.apply(&Op::Create { path }, ORIGIN).expect("create");
+        }
+        let write = |path| Op::Write {
+            path,
+            offset: 0,
+            data: &data,
+            truncate: true,
+        };
+        assert_eq!(
+            writer.apply(&write(&shallow), ORIGIN).expect("1 MiB write"),
+            data.len() as u32
+        );
+        let refused = writer.apply(&write(&deep), ORIGIN);
+        assert!(
+            matches!(&refused, Err(error) if error.errno() == libc::ENAMETOOLONG && error.is_refusal()),
+            "{refused:?}"
+        );
+        // A rename between two deep paths fits (no data).
+        let renamed = [&deep[..], b"2"].concat();
+        writer
+            .apply(
+                &Op::Rename {
+                    from: &deep,
+                    to: &renamed,
+                },
+                ORIGIN,
+            )
+            .expect("rename");
+        session.commit().expect("commit");
+        deep = renamed;
+    }
+    let store = Store::open(dir.path()).expect("reopen");
+    let (session, _permit) = store.session(Durability::Relaxed).expect("session");
+    let reader = session.reader();
+    let file = reader
+        .resolve(&shallow)
+        .expect("resolve")
+        .expect("the 1 MiB file");
+    assert_eq!(file.data, &data[..]);
+    let moved = reader
+        .resolve(&deep)
+        .expect("resolve")
+        .expect("the renamed file");
+    assert!(moved.data.is_empty(), "the refused write changed nothing");
+}

@@ -144,8 +144,8 @@ fn the_largest_records_are_journaled_and_larger_ones_refused() {
     let data = vec![b'x'; pmxcfs_store::MAX_FILE_SIZE];
     // A 1 MiB write at a 4 KiB path (the kernel's PATH_MAX): accepted.
     let mut shallow = Vec::new();
-    // A path well past the record's room for paths.
-    let mut deep = Vec::new();
+    // A path well past the record's room for paths (renamed at the end).
+    let renamed;
     {
         let store = Store::open(dir.path()).expect("open");
         let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
@@ -163,7 +163,7 @@ fn the_largest_records_are_journaled_and_larger_ones_refused() {
                 shallow = [&path[..], b"/f"].concat();
             }
         }
-        deep = [&path[..], b"/f"].concat();
+        let deep = [&path[..], b"/f"].concat();
         for path in [&shallow, &deep] {
             writer.apply(&Op::Create { path }, ORIGIN).expect("create");
         }
@@ -183,7 +183,7 @@ fn the_largest_records_are_journaled_and_larger_ones_refused() {
             "{refused:?}"
         );
         // A rename between two deep paths fits (no data).
-        let renamed = [&deep[..], b"2"].concat();
+        renamed = [&deep[..], b"2"].concat();
         writer
             .apply(
                 &Op::Rename {
@@ -194,7 +194,6 @@ fn the_largest_records_are_journaled_and_larger_ones_refused() {
             )
             .expect("rename");
         session.commit().expect("commit");
-        deep = renamed;
     }
     let store = Store::open(dir.path()).expect("reopen");
     let (session, _permit) = store.session(Durability::Relaxed).expect("session");
@@ -205,7 +204,7 @@ fn the_largest_records_are_journaled_and_larger_ones_refused() {
         .expect("the 1 MiB file");
     assert_eq!(file.data, &data[..]);
     let moved = reader
-        .resolve(&deep)
+        .resolve(&renamed)
         .expect("resolve")
         .expect("the renamed file");
     assert!(moved.data.is_empty(), "the refused write changed nothing");

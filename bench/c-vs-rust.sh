@@ -56,6 +56,12 @@ EXTRA_PID=
 
 echo "C: $C_PMXCFS"
 echo "Rust: $RUST_PMXCFS"
+# Memory of both daemons after the run (the tree fsload left: its last phase deletes the
+# small files, the big ones stay): resident now and at the peak.
+mem() { # pid
+    awk '/^VmHWM|^VmRSS|^RssAnon|^RssFile/ { printf "%s %.0f MiB  ", $1, $2 / 1024 }' "/proc/$1/status" 2>/dev/null
+}
+echo "daemon memory: C $(mem "$C_PID")| Rust $(mem "$R_PID")"
 awk '
     function field(line, key,    s) {
         s = line

@@ -650,6 +650,17 @@ mod tests {
         for len in 0..out.len() {
             assert!(UnlockPayload::decode(&out[..len]).is_err(), "len {len}");
         }
+        // The refusals say what was expected (the daemon logs them).
+        for len in [10, 32] {
+            assert_eq!(
+                UnlockPayload::decode(&out[..len]),
+                Err(WireError::Short {
+                    what: "unlock payload",
+                    len,
+                    min: 33
+                })
+            );
+        }
         assert_eq!(
             decode_dcdb(8, &out),
             Ok((DcdbType::Unlock, DcdbPayload::Unlock(payload)))
@@ -698,6 +709,15 @@ mod tests {
             for len in 0..bytes.len() {
                 assert!(UpdateEntry::decode(&bytes[..len]).is_err(), "len {len}");
             }
+            let short = bytes.len() - 1;
+            assert_eq!(
+                UpdateEntry::decode(&bytes[..short]),
+                Err(WireError::LengthMismatch {
+                    what: "update entry",
+                    len: short,
+                    expected: bytes.len() as u64,
+                })
+            );
         }
     }
 

@@ -771,6 +771,12 @@ mod tests {
             (17, 2, 1, 99)
         );
         assert_eq!(view.entries().collect::<Vec<_>>(), entries);
+        assert_eq!((view.len(), view.is_empty()), (2, false));
+        assert_eq!(view.header().version, 17);
+        let mut empty = Vec::new();
+        encode_index(1, 0, 0, 0, &[], &mut empty).expect("encodes");
+        let empty = IndexView::decode(&empty).expect("decodes");
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
         assert_eq!(view.entry(1), Some(entries[1]));
         assert_eq!(view.entry(2), None);
         for len in 0..out.len() {

@@ -422,6 +422,11 @@ mod tests {
             let mut out = Vec::new();
             message.encode(&mut out);
             assert_eq!(out, sample);
+            let expected = match message {
+                Message::Normal { .. } => None,
+                _ => Some(EPOCH),
+            };
+            assert_eq!(message.epoch(), expected, "{message:?}");
         }
     }
 

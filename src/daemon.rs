@@ -904,7 +904,8 @@ impl Waiter {
         completions: &mut Vec<pmxcfs_reactor::Completion>,
         timeout: Option<Duration>,
     ) -> Result<(), DaemonError> {
-        if self.poll_first {
+        // With work waiting (a zero timeout) there is nothing to poll for.
+        if self.poll_first && timeout != Some(Duration::ZERO) {
             let start = std::time::Instant::now();
             while start.elapsed() < POLL_BEFORE_SLEEP {
                 if reactor.wait(completions, Some(Duration::ZERO))? > 0 {

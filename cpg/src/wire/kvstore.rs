@@ -589,7 +589,14 @@ mod tests {
         let state = ClogState::decode(&blob).expect("decodes");
         assert_eq!(state.cpos(), 0);
         assert_eq!(state.entries().count(), 0);
-        assert!(ClogState::decode(&blob[..8]).is_err());
+        assert_eq!(
+            ClogState::decode(&blob[..8]),
+            Err(WireError::Short {
+                what: "cluster log state",
+                len: 8,
+                min: 9
+            })
+        );
         assert!(ClogState::decode(&blob[..100]).is_err());
         let mut bad_cpos = blob.clone();
         bad_cpos[4..8].copy_from_slice(&(CLOG_DEFAULT_BYTES - 10).to_le_bytes());
@@ -662,5 +669,15 @@ mod tests {
         let items: Vec<_> = state.entries().collect();
         assert_eq!(items.len(), 2);
         assert!(matches!(items[1], Err(WireError::ClogPosition { .. })));
+        // The walk's upper bound, as C's: a prev of exactly cpos + the
+        // largest entry is outside it, one slot more is inside.
+        let bound = 200 + CLOG_MAX_ENTRY_BYTES as u32;
+        for (prev, expected) in [(bound, vec![200]), (bound + 8, vec![200, bound + 8])] {
+            put(&mut blob, 200, prev);
+            put(&mut blob, prev as usize, 0);
+            let state = ClogState::decode(&blob).expect("decodes");
+            let offsets: Vec<u32> = state.entries().map(|item| item.expect("entry").0).collect();
+            assert_eq!(offsets, expected, "prev {prev}");
+        }
     }
 }

@@ -679,5 +679,12 @@ mod tests {
             let offsets: Vec<u32> = state.entries().map(|item| item.expect("entry").0).collect();
             assert_eq!(offsets, expected, "prev {prev}");
         }
+        // An entry that links to itself is no wrap-around (C would walk it
+        // forever): the walk ends with ClogCycle.
+        put(&mut blob, 200, 200);
+        let state = ClogState::decode(&blob).expect("decodes");
+        let items: Vec<_> = state.entries().collect();
+        assert_eq!(items.last(), Some(&Err(WireError::ClogCycle)));
+        assert!(items.len() > 2);
     }
 }

@@ -24,6 +24,35 @@
 #[cfg(not(target_endian = "little"))]
 compile_error!("the DFSM wire formats are little-endian; big-endian hosts are not supported");
 
+/// A wire code as a `#[repr]` enum with its `TryFrom` (an unknown code is
+/// `$unknown(code)`): each code is written once.
+macro_rules! wire_code {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $repr:ident, unknown = $unknown:path {
+            $($(#[$variant_meta:meta])* $variant:ident = $code:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$variant_meta])* $variant = $code,)+
+        }
+
+        impl TryFrom<$repr> for $name {
+            type Error = WireError;
+
+            fn try_from(value: $repr) -> Result<Self, WireError> {
+                match value {
+                    $($code => Ok(Self::$variant),)+
+                    other => Err($unknown(other)),
+                }
+            }
+        }
+    };
+}
+
 pub mod dcdb;
 mod error;
 pub mod header;
@@ -89,3 +118,45 @@ fn c_string_len(what: &'static str, value: &[u8], max: u64) -> Result<u32, WireE
 
 #[cfg(test)]
 mod proptests;
+
+#[cfg(test)]
+mod code_tests {
+    use super::*;
+
+    /// Every code maps to the variant whose discriminant it is, and only
+    /// the defined codes do.
+    #[test]
+    fn codes_map_to_their_variants_and_nothing_else() {
+        let known: Vec<u16> = (0..=u16::MAX)
+            .filter(|&code| match MessageType::try_from(code) {
+                Ok(ty) => {
+                    assert_eq!(ty as u16, code);
+                    true
+                }
+                Err(error) => {
+                    assert_eq!(error, WireError::UnknownMessageType(code));
+                    false
+                }
+            })
+            .collect();
+        assert_eq!(known, (0..=6).collect::<Vec<_>>());
+        let dcdb: Vec<u16> = (0..=u16::MAX)
+            .filter(|&code| DcdbType::try_from(code).is_ok_and(|ty| ty as u16 == code))
+            .collect();
+        assert_eq!(dcdb, (1..=8).collect::<Vec<_>>());
+        assert_eq!(DcdbType::try_from(9), Err(WireError::UnknownDcdbType(9)));
+        let kvstore: Vec<u16> = (0..=u16::MAX)
+            .filter(|&code| KvstoreType::try_from(code).is_ok_and(|ty| ty as u16 == code))
+            .collect();
+        assert_eq!(kvstore, [1, 2, 3]);
+        assert_eq!(
+            KvstoreType::try_from(0),
+            Err(WireError::UnknownKvstoreType(0))
+        );
+        let entries: Vec<u8> = (0..=u8::MAX)
+            .filter(|&code| EntryType::try_from(code).is_ok_and(|ty| ty as u8 == code))
+            .collect();
+        assert_eq!(entries, [4, 8]);
+        assert_eq!(EntryType::try_from(6), Err(WireError::UnknownEntryType(6)));
+    }
+}

@@ -17,35 +17,17 @@ pub const INDEX_HEADER_BYTES: usize = 32;
 /// Size of [`IndexEntry`].
 pub const INDEX_ENTRY_BYTES: usize = 40;
 
-/// DCDB application message type, the NORMAL subtype (§9.1).
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DcdbType {
-    Write = 1,
-    Mkdir = 2,
-    Delete = 3,
-    Rename = 4,
-    Create = 5,
-    Mtime = 6,
-    UnlockRequest = 7,
-    Unlock = 8,
-}
-
-impl TryFrom<u16> for DcdbType {
-    type Error = WireError;
-
-    fn try_from(value: u16) -> Result<Self, WireError> {
-        Ok(match value {
-            1 => Self::Write,
-            2 => Self::Mkdir,
-            3 => Self::Delete,
-            4 => Self::Rename,
-            5 => Self::Create,
-            6 => Self::Mtime,
-            7 => Self::UnlockRequest,
-            8 => Self::Unlock,
-            other => return Err(WireError::UnknownDcdbType(other)),
-        })
+wire_code! {
+    /// DCDB application message type, the NORMAL subtype (§9.1).
+    pub enum DcdbType: u16, unknown = WireError::UnknownDcdbType {
+        Write = 1,
+        Mkdir = 2,
+        Delete = 3,
+        Rename = 4,
+        Create = 5,
+        Mtime = 6,
+        UnlockRequest = 7,
+        Unlock = 8,
     }
 }
 
@@ -251,23 +233,11 @@ impl<'a> UnlockPayload<'a> {
     }
 }
 
-/// Tree entry type, the `type` byte of an UPDATE (DT_DIR / DT_REG).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EntryType {
-    Dir = 4,
-    File = 8,
-}
-
-impl TryFrom<u8> for EntryType {
-    type Error = WireError;
-
-    fn try_from(value: u8) -> Result<Self, WireError> {
-        match value {
-            4 => Ok(Self::Dir),
-            8 => Ok(Self::File),
-            other => Err(WireError::UnknownEntryType(other)),
-        }
+wire_code! {
+    /// Tree entry type, the `type` byte of an UPDATE (DT_DIR / DT_REG).
+    pub enum EntryType: u8, unknown = WireError::UnknownEntryType {
+        Dir = 4,
+        File = 8,
     }
 }
 

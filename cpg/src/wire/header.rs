@@ -15,33 +15,16 @@ pub const VERIFY_REQUEST_PAYLOAD_BYTES: usize = 8;
 /// VERIFY payload: `csum_id` (u64) + SHA-256.
 pub const VERIFY_PAYLOAD_BYTES: usize = 40;
 
-/// DFSM message type, the base header's `type` (§3).
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MessageType {
-    Normal = 0,
-    SyncStart = 1,
-    State = 2,
-    Update = 3,
-    UpdateComplete = 4,
-    VerifyRequest = 5,
-    Verify = 6,
-}
-
-impl TryFrom<u16> for MessageType {
-    type Error = WireError;
-
-    fn try_from(value: u16) -> Result<Self, WireError> {
-        Ok(match value {
-            0 => Self::Normal,
-            1 => Self::SyncStart,
-            2 => Self::State,
-            3 => Self::Update,
-            4 => Self::UpdateComplete,
-            5 => Self::VerifyRequest,
-            6 => Self::Verify,
-            other => return Err(WireError::UnknownMessageType(other)),
-        })
+wire_code! {
+    /// DFSM message type, the base header's `type` (§3).
+    pub enum MessageType: u16, unknown = WireError::UnknownMessageType {
+        Normal = 0,
+        SyncStart = 1,
+        State = 2,
+        Update = 3,
+        UpdateComplete = 4,
+        VerifyRequest = 5,
+        Verify = 6,
     }
 }
 

@@ -21,26 +21,13 @@ pub const CLOG_DEFAULT_BYTES: u32 = 131_072;
 /// C `sizeof(clog_base_t)`: `size` and `cpos`; entries start here.
 pub const CLOG_BASE_BYTES: usize = 8;
 
-/// kvstore application message type, the NORMAL subtype (§10.1).
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum KvstoreType {
-    Update = 1,
-    /// Defined, never sent; C receivers log it as unknown.
-    UpdateComplete = 2,
-    Log = 3,
-}
-
-impl TryFrom<u16> for KvstoreType {
-    type Error = WireError;
-
-    fn try_from(value: u16) -> Result<Self, WireError> {
-        match value {
-            1 => Ok(Self::Update),
-            2 => Ok(Self::UpdateComplete),
-            3 => Ok(Self::Log),
-            other => Err(WireError::UnknownKvstoreType(other)),
-        }
+wire_code! {
+    /// kvstore application message type, the NORMAL subtype (§10.1).
+    pub enum KvstoreType: u16, unknown = WireError::UnknownKvstoreType {
+        Update = 1,
+        /// Defined, never sent; C receivers log it as unknown.
+        UpdateComplete = 2,
+        Log = 3,
     }
 }
 

@@ -178,16 +178,6 @@ impl<'a, 's> Dcdb<'a, 's> {
         std::mem::take(&mut self.resynced)
     }
 
-    /// The leader's index of the current state exchange.
-    pub fn leader_index(&self) -> Option<&[u8]> {
-        self.leader_index.as_deref()
-    }
-
-    /// Our own index as sent in the current state exchange.
-    pub fn local_index(&self) -> Option<&[u8]> {
-        self.local_index.as_deref()
-    }
-
     /// The store inodes of `path`'s directory and of `path` itself, as they
     /// are before a change (for the caller's cache invalidation).
     fn resolve_before(&self, path: &[u8]) -> (Option<u64>, Option<u64>) {

@@ -313,6 +313,24 @@ struct Outcome {
     produced_updates: Vec<Vec<u8>>,
     results_checked: usize,
     rows: Vec<Row>,
+    /// Tree changes whose before-state (the caller's invalidations) was
+    /// checked, and among them: (path existed, parent below the root,
+    /// path new).
+    changes_checked: usize,
+    change_kinds: (usize, usize, usize),
+    /// Resyncs committed (`take_resynced`).
+    resyncs: usize,
+}
+
+/// The store inodes of `path`'s directory and of `path` before a change,
+/// resolved here from the tree (what a `Change` must report).
+fn before_state(reader: &Reader<'_>, path: &[u8]) -> (Option<u64>, Option<u64>) {
+    let parent = path
+        .iter()
+        .rposition(|byte| *byte == b'/')
+        .map_or(&b""[..], |slash| &path[..slash]);
+    let inode = |p: &[u8]| reader.resolve(p).ok().flatten().map(|e| e.meta.inode);
+    (inode(parent), inode(path))
 }
 
 fn replay(node: u64) -> Outcome {
@@ -333,6 +351,9 @@ fn replay(node: u64) -> Outcome {
     // (count, subtype, data size, operation, client result) of our writes.
     let mut writes: Vec<(u64, u16, usize, String, String)> = Vec::new();
     let mut compared = 0;
+    let mut changes_checked = 0;
+    let mut change_kinds = (0, 0, 0);
+    let mut resyncs = 0;
     let drain = |dfsm: &mut Dfsm<Dcdb<'_, '_>>,
                  produced: &mut std::collections::VecDeque<Vec<u8>>,
                  produced_updates: &mut Vec<Vec<u8>>,
@@ -372,7 +393,42 @@ fn replay(node: u64) -> Outcome {
                 now,
             } => {
                 clock.store(u64::from(*now), Ordering::Relaxed);
-                dfsm.on_deliver(*sender, to_dfsm(bytes, file), *now);
+                let msg = to_dfsm(bytes, file);
+                // What the tree held for the path of a write, before it.
+                let before = match &msg.body {
+                    MessageBody::Normal {
+                        subtype: 1..=6,
+                        payload,
+                        ..
+                    } => wire::FusePayload::decode(payload).ok().map(|fuse| {
+                        let reader = dfsm.app().session().reader();
+                        (fuse.path.to_vec(), before_state(&reader, fuse.path))
+                    }),
+                    _ => None,
+                };
+                dfsm.on_deliver(*sender, msg, *now);
+                if dfsm.app_mut().take_resynced() {
+                    resyncs += 1;
+                    assert!(!dfsm.app_mut().take_resynced(), "taken twice");
+                }
+                for change in dfsm.app_mut().drain_changed() {
+                    if let Some((path, state)) = &before
+                        && change.sender == *sender
+                        && change.path == *path
+                    {
+                        assert_eq!(
+                            (change.parent_before, change.inode_before),
+                            *state,
+                            "node {node}: change of {}",
+                            String::from_utf8_lossy(path)
+                        );
+                        changes_checked += 1;
+                        change_kinds.0 += usize::from(state.1.is_some());
+                        change_kinds.1 +=
+                            usize::from(state.0.is_some_and(|p| p != pmxcfs_store::ROOT_INODE));
+                        change_kinds.2 += usize::from(state.1.is_none());
+                    }
+                }
             }
             Event::Mcast {
                 file,
@@ -461,7 +517,7 @@ fn replay(node: u64) -> Outcome {
     }
     let rows = rows_of(&dfsm.app().session().reader());
     eprintln!(
-        "node {node}: {compared} multicasts compared, {} UPDATEs, {results_checked} results, {} rows, mode {:?}",
+        "node {node}: {compared} multicasts compared, {} UPDATEs, {results_checked} results, {} rows, {changes_checked} changes {change_kinds:?}, {resyncs} resyncs, mode {:?}",
         produced_updates.len(),
         rows.len(),
         dfsm.mode()
@@ -473,6 +529,9 @@ fn replay(node: u64) -> Outcome {
         produced_updates,
         results_checked,
         rows,
+        changes_checked,
+        change_kinds,
+        resyncs,
     }
 }
 
@@ -499,6 +558,18 @@ fn assert_rows(actual: &[Row], expected: &[Row], node: u64) {
     assert_eq!(show(actual), show(&expected), "node {node}: final tree");
 }
 
+/// The replays change existing files, files below directories and new
+/// files: each kind's before-state was checked at least once.
+fn assert_kinds(outcome: &Outcome) {
+    let (existing, nested, new) = outcome.change_kinds;
+    assert!(
+        outcome.changes_checked > 0 && existing > 0 && nested > 0 && new > 0,
+        "changes checked {} {:?}",
+        outcome.changes_checked,
+        outcome.change_kinds
+    );
+}
+
 #[test]
 fn node2_replay_matches_its_multicasts_results_and_final_tree() {
     let outcome = replay(2);
@@ -507,6 +578,9 @@ fn node2_replay_matches_its_multicasts_results_and_final_tree() {
     assert!(outcome.produced_updates.is_empty() && outcome.captured_updates.is_empty());
     assert_eq!(outcome.results_checked, 2);
     assert_rows(&outcome.rows, &final_tree("final-tree-n2.json"), 2);
+    // Node 2 joined late: the leader's resync once, then every write.
+    assert_eq!(outcome.resyncs, 1);
+    assert_kinds(&outcome);
 }
 
 #[test]
@@ -523,4 +597,7 @@ fn node1_replay_is_the_leader_and_sends_the_captured_updates() {
     );
     assert!(outcome.results_checked > 10, "{}", outcome.results_checked);
     assert_rows(&outcome.rows, &final_tree("final-tree-n1.json"), 1);
+    // The leader commits no resync of its own.
+    assert_eq!(outcome.resyncs, 0);
+    assert_kinds(&outcome);
 }

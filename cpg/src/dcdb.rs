@@ -545,3 +545,71 @@ impl Application for Dcdb<'_, '_> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{IndexEntry, UpdateEntry, encode_index};
+    use pmxcfs_store::{Durability, Op, Store};
+
+    const ORIGIN: Origin = Origin {
+        writer: 1,
+        mtime: 1_700_000_000,
+    };
+
+    fn view_of(blob: &[u8]) -> IndexView<'_> {
+        IndexView::decode(blob).expect("index decodes")
+    }
+
+    /// The leader sends, per other member, exactly the entries whose record
+    /// differs from that member's (or that it lacks), each inode once, in
+    /// index order; nothing for a member that is in sync, and nothing for
+    /// its own index.
+    #[test]
+    fn the_leader_sends_exactly_what_each_member_lacks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut app = Dcdb::new(&mut session, &mut permit);
+        for op in [
+            Op::Mkdir { path: b"nodes" },
+            Op::Create { path: b"nodes/a" },
+            Op::Create { path: b"nodes/b" },
+            Op::Create { path: b"nodes/c" },
+        ] {
+            app.writer().apply(&op, ORIGIN).expect("apply");
+        }
+        let master_blob = app.session().reader().index().expect("index");
+        let master = view_of(&master_blob);
+        let entries: Vec<IndexEntry> = master.entries().collect();
+        assert!(entries.len() >= 5, "root, nodes, a, b, c");
+        // Member 2: one record changed, one missing; member 3: in sync.
+        let mut changed = entries.clone();
+        changed[2].digest[0] ^= 1;
+        let missing = changed.remove(4);
+        let mut slave_blob = Vec::new();
+        encode_index(1, 0, 0, 0, &changed, &mut slave_blob).expect("encodes");
+        let member = |nodeid| MemberId { nodeid, pid: 100 };
+        let states = [
+            (member(1), view_of(&master_blob)),
+            (member(2), view_of(&slave_blob)),
+            (member(3), view_of(&master_blob)),
+        ];
+        let updates = app.create_updates(&master, &states).expect("updates");
+        let inodes: Vec<u64> = updates
+            .iter()
+            .map(|payload| UpdateEntry::decode(payload).expect("update").inode)
+            .collect();
+        assert_eq!(inodes, [entries[2].inode, missing.inode]);
+        // In sync everywhere: nothing to send.
+        let in_sync = [
+            (member(1), view_of(&master_blob)),
+            (member(3), view_of(&master_blob)),
+        ];
+        assert!(
+            app.create_updates(&master, &in_sync)
+                .expect("none")
+                .is_empty()
+        );
+    }
+}

@@ -457,19 +457,9 @@ impl Application for Dcdb<'_, '_> {
                 }
             }
         }
-        // memdb.md §8: first member, replaced by a higher version, or the
-        // same version and a newer mtime.
-        let Some(mut leader) = (!views.is_empty()).then_some(0) else {
+        let Some(leader) = choose_leader(&views) else {
             return Err(AppError::LEAVE);
         };
-        for (i, (_, view)) in views.iter().enumerate().skip(1) {
-            let best = &views[leader].1;
-            if view.version() > best.version()
-                || view.version() == best.version() && view.mtime() > best.mtime()
-            {
-                leader = i;
-            }
-        }
         let (leader_id, master) = views[leader];
         tracing::info!("leader is {}", fmt_member(leader_id));
         let synced: Vec<bool> = views
@@ -546,6 +536,23 @@ impl Application for Dcdb<'_, '_> {
     }
 }
 
+/// The leader of a state exchange (memdb.md §8): the first member, replaced
+/// by each later one with a higher version, or the same version and a newer
+/// mtime (every member computes the same, C nodes included). `None` without
+/// states.
+fn choose_leader(views: &[(MemberId, IndexView<'_>)]) -> Option<usize> {
+    let mut leader = (!views.is_empty()).then_some(0)?;
+    for (i, (_, view)) in views.iter().enumerate().skip(1) {
+        let best = &views[leader].1;
+        if view.version() > best.version()
+            || view.version() == best.version() && view.mtime() > best.mtime()
+        {
+            leader = i;
+        }
+    }
+    Some(leader)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -611,5 +618,35 @@ mod tests {
                 .expect("none")
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn the_leader_is_the_newest_state_and_the_first_among_equals() {
+        let blob = |version, mtime| {
+            let mut out = Vec::new();
+            encode_index(version, 0, 0, mtime, &[], &mut out).expect("encodes");
+            out
+        };
+        let pick = |states: &[(u64, u32)]| {
+            let blobs: Vec<Vec<u8>> = states.iter().map(|&(v, m)| blob(v, m)).collect();
+            let views: Vec<(MemberId, IndexView<'_>)> = blobs
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let nodeid = u32::try_from(i).expect("small") + 1;
+                    (MemberId { nodeid, pid: 1 }, view_of(b))
+                })
+                .collect();
+            choose_leader(&views)
+        };
+        assert_eq!(pick(&[]), None);
+        assert_eq!(pick(&[(5, 10)]), Some(0));
+        // A higher version wins whatever the mtime.
+        assert_eq!(pick(&[(5, 10), (6, 1), (4, 99)]), Some(1));
+        // The same version: the newer mtime.
+        assert_eq!(pick(&[(5, 10), (5, 11), (5, 9)]), Some(1));
+        // Equal states: the first member stays the leader.
+        assert_eq!(pick(&[(5, 10), (5, 10), (5, 10)]), Some(0));
+        assert_eq!(pick(&[(5, 10), (7, 3), (7, 3)]), Some(1));
     }
 }

@@ -620,6 +620,28 @@ mod tests {
         );
     }
 
+    /// VERIFY compares what `checksum` gives: the store's whole-tree
+    /// checksum, which any change moves.
+    #[test]
+    fn the_verify_checksum_is_the_trees() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut app = Dcdb::new(&mut session, &mut permit);
+        let mut sums = Vec::new();
+        for op in [
+            Op::Mkdir { path: b"nodes" },
+            Op::Create { path: b"nodes/a" },
+        ] {
+            let sum = app.checksum().expect("offered").expect("computed");
+            assert_eq!(sum, app.session().reader().checksum().expect("checksum"));
+            sums.push(sum);
+            app.writer().apply(&op, ORIGIN).expect("apply");
+        }
+        sums.push(app.checksum().expect("offered").expect("computed"));
+        assert!(sums[0] != sums[1] && sums[1] != sums[2], "{sums:x?}");
+    }
+
     #[test]
     fn the_leader_is_the_newest_state_and_the_first_among_equals() {
         let blob = |version, mtime| {

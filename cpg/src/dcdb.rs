@@ -620,6 +620,21 @@ mod tests {
         );
     }
 
+    /// A refusal is the writer's result; any other store failure leaves the
+    /// group and still hands the writer its errno (negative, as results are:
+    /// -ENOENT = -2, -EIO = -5).
+    #[test]
+    fn store_failures_leave_and_refusals_are_results() {
+        assert_eq!(Dcdb::store_result(&StoreError::NotFound), Ok(-2));
+        assert_eq!(
+            Dcdb::store_result(&StoreError::Poisoned),
+            Err(AppError {
+                fatal: false,
+                result: -5
+            })
+        );
+    }
+
     /// VERIFY compares what `checksum` gives: the store's whole-tree
     /// checksum, which any change moves.
     #[test]

@@ -580,7 +580,8 @@ impl<'s> Session<'s> {
         }
         // Refused before it changes anything: its record would not fit the
         // journal (a 1 MiB write fits with paths of up to ~16 KiB).
-        if op::encoded_len(op) > journal::RECORD_PAYLOAD_MAX {
+        let payload_len = op::encoded_len(op);
+        if payload_len > journal::RECORD_PAYLOAD_MAX {
             return Err(StoreError::PathTooLong);
         }
         let mut changed = false;
@@ -593,7 +594,8 @@ impl<'s> Session<'s> {
             return result;
         }
         if changed && !self.replaying {
-            let mut payload = Vec::with_capacity(64 + op.path().len());
+            // Sized once: a write's data is not copied twice by a regrowth.
+            let mut payload = Vec::with_capacity(payload_len);
             op::encode(&mut payload, op, origin);
             journal::encode_record(&mut self.batch, self.next_seq, &payload);
             self.next_seq += 1;

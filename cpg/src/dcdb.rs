@@ -18,7 +18,7 @@ use pmxcfs_store::{
     ApplyPermit, EntryRef, Kind, Op, Origin, ROOT_INODE, Row, Session, StoreError, VERSION_ROW_NAME,
 };
 
-use crate::dfsm::{AppError, Application, Ctx, MemberId, StateDecision};
+use crate::dfsm::{AppError, Application, Ctx, Footprint, MemberId, StateDecision};
 use crate::wire::{
     DcdbPayload, DcdbType, EntryType, IndexView, UnlockPayload, UpdateEntry, decode_dcdb,
 };
@@ -534,6 +534,31 @@ impl Application for Dcdb<'_, '_> {
             AppError::LEAVE
         }))
     }
+
+    /// The paths a file operation changes (a rename: both), each with a
+    /// fingerprint of its kind and content (and its mtime for an MTIME).
+    /// Locks (UNLOCK, UNLOCK_REQUEST) are not kept: they expire anyway.
+    fn write_footprint(&mut self, subtype: u16, payload: &[u8]) -> Option<Footprint> {
+        let (kind, DcdbPayload::Fuse(fuse)) = decode_dcdb(subtype, payload).ok()? else {
+            return None;
+        };
+        let with_mtime = kind == DcdbType::Mtime;
+        let reader = self.session().reader();
+        let state = |path: &[u8]| {
+            let entry = reader.resolve(path).ok().flatten()?;
+            let mut crc = crc32c::crc32c(&[entry.meta.kind as u8]);
+            crc = crc32c::crc32c_append(crc, entry.data);
+            if with_mtime {
+                crc = crc32c::crc32c_append(crc, &entry.meta.mtime.to_le_bytes());
+            }
+            Some((u64::from(crc) << 32) | (entry.data.len() as u64 & 0xFFFF_FFFF))
+        };
+        let mut footprint = vec![(fuse.path.to_vec(), state(fuse.path))];
+        if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
+            footprint.push((to.to_vec(), state(to)));
+        }
+        Some(footprint)
+    }
 }
 
 /// The leader of a state exchange (memdb.md §8): the first member, replaced
@@ -655,6 +680,99 @@ mod tests {
         }
         sums.push(app.checksum().expect("offered").expect("computed"));
         assert!(sums[0] != sums[1] && sums[1] != sums[2], "{sums:x?}");
+    }
+
+    /// The own-write check's footprint: the paths a file operation
+    /// changes with their kind and content (and mtime for MTIME); locks
+    /// are not kept.
+    #[test]
+    fn a_footprint_is_the_state_of_the_paths_a_message_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut app = Dcdb::new(&mut session, &mut permit);
+        let payload = |path: &[u8], to: Option<&[u8]>, data: &[u8], offset: u32| {
+            let mut out = Vec::new();
+            crate::wire::FusePayload {
+                offset,
+                flags: 0,
+                path,
+                to,
+                data,
+            }
+            .encode(&mut out)
+            .expect("encodes");
+            out
+        };
+        let write = payload(b"a", None, b"x", 0);
+        let rename = payload(b"a", Some(b"b"), b"", 0);
+        let mtime = payload(b"a", None, b"", 7);
+        let print = |app: &mut Dcdb<'_, '_>, kind: DcdbType, payload: &[u8]| {
+            app.write_footprint(kind as u16, payload).expect("kept")
+        };
+        assert_eq!(
+            print(&mut app, DcdbType::Write, &write),
+            vec![(b"a".to_vec(), None)]
+        );
+        app.writer()
+            .apply(&Op::Create { path: b"a" }, ORIGIN)
+            .expect("create");
+        let empty = print(&mut app, DcdbType::Write, &write);
+        let writing = Op::Write {
+            path: b"a",
+            offset: 0,
+            data: b"x",
+            truncate: false,
+        };
+        app.writer().apply(&writing, ORIGIN).expect("write");
+        let written = print(&mut app, DcdbType::Write, &write);
+        assert!(empty[0].1.is_some() && written[0].1.is_some() && empty != written);
+        // Same content, another inode and version: the same footprint.
+        app.writer().apply(&writing, ORIGIN).expect("write again");
+        assert_eq!(print(&mut app, DcdbType::Write, &write), written);
+        // A rename: both paths.
+        let both = print(&mut app, DcdbType::Rename, &rename);
+        assert_eq!(
+            both,
+            vec![(b"a".to_vec(), written[0].1), (b"b".to_vec(), None)]
+        );
+        // The mtime counts for MTIME only.
+        let before = print(&mut app, DcdbType::Mtime, &mtime);
+        let later = Origin {
+            mtime: ORIGIN.mtime + 5,
+            ..ORIGIN
+        };
+        app.writer()
+            .apply(
+                &Op::Mtime {
+                    path: b"a",
+                    mtime: 7,
+                },
+                later,
+            )
+            .expect("mtime");
+        assert_ne!(print(&mut app, DcdbType::Mtime, &mtime), before);
+        assert_eq!(print(&mut app, DcdbType::Write, &write), written);
+        // A directory is not an empty file.
+        app.writer()
+            .apply(&Op::Mkdir { path: b"d" }, ORIGIN)
+            .expect("mkdir");
+        app.writer()
+            .apply(&Op::Create { path: b"f" }, ORIGIN)
+            .expect("create");
+        let dir_print = print(&mut app, DcdbType::Mkdir, &payload(b"d", None, b"", 0));
+        let file_print = print(&mut app, DcdbType::Create, &payload(b"f", None, b"", 0));
+        assert_ne!(dir_print[0].1, file_print[0].1);
+        // Locks are not kept; nor is garbage.
+        let mut unlock = Vec::new();
+        UnlockPayload {
+            checksum: [0; 32],
+            path: b"priv/lock/x",
+        }
+        .encode(&mut unlock)
+        .expect("encodes");
+        assert_eq!(app.write_footprint(DcdbType::Unlock as u16, &unlock), None);
+        assert_eq!(app.write_footprint(DcdbType::Write as u16, b"\x01"), None);
     }
 
     #[test]

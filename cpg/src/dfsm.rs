@@ -95,6 +95,33 @@ pub const MAX_QUEUED_MESSAGES: usize = 65_536;
 /// ... or about this many bytes; at the bound the member leaves and resyncs.
 pub const MAX_QUEUED_BYTES: usize = 256 << 20;
 
+/// Write safety keeps this node's own applied writes this long (seconds of
+/// the DFSM clock) for the own-delivery check ([`Application::write_footprint`]):
+/// far longer than corosync takes to report a partition (token + consensus
+/// timeouts, a few seconds).
+pub const OWN_WRITES_KEPT_SECS: u32 = 60;
+/// ... and at most this many of them, or about this many payload bytes (the
+/// oldest go first, logged).
+pub const OWN_WRITES_KEPT: usize = 1024;
+pub const OWN_WRITES_KEPT_BYTES: usize = 32 << 20;
+
+/// What a NORMAL message changes, as the application sees it: one (key,
+/// fingerprint of its state; `None` = absent) per thing the message touches
+/// ([`Application::write_footprint`]).
+pub type Footprint = Vec<(Vec<u8>, Option<u64>)>;
+
+/// A write of this node that it applied and acknowledged, with its
+/// footprint before and after: kept until a configuration change shows a
+/// majority holds it (write safety, the own-delivery window).
+#[derive(Clone, Debug)]
+struct OwnWrite {
+    time: u32,
+    subtype: u16,
+    payload: Vec<u8>,
+    before: Footprint,
+    after: Footprint,
+}
+
 /// A CPG member: node id and process id.
 ///
 /// The order (node id, then pid) is the member table order of the C daemon
@@ -418,6 +445,15 @@ pub trait Application {
     /// The DFSM entered SYNCED.
     fn synced(&mut self, _ctx: &mut Ctx<'_>) {}
 
+    /// Write safety's own-delivery check: the current state of what the
+    /// NORMAL message (`subtype`, `payload`) changes, in an order that
+    /// depends only on the message. `None`: not a write to keep (the DFSM
+    /// then never re-sends it). Called before and after an own write is
+    /// applied, and again after a resync that may have erased it.
+    fn write_footprint(&mut self, _subtype: u16, _payload: &[u8]) -> Option<Footprint> {
+        None
+    }
+
     /// A configuration change was processed (not called when the DFSM
     /// ignored it or left, spec §5 step 10).
     fn confchg(&mut self, _ctx: &mut Ctx<'_>, _members: &[MemberId]) {}
@@ -597,6 +633,17 @@ struct Core {
     leaving_synced: bool,
     /// Bound of queue 1 + queue 2: (messages, bytes).
     queue_limits: (usize, usize),
+    /// Own writes applied in this configuration (write safety), oldest
+    /// first, and their payload bytes.
+    own_recent: VecDeque<OwnWrite>,
+    own_recent_bytes: usize,
+    /// Own writes a majority may lack (a configuration change left this node
+    /// without a majority, or it rejoined): checked against the tree after
+    /// the next resync within a majority, re-sent if it lacks them.
+    own_unconfirmed: Vec<OwnWrite>,
+    /// The DFSM restarted: the next configuration proves nothing about the
+    /// writes of the last one.
+    rejoining: bool,
 }
 
 impl Core {
@@ -662,6 +709,53 @@ impl Core {
                 result: RESULT_ABORTED,
             });
         }
+    }
+
+    /// Keeps an own write that was just applied (write safety).
+    fn remember_own(&mut self, write: OwnWrite) {
+        while let Some(first) = self.own_recent.front() {
+            let expired = write.time.saturating_sub(first.time) > OWN_WRITES_KEPT_SECS;
+            let full = self.own_recent.len() >= OWN_WRITES_KEPT
+                || self.own_recent_bytes + write.payload.len() > OWN_WRITES_KEPT_BYTES;
+            if !expired && !full {
+                break;
+            }
+            if full && !expired {
+                // Harmless unless a partition follows within the bound: only
+                // writes delivered between a cut and its confchg matter, and
+                // after a cut nothing more is delivered.
+                tracing::debug!(
+                    kept = self.own_recent.len(),
+                    "own-write check: bound reached, the oldest write is no longer kept"
+                );
+            }
+            if let Some(first) = self.own_recent.pop_front() {
+                self.own_recent_bytes -= first.payload.len();
+            }
+        }
+        self.own_recent_bytes += write.payload.len();
+        self.own_recent.push_back(write);
+    }
+
+    /// A configuration change (we are a member): virtual synchrony says the
+    /// members that moved with us into it delivered what we delivered. If
+    /// they hold a majority and nobody joined, our recent writes are safe;
+    /// otherwise they are checked after the next resync within a majority.
+    fn settle_own_writes(&mut self, nobody_joined: bool) {
+        let rejoining = std::mem::take(&mut self.rejoining);
+        if self.own_recent.is_empty() {
+            return;
+        }
+        if nobody_joined && !rejoining && self.config_majority() {
+            self.own_recent.clear();
+        } else {
+            tracing::info!(
+                writes = self.own_recent.len(),
+                "own writes of the last configuration: checked after the next resync within a majority"
+            );
+            self.own_unconfirmed.extend(self.own_recent.drain(..));
+        }
+        self.own_recent_bytes = 0;
     }
 
     /// Do the members of the configuration hold a majority of the votes
@@ -803,6 +897,10 @@ impl<A: Application> Dfsm<A> {
                 safety: None,
                 leaving_synced: false,
                 queue_limits: (MAX_QUEUED_MESSAGES, MAX_QUEUED_BYTES),
+                own_recent: VecDeque::new(),
+                own_recent_bytes: 0,
+                own_unconfirmed: Vec::new(),
+                rejoining: false,
             },
         }
     }
@@ -1030,6 +1128,7 @@ impl<A: Application> Dfsm<A> {
         }
         self.core.queue.clear();
         self.core.leaving_synced = false;
+        self.core.rejoining = true;
         self.core.abort_waiters();
         self.set_mode(Mode::Start);
         Ok(())
@@ -1149,6 +1248,7 @@ impl<A: Application> Dfsm<A> {
             self.set_mode(Mode::Leave);
             return;
         }
+        self.core.settle_own_writes(joined.is_empty());
 
         if members.len() > 1 {
             if !joined.is_empty() && !self.core.queue.is_empty() {
@@ -1176,6 +1276,7 @@ impl<A: Application> Dfsm<A> {
                 self.set_mode(Mode::Leave);
                 return;
             }
+            self.check_own_writes();
         }
 
         let member_list: Vec<MemberId> = members.to_vec();
@@ -1382,6 +1483,14 @@ impl<A: Application> Dfsm<A> {
         let MessageBody::Normal { payload, .. } = &msg.body else {
             return;
         };
+        // Write safety: an own write is kept with its footprint until a
+        // majority is known to hold it.
+        let own = sender == self.core.local && safety;
+        let before = if own {
+            self.app.write_footprint(subtype, payload)
+        } else {
+            None
+        };
         self.core.delivering = Some(count);
         let res = self.app.deliver(
             &mut Ctx {
@@ -1397,6 +1506,20 @@ impl<A: Application> Dfsm<A> {
             Ok(r) => r,
             Err(e) => e.result,
         };
+        if let Some(before) = before
+            && result >= 0
+            && res.is_ok()
+            && let Some(after) = self.app.write_footprint(subtype, payload)
+            && let MessageBody::Normal { payload, .. } = msg.body
+        {
+            self.core.remember_own(OwnWrite {
+                time: self.core.now,
+                subtype,
+                payload,
+                before,
+                after,
+            });
+        }
         if sender == self.core.local {
             self.core.record_local_result(count, result);
         }
@@ -1633,6 +1756,10 @@ impl<A: Application> Dfsm<A> {
         }
         if !self.deliver_queue() {
             self.leave();
+            return;
+        }
+        if local_synced {
+            self.check_own_writes();
         }
     }
 
@@ -1652,6 +1779,52 @@ impl<A: Application> Dfsm<A> {
             return;
         }
         self.release_sync_resources(None);
+        self.check_own_writes();
+    }
+
+    /// After a resync within a majority: which of the own writes a
+    /// configuration change left unconfirmed does the tree the group agreed
+    /// on lack? The majority got a prefix of them (one sender's messages
+    /// are delivered in order), so the last `k` for which the tree looks as
+    /// after writes 1..=k (every path a later write changes is as write k
+    /// left it; for k = all, the last write's paths are as it left them) is
+    /// where the majority's copy ends: the writes after it are multicast
+    /// again, in order. If no `k` fits, the majority changed those paths
+    /// since, which supersedes them (as if they had come first).
+    fn check_own_writes(&mut self) {
+        if self.core.own_unconfirmed.is_empty()
+            || self.core.mode != Mode::Synced
+            || !self.core.config_majority()
+        {
+            return;
+        }
+        let writes = std::mem::take(&mut self.core.own_unconfirmed);
+        let mut tree: std::collections::HashMap<Vec<u8>, Option<u64>> =
+            std::collections::HashMap::new();
+        for write in &writes {
+            for (key, state) in self
+                .app
+                .write_footprint(write.subtype, &write.payload)
+                .unwrap_or_default()
+            {
+                tree.insert(key, state);
+            }
+        }
+        let prefix = held_prefix(&writes, &tree);
+        let lacked = prefix.map_or(0, |k| writes.len() - k);
+        let superseded = if prefix.is_none() { writes.len() } else { 0 };
+        for write in writes.into_iter().skip(prefix.unwrap_or(usize::MAX)) {
+            self.core.send_normal(write.subtype, write.payload, false);
+        }
+        if lacked + superseded > 0 {
+            tracing::warn!(
+                lacked,
+                superseded,
+                "own writes the majority lacked after a partition: re-sent (superseded: the majority changed their paths since)"
+            );
+        } else {
+            tracing::info!("own writes of the last configuration: all held by the majority");
+        }
     }
 
     /// `dfsm_deliver_queue` (spec §7.2).
@@ -1700,6 +1873,54 @@ impl<A: Application> Dfsm<A> {
         }
         ok
     }
+}
+
+/// How many of `writes` (oldest first) the state `tree` holds: the largest
+/// `k` such that every key written after write `k` is as the writes up to
+/// `k` left it (before the first write of it, if none did), and for `k` =
+/// all, the last write's keys are as it left them. `None`: no `k` fits.
+fn held_prefix(
+    writes: &[OwnWrite],
+    tree: &std::collections::HashMap<Vec<u8>, Option<u64>>,
+) -> Option<usize> {
+    use std::collections::HashMap;
+    let now = |key: &[u8]| tree.get(key).copied().flatten();
+    let last = writes.last()?;
+    if last.after.iter().all(|(key, state)| now(key) == *state) {
+        return Some(writes.len());
+    }
+    // Per key: its state before the first write of it, and (index, state
+    // after) of every write of it.
+    let mut first_before: HashMap<&[u8], Option<u64>> = HashMap::new();
+    let mut afters: HashMap<&[u8], Vec<(usize, Option<u64>)>> = HashMap::new();
+    for (i, write) in writes.iter().enumerate() {
+        for (key, state) in &write.before {
+            first_before.entry(key.as_slice()).or_insert(*state);
+        }
+        for (key, state) in &write.after {
+            afters.entry(key.as_slice()).or_default().push((i, *state));
+        }
+    }
+    // The state of `key` after writes[..k].
+    let expected = |key: &[u8], k: usize| -> Option<u64> {
+        let list = afters.get(key).map_or(&[][..], Vec::as_slice);
+        match list.partition_point(|(i, _)| *i < k) {
+            0 => first_before.get(key).copied().flatten(),
+            p => list[p - 1].1,
+        }
+    };
+    let mut later: Vec<&[u8]> = Vec::new();
+    for k in (0..writes.len()).rev() {
+        for (key, _) in &writes[k].before {
+            if !later.contains(&key.as_slice()) {
+                later.push(key);
+            }
+        }
+        if later.iter().all(|key| now(key) == expected(key, k)) {
+            return Some(k);
+        }
+    }
+    None
 }
 
 fn join_members(members: &[MemberId]) -> String {

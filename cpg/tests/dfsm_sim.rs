@@ -51,7 +51,10 @@
 //! CPG does this and hides the transitional configuration). Under it the
 //! `Strict` policy still fails (a write acknowledged on a side that then
 //! turns out to be a minority; found by the 3-node soak, RELIABILITY.md):
-//! write safety does not yet cover this window.
+//! the DFSM closes it by re-sending such writes after the heal
+//! (`Application::write_footprint`), which this model does not exercise yet:
+//! its applications offer no footprint, and its model knows a write by its
+//! first message count only.
 //!
 //! Replay: `DFSM_SIM_SEED=<seed>` runs one seed (`DFSM_SIM_TRACE=1` prints
 //! the events); `DFSM_SIM_SEEDS=<n>` runs seeds 0..n (default 300; the

@@ -1,6 +1,7 @@
 //! Unit tests of the DFSM rules (spec/dfsm.md §4–§8) on a toy application.
 
 use super::*;
+use std::collections::BTreeMap;
 
 const V: u32 = 1;
 
@@ -19,6 +20,8 @@ struct Toy {
     synced_calls: u32,
     confchg_calls: u32,
     cleanups: u32,
+    /// Writes of two bytes [key, value] set a key (for the own-write check).
+    kv: BTreeMap<u8, u8>,
 }
 
 impl Application for Toy {
@@ -34,7 +37,17 @@ impl Application for Toy {
             return Err(AppError::LEAVE);
         }
         self.delivered.push((sender, subtype, payload.to_vec()));
+        if let [key, value] = payload {
+            self.kv.insert(*key, *value);
+        }
         Ok(self.result)
+    }
+
+    fn write_footprint(&mut self, _subtype: u16, payload: &[u8]) -> Option<Footprint> {
+        let [key, _] = payload else {
+            return None;
+        };
+        Some(vec![(vec![*key], self.kv.get(key).map(|v| u64::from(*v)))])
     }
 
     fn get_state(&mut self, _ctx: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
@@ -952,4 +965,198 @@ fn full_queues_make_the_member_leave() {
         b.on_deliver(B, normal(count, &big), 2);
     }
     assert_eq!(b.mode(), Mode::Leave);
+}
+
+/// Three write-safe members, synced.
+fn synced_three() -> (Dfsm<Toy>, Dfsm<Toy>, Dfsm<Toy>) {
+    let mut a = safe(A, b"x");
+    let mut b = safe(B, b"x");
+    let mut c = safe(C, b"x");
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_confchg(&[A, B, C], &[A, B, C], 1);
+    }
+    pump(&mut [&mut a, &mut b, &mut c]);
+    assert_eq!(c.write_gate(), WriteGate::Open);
+    (a, b, c)
+}
+
+/// C writes; only C itself gets its message (corosync hands a node its own
+/// multicast before the others received it), then C is cut off.
+fn own_write_then_cut(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) {
+    let count = c.send_normal(1, vec![1, 9], 10).expect("send");
+    let sent = multicasts(&actions(c));
+    c.on_deliver(C, sent[0].clone(), 10);
+    assert_eq!(results(&actions(c)), vec![(count, 0)], "acknowledged");
+    c.on_confchg(&[C], &[], 11);
+    a.on_confchg(&[A, B], &[], 11);
+    b.on_confchg(&[A, B], &[], 11);
+    pump(&mut [a, b]);
+    pump(&mut [c]);
+}
+
+fn heal(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) -> Vec<Message> {
+    // The heal's resync brings the majority's state to C (the toy's kv
+    // is not part of its state: the test sets C's as the resync would).
+    c.on_confchg(&[A, B, C], &[A, B], 12);
+    a.on_confchg(&[A, B, C], &[C], 12);
+    b.on_confchg(&[A, B, C], &[C], 12);
+    let mut sent = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        for d in [&mut *a, &mut *b, &mut *c] {
+            let me = d.local();
+            for action in d.drain_actions() {
+                if let Action::Multicast(m) = action {
+                    if me == C && matches!(m.body, MessageBody::Normal { .. }) {
+                        sent.push(m.clone());
+                    }
+                    out.push((me, m));
+                }
+            }
+        }
+        if out.is_empty() {
+            return sent;
+        }
+        for (sender, m) in out {
+            for d in [&mut *a, &mut *b, &mut *c] {
+                d.on_deliver(sender, m.clone(), 13);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_own_write_the_majority_lacks_is_sent_again_after_the_heal() {
+    let (mut a, mut b, mut c) = synced_three();
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    assert_eq!(c.core.own_unconfirmed.len(), 1, "unconfirmed at the cut");
+    // Alone, C syncs with itself: no majority, nothing is decided yet.
+    assert_eq!(c.mode(), Mode::Synced);
+    assert_eq!(c.core.own_unconfirmed.len(), 1, "kept while in a minority");
+    // The resync erased it on C (the majority never had it).
+    c.app_mut().kv.clear();
+    let sent = heal(&mut a, &mut b, &mut c);
+    let payloads: Vec<Vec<u8>> = sent
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Normal { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, vec![vec![1, 9]], "sent again once");
+    assert!(c.core.own_unconfirmed.is_empty());
+    for d in [&a, &b, &c] {
+        assert_eq!(d.app().kv.get(&1), Some(&9), "{} holds it", d.local());
+    }
+}
+
+#[test]
+fn an_own_write_the_majority_holds_is_not_sent_again() {
+    let (mut a, mut b, mut c) = synced_three();
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    // The majority had got it after all (the resync kept it).
+    let sent = heal(&mut a, &mut b, &mut c);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(c.core.own_unconfirmed.is_empty());
+}
+
+#[test]
+fn a_change_that_keeps_a_majority_confirms_own_writes() {
+    let (mut a, mut b, mut c) = synced_three();
+    let count = c.send_normal(1, vec![1, 9], 10).expect("send");
+    let sent = multicasts(&actions(&mut c));
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_deliver(C, sent[0].clone(), 10);
+    }
+    assert_eq!(results(&actions(&mut c)), vec![(count, 0)]);
+    assert_eq!(c.core.own_recent.len(), 1, "kept until confirmed");
+    // A leaves; B moved with C: virtual synchrony says B has it.
+    c.on_confchg(&[B, C], &[], 11);
+    assert!(c.core.own_recent.is_empty() && c.core.own_unconfirmed.is_empty());
+    // A restart (the connection was lost) proves nothing.
+    let (_, _, mut c) = synced_three();
+    c.send_normal(1, vec![2, 9], 12).expect("send");
+    let sent = multicasts(&actions(&mut c));
+    c.on_deliver(C, sent[0].clone(), 12);
+    c.restart(13).expect("restart");
+    c.on_confchg(&[A, B, C], &[C], 14);
+    assert_eq!(c.core.own_unconfirmed.len(), 1, "checked after the rejoin");
+    // Without write safety nothing is kept (C's rules).
+    let mut lone = dfsm(A, b"x");
+    lone.on_confchg(&[A], &[A], 1);
+    lone.send_normal(1, vec![3, 1], 2).expect("send");
+    let sent = multicasts(&actions(&mut lone));
+    lone.on_deliver(A, sent[0].clone(), 2);
+    assert!(lone.core.own_recent.is_empty());
+}
+
+fn own(key: u8, before: Option<u64>, after: Option<u64>) -> OwnWrite {
+    OwnWrite {
+        time: 0,
+        subtype: 1,
+        payload: vec![key],
+        before: vec![(vec![key], before)],
+        after: vec![(vec![key], after)],
+    }
+}
+
+/// PVE's config write: create `t`, write it, rename it over `c`.
+fn atomic_write() -> Vec<OwnWrite> {
+    vec![
+        own(b't', None, Some(0)),
+        own(b't', Some(0), Some(5)),
+        OwnWrite {
+            time: 0,
+            subtype: 1,
+            payload: vec![b'r'],
+            before: vec![(vec![b't'], Some(5)), (vec![b'c'], Some(1))],
+            after: vec![(vec![b't'], None), (vec![b'c'], Some(5))],
+        },
+    ]
+}
+
+fn tree(states: &[(u8, Option<u64>)]) -> std::collections::HashMap<Vec<u8>, Option<u64>> {
+    states.iter().map(|(k, s)| (vec![*k], *s)).collect()
+}
+
+#[test]
+fn the_majority_holds_a_prefix_of_own_writes() {
+    let w = atomic_write();
+    // All three arrived: the tmp file is gone again (not "as before the
+    // create": the whole chain counts, not each write alone).
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b't', None), (b'c', Some(5))])),
+        Some(3)
+    );
+    // The rename did not.
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b't', Some(5)), (b'c', Some(1))])),
+        Some(2)
+    );
+    // Only the create did.
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b't', Some(0)), (b'c', Some(1))])),
+        Some(1)
+    );
+    // None did.
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b't', None), (b'c', Some(1))])),
+        Some(0)
+    );
+    // The majority rewrote the config since: superseded.
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b't', None), (b'c', Some(7))])),
+        None
+    );
+    // An older write of another path the majority changed since (a lock it
+    // took after ours was released) does not hide the lost ones.
+    let mut w2 = vec![own(b'l', None, Some(0)), own(b'l', Some(0), None)];
+    w2.extend(atomic_write());
+    let t = tree(&[(b'l', Some(0)), (b't', None), (b'c', Some(1))]);
+    assert_eq!(
+        held_prefix(&w2, &t),
+        Some(2),
+        "re-send the config write only"
+    );
+    assert_eq!(held_prefix(&[], &t), None);
 }

@@ -22,17 +22,20 @@ struct Toy {
     cleanups: u32,
     /// Writes of two bytes [key, value] set a key (for the own-write check).
     kv: BTreeMap<u8, u8>,
+    /// `Ctx::now` at each delivery.
+    now_seen: Vec<u32>,
 }
 
 impl Application for Toy {
     fn deliver(
         &mut self,
-        _ctx: &mut Ctx<'_>,
+        ctx: &mut Ctx<'_>,
         sender: MemberId,
         subtype: u16,
         _time: u32,
         payload: &[u8],
     ) -> Result<i32, AppError> {
+        self.now_seen.push(ctx.now());
         if self.fail_deliver {
             return Err(AppError::LEAVE);
         }
@@ -932,6 +935,8 @@ fn failed_update_send_ends_the_round_under_safety() {
             .any(|m| matches!(m.body, MessageBody::UpdateComplete { .. }));
         assert_eq!(complete_sent, !safety);
         assert_eq!(a.mode() == Mode::Leave, safety);
+        // Left from SYNCED: B counts A as synced until the confchg.
+        assert_eq!(a.leaving_synced(), safety);
     }
 }
 
@@ -952,19 +957,101 @@ fn full_queues_make_the_member_leave() {
     a.on_deliver(B, normal(9, b"flood"), 2);
     assert_eq!(a.mode(), Mode::Leave);
     assert!(actions(&mut a).contains(&Action::Leave));
-    // The byte bound too.
-    let mut b = dfsm(A, b"x");
-    // Checked every 64 messages: 63 of ~1 KiB are over a 32 KiB bound.
-    b.set_queue_limits(usize::MAX, 32 * (64 + 1000));
-    b.on_confchg(&[A, B], &[B], 1);
+    // The byte bound too, checked when the 64th message comes: each queued
+    // message counts its payload and 64 bytes.
     let big = vec![7u8; 1000];
-    let mut count = 0;
-    while b.mode() == Mode::StartSync {
-        count += 1;
-        assert!(count <= 64, "the byte bound holds");
-        b.on_deliver(B, normal(count, &big), 2);
+    for (bound, leaves) in [(63 * 1064, true), (63 * 1064 + 1, false)] {
+        let mut b = dfsm(A, b"x");
+        b.set_queue_limits(usize::MAX, bound);
+        b.on_confchg(&[A, B], &[B], 1);
+        for count in 1..=63 {
+            b.on_deliver(B, normal(count, &big), 2);
+        }
+        assert_eq!(b.mode(), Mode::StartSync, "not checked before the 64th");
+        b.on_deliver(B, normal(64, &big), 2);
+        let left = b.mode() == Mode::Leave;
+        assert_eq!(left, leaves, "bound {bound}");
     }
-    assert_eq!(b.mode(), Mode::Leave);
+    // The default bounds take far more than that.
+    let mut d = dfsm(A, b"x");
+    d.on_confchg(&[A, B], &[B], 1);
+    for count in 1..=200 {
+        d.on_deliver(B, normal(count, &big), 2);
+    }
+    assert_eq!(d.mode(), Mode::StartSync);
+}
+
+#[test]
+fn what_the_status_report_reads() {
+    assert_eq!(MemberId::new(3, 1234).to_string(), "3/1234");
+    let (mut a, b) = synced_pair();
+    let members: Vec<(MemberId, bool)> = a.members().collect();
+    assert_eq!(members, vec![(A, true), (B, true)]);
+    assert_eq!((a.lowest_nodeid(), b.lowest_nodeid()), (1, 1));
+    assert_eq!(a.msgcount(), 0);
+    a.send_normal(1, b"w".to_vec(), 3).expect("send");
+    assert_eq!(a.msgcount(), 1);
+    let sent = multicasts(&actions(&mut a));
+    a.on_deliver(A, sent[0].clone(), 42);
+    assert_eq!(a.app().now_seen, vec![42], "callbacks see the input's time");
+    // A failed write only fails its writer (leaving_synced: see
+    // failed_update_send_ends_the_round_under_safety).
+    a.send_normal(1, b"w".to_vec(), 5).expect("send");
+    let sent = multicasts(&actions(&mut a));
+    a.on_send_failed(&sent[0], 5);
+    assert_eq!((a.mode(), a.leaving_synced()), (Mode::Synced, false));
+}
+
+/// An application without a checksum (the kvstore): VERIFY requests are
+/// ignored, nothing is published.
+#[test]
+fn an_application_without_a_checksum_never_verifies() {
+    struct Bare;
+    impl Application for Bare {
+        fn deliver(
+            &mut self,
+            _: &mut Ctx<'_>,
+            _: MemberId,
+            _: u16,
+            _: u32,
+            _: &[u8],
+        ) -> Result<i32, AppError> {
+            Ok(0)
+        }
+        fn get_state(&mut self, _: &mut Ctx<'_>) -> Result<Vec<u8>, AppError> {
+            Ok(b"s".to_vec())
+        }
+        fn process_state_update(
+            &mut self,
+            _: &mut Ctx<'_>,
+            states: &[(MemberId, &[u8])],
+        ) -> Result<StateDecision, AppError> {
+            Ok(StateDecision {
+                synced: vec![true; states.len()],
+                updates: None,
+            })
+        }
+        fn process_update(
+            &mut self,
+            _: &mut Ctx<'_>,
+            _: MemberId,
+            _: &[u8],
+        ) -> Result<(), AppError> {
+            Ok(())
+        }
+        fn commit(&mut self, _: &mut Ctx<'_>) -> Result<(), AppError> {
+            Ok(())
+        }
+    }
+    let mut a = Dfsm::new(A, V, Bare);
+    a.on_confchg(&[A], &[A], 1);
+    assert_eq!(a.mode(), Mode::Synced);
+    assert!(a.request_verify(2));
+    let req = multicasts(&a.drain_actions().collect::<Vec<_>>());
+    a.on_deliver(A, req[0].clone(), 3);
+    let out = multicasts(&a.drain_actions().collect::<Vec<_>>());
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.mode(), Mode::Synced);
 }
 
 /// Three write-safe members, synced.

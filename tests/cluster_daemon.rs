@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use common::BIN;
 use common::lab::Lab;
 use common::node::{
-    LOCK_TIMEOUT_SECS, Node, read, wait_converged, wait_for, wait_visible, write_when_writable,
+    LOCK_TIMEOUT_SECS, Node, read, wait_converged, wait_for, wait_visible, wait_writable,
+    write_when_writable,
 };
 use pmxcfs_ipc::client::Client;
 use pmxcfs_ipc::proto::{Op, payload};
@@ -494,14 +495,7 @@ fn three_node_cluster() {
     }
 
     // All three quorate, with the cluster in .members, and writable.
-    for i in 0..nodes.len() {
-        wait_for(&format!("node {} quorate", i + 1), &nodes, || {
-            nodes[i].quorate() == Some(true)
-        });
-    }
-    for i in 0..nodes.len() {
-        write_when_writable(&nodes, i, &format!("hello-{i}"), b"hi");
-    }
+    wait_writable(&nodes, "hello");
     eprintln!("3 daemons writable after {:?}", started.elapsed());
     // The local errno battery through node 2: the origin of every change
     // answers as a local-mode daemon does; the others converge on the result.

@@ -36,7 +36,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::lab::Lab;
-use common::node::{Node, wait_converged, wait_for, write_when_writable};
+use common::node::{Node, wait_converged, wait_for, wait_writable};
 use common::slow_sync_shim;
 
 const NODES: u32 = 3;
@@ -458,17 +458,7 @@ fn fault_campaign() {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_secs);
-    // PMXCFS_FAULT_KEEP=1 keeps the daemons' logs and data dirs (the lab's
-    // namespaces and processes still go).
-    let keep = std::env::var_os("PMXCFS_FAULT_KEEP").is_some();
-    let base = tempfile::Builder::new()
-        .prefix("pmxcfs-faults-")
-        .disable_cleanup(keep)
-        .tempdir()
-        .expect("temp dir");
-    if keep {
-        eprintln!("keeping {}", base.path().display());
-    }
+    let (base, keep) = common::lab::temp_base("pmxcfs-faults-");
     let mut lab = Lab::up(NODES, base.path().join("lab"));
     lab.keep = keep;
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
@@ -483,16 +473,7 @@ fn fault_campaign() {
     for node in &mut nodes {
         node.start(&lab);
     }
-    // Quorate through .members: the FUSE mount is up (a write before it
-    // would land in the plain mountpoint directory).
-    for node in &nodes {
-        wait_for(&format!("node {} quorate", node.index), &nodes, || {
-            node.quorate() == Some(true)
-        });
-    }
-    for i in 0..nodes.len() {
-        write_when_writable(&nodes, i, &format!("up-{i}"), b"up");
-    }
+    wait_writable(&nodes, "up");
     fs::create_dir(nodes[0].path("fc")).expect("mkdir fc");
     for i in 1..=NODES {
         fs::create_dir(nodes[0].path(&format!("fc/n{i}"))).expect("mkdir");
@@ -531,15 +512,8 @@ fn fault_campaign() {
         for writer in &writers {
             writer.pause(&nodes);
         }
-        for node in &nodes {
-            wait_for(&format!("node {} quorate", node.index), &nodes, || {
-                node.quorate() == Some(true)
-            });
-        }
         // A write through every node: each one accepts writes again.
-        for i in 0..nodes.len() {
-            write_when_writable(&nodes, i, &format!("after-{cycle}-{i}"), b"ok");
-        }
+        wait_writable(&nodes, &format!("after-{cycle}"));
         wait_converged(&nodes);
         let what = format!("cycle {cycle} ({fault:?})");
         check_model(&nodes, &writers, &what);

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::lab::Lab;
-use common::node::{Node, read, wait_converged, wait_for, write_when_writable};
+use common::node::{Node, read, wait_converged, wait_for, wait_writable, write_when_writable};
 
 const NODES: u32 = 3;
 
@@ -30,30 +30,14 @@ fn members_seen(node: &Node) -> Option<usize> {
 
 #[test]
 fn a_write_acknowledged_right_before_a_partition_survives_the_heal() {
-    // PMXCFS_FAULT_KEEP=1 keeps the daemons' logs and data dirs.
-    let keep = std::env::var_os("PMXCFS_FAULT_KEEP").is_some();
-    let base = tempfile::Builder::new()
-        .prefix("pmxcfs-own-")
-        .disable_cleanup(keep)
-        .tempdir()
-        .expect("temp dir");
-    if keep {
-        eprintln!("keeping {}", base.path().display());
-    }
+    let (base, keep) = common::lab::temp_base("pmxcfs-own-");
     let mut lab = Lab::up(NODES, base.path().join("lab"));
     lab.keep = keep;
     let mut nodes: Vec<Node> = (1..=NODES).map(|i| Node::new(&lab, i)).collect();
     for node in &mut nodes {
         node.start(&lab);
     }
-    for i in 0..nodes.len() {
-        wait_for(&format!("node {} quorate", i + 1), &nodes, || {
-            nodes[i].quorate() == Some(true)
-        });
-    }
-    for i in 0..nodes.len() {
-        write_when_writable(&nodes, i, &format!("hello-{i}"), b"hi");
-    }
+    wait_writable(&nodes, "hello");
     wait_converged(&nodes);
     let payload = |round: usize| {
         let mut data = format!("round {round}\n").into_bytes();

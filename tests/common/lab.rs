@@ -26,6 +26,22 @@ pub fn checked(what: &str, output: std::io::Result<Output>) -> Output {
     output
 }
 
+/// A temp dir for a lab test; `PMXCFS_FAULT_KEEP=1` keeps it (the daemons'
+/// logs and data dirs; the lab's namespaces and processes still go) and
+/// says where. Returns it and whether it is kept (for [`Lab::keep`]).
+pub fn temp_base(prefix: &str) -> (tempfile::TempDir, bool) {
+    let keep = std::env::var_os("PMXCFS_FAULT_KEEP").is_some();
+    let base = tempfile::Builder::new()
+        .prefix(prefix)
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("temp dir");
+    if keep {
+        eprintln!("keeping {}", base.path().display());
+    }
+    (base, keep)
+}
+
 /// The lab; `Drop` tears it down whatever happened.
 pub struct Lab {
     pub dir: PathBuf,

@@ -201,6 +201,23 @@ pub fn write_when_writable(nodes: &[Node], node: usize, rel: &str, data: &[u8]) 
     );
 }
 
+/// Every running node quorate (through .members: its FUSE mount is up; a
+/// write before it would land in the plain mountpoint directory) and
+/// accepting a write (`TAG-I` on node I, 0-based).
+#[track_caller]
+pub fn wait_writable(nodes: &[Node], tag: &str) {
+    for node in nodes.iter().filter(|n| n.child.is_some()) {
+        wait_for(&format!("node {} quorate", node.index), nodes, || {
+            node.quorate() == Some(true)
+        });
+    }
+    for i in 0..nodes.len() {
+        if nodes[i].child.is_some() {
+            write_when_writable(nodes, i, &format!("{tag}-{i}"), b"ok");
+        }
+    }
+}
+
 pub fn read(node: &Node, rel: &str) -> Option<Vec<u8>> {
     fs::read(node.path(rel)).ok()
 }

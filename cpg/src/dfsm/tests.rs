@@ -994,12 +994,50 @@ fn what_the_status_report_reads() {
     let sent = multicasts(&actions(&mut a));
     a.on_deliver(A, sent[0].clone(), 42);
     assert_eq!(a.app().now_seen, vec![42], "callbacks see the input's time");
-    // A failed write only fails its writer (leaving_synced: see
-    // failed_update_send_ends_the_round_under_safety).
+    // A failed write only fails its writer, also under write safety
+    // (leaving_synced: see failed_update_send_ends_the_round_under_safety).
+    a.set_write_safety(votes3());
+    assert_eq!(a.write_safety(), votes3().as_ref());
     a.send_normal(1, b"w".to_vec(), 5).expect("send");
     let sent = multicasts(&actions(&mut a));
     a.on_send_failed(&sent[0], 5);
     assert_eq!((a.mode(), a.leaving_synced()), (Mode::Synced, false));
+    assert_eq!(results(&actions(&mut a)), vec![(2, RESULT_ABORTED)]);
+    // Shutdown fails every waiter.
+    a.send_normal(1, b"w".to_vec(), 6).expect("send");
+    actions(&mut a);
+    a.shutdown();
+    assert_eq!(results(&actions(&mut a)), vec![(3, RESULT_ABORTED)]);
+}
+
+/// Failed VERIFY round messages: a VERIFY_REQUEST is only logged; a VERIFY
+/// makes the member leave (C) unless write safety is on (a synced member
+/// leaving on its own would miss writes the others count it for: the
+/// round is skipped).
+#[test]
+fn failed_verify_messages() {
+    for safety in [false, true] {
+        let (mut a, _) = synced_pair();
+        if safety {
+            a.set_write_safety(votes3());
+        }
+        let epoch = a.sync_epoch();
+        let request = state_msg(MessageBody::VerifyRequest { epoch, csum_id: 1 });
+        a.on_send_failed(&request, 3);
+        assert_eq!(a.mode(), Mode::Synced, "safety {safety}: VERIFY_REQUEST");
+        let verify = state_msg(MessageBody::Verify {
+            epoch,
+            csum_id: 1,
+            checksum: [7; 32],
+        });
+        a.on_send_failed(&verify, 4);
+        let left = a.mode() == Mode::Leave;
+        assert_eq!(left, !safety, "safety {safety}: VERIFY");
+    }
+    // A malformed message is never sent; its failure changes nothing.
+    let (mut a, _) = synced_pair();
+    a.on_send_failed(&state_msg(MessageBody::Malformed(Malformed::Runt)), 3);
+    assert_eq!(a.mode(), Mode::Synced);
 }
 
 /// An application without a checksum (the kvstore): VERIFY requests are

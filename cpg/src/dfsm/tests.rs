@@ -227,6 +227,22 @@ fn mode_values_and_error_rule() {
     // Error modes ignore everything.
     a.on_confchg(&[A], &[], 4);
     assert_eq!(a.mode(), Mode::Error);
+    a.set_mode(Mode::Leave);
+    assert_eq!(a.mode(), Mode::Error, "no way down from ERROR");
+    a.set_mode(Mode::VersionError);
+    assert_eq!(a.mode(), Mode::Error);
+}
+
+/// A member that left (not from SYNCED after a failed multicast) applies
+/// nothing more.
+#[test]
+fn a_member_that_left_applies_nothing() {
+    let (mut a, _) = synced_pair();
+    a.on_confchg(&[B], &[], 3);
+    assert_eq!(a.mode(), Mode::Leave);
+    assert!(!a.leaving_synced());
+    a.on_deliver(B, normal(1, b"w"), 4);
+    assert!(a.app().delivered.is_empty());
 }
 
 #[test]
@@ -687,6 +703,17 @@ fn verify_while_not_synced_is_ignored_but_malformed_request_leaves_when_synced()
     });
     a.on_deliver(B, state_msg(bad), 2);
     assert_eq!(a.mode(), Mode::Leave, "with a checksum callback");
+    let (mut a, _) = synced_pair();
+    let bad = MessageBody::Malformed(Malformed::BadState {
+        msg_type: msg_type::VERIFY_REQUEST,
+        epoch: a.sync_epoch(),
+    });
+    a.on_deliver(B, state_msg(bad), 2);
+    assert_eq!(
+        a.mode(),
+        Mode::Leave,
+        "a malformed VERIFY_REQUEST when synced"
+    );
 }
 
 #[test]

@@ -1312,3 +1312,168 @@ fn the_majority_holds_a_prefix_of_own_writes() {
     );
     assert_eq!(held_prefix(&[], &t), None);
 }
+
+/// `sender` writes `payload`; every one of `nodes` delivers it.
+fn write_everywhere(nodes: &mut [&mut Dfsm<Toy>], sender: usize, payload: [u8; 2], now: u32) {
+    nodes[sender]
+        .send_normal(1, payload.to_vec(), now)
+        .expect("send");
+    let sent = multicasts(&actions(nodes[sender]));
+    let from = nodes[sender].local();
+    for d in nodes.iter_mut() {
+        d.on_deliver(from, sent[0].clone(), now);
+        d.drain_actions().for_each(drop);
+    }
+}
+
+/// ABA: another member's later write puts the key back to its value before
+/// C's write. The state alone would say the majority never got C's write
+/// (found by the DFSM simulation, seed 33): the later write supersedes it.
+#[test]
+fn a_later_write_of_the_key_supersedes_a_kept_own_write() {
+    let (mut a, mut b, mut c) = synced_three();
+    let mut all = [&mut a, &mut b, &mut c];
+    write_everywhere(&mut all, 0, [1, 5], 10);
+    write_everywhere(&mut all, 2, [1, 9], 10);
+    write_everywhere(&mut all, 2, [2, 9], 10);
+    assert_eq!(c.core.own_recent.len(), 2);
+    let mut all = [&mut a, &mut b, &mut c];
+    write_everywhere(&mut all, 0, [1, 5], 10);
+    assert_eq!(
+        c.core.own_recent.len(),
+        1,
+        "only the write of key 2 is kept"
+    );
+    // C is cut off and comes back: the key looks as before C's write, yet
+    // nothing is sent again.
+    c.on_confchg(&[C], &[], 11);
+    a.on_confchg(&[A, B], &[], 11);
+    b.on_confchg(&[A, B], &[], 11);
+    pump(&mut [&mut a, &mut b]);
+    pump(&mut [&mut c]);
+    let sent = heal(&mut a, &mut b, &mut c);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert_eq!(c.app().kv.get(&1), Some(&5));
+}
+
+/// C's own later write, queued during the resync and applied when it
+/// completes, puts the key back: the unconfirmed earlier write is not sent
+/// again (simulation seed 86).
+#[test]
+fn an_own_later_write_supersedes_an_unconfirmed_one() {
+    let (mut a, mut b, mut c) = synced_three();
+    let mut all = [&mut a, &mut b, &mut c];
+    write_everywhere(&mut all, 0, [1, 5], 10);
+    write_everywhere(&mut all, 2, [1, 9], 10);
+    c.send_normal(1, vec![1, 5], 10).expect("send");
+    let back = multicasts(&actions(&mut c));
+    // A restarted member rejoins: C's recent write is unconfirmed.
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_confchg(&[A, B, C], &[A], 11);
+    }
+    assert_eq!(c.core.own_unconfirmed.len(), 1);
+    // C's second write is delivered during the resync (queued).
+    for d in [&mut a, &mut b, &mut c] {
+        d.on_deliver(C, back[0].clone(), 12);
+    }
+    let mut sent = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        for d in [&mut a, &mut b, &mut c] {
+            let me = d.local();
+            for action in d.drain_actions() {
+                if let Action::Multicast(m) = action {
+                    if matches!(m.body, MessageBody::Normal { .. }) {
+                        sent.push(m.clone());
+                    }
+                    out.push((me, m));
+                }
+            }
+        }
+        if out.is_empty() {
+            break;
+        }
+        for (sender, m) in out {
+            for d in [&mut a, &mut b, &mut c] {
+                d.on_deliver(sender, m.clone(), 13);
+            }
+        }
+    }
+    assert_eq!(c.mode(), Mode::Synced);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(c.core.own_unconfirmed.is_empty());
+    for d in [&a, &b, &c] {
+        assert_eq!(d.app().kv.get(&1), Some(&5), "{}", d.local());
+    }
+}
+
+/// The tree of a resync C leads holds C's unconfirmed write, but a
+/// configuration change may come before the others adopted it: the write
+/// stays kept, as if applied in this configuration (simulation seed 1419).
+#[test]
+fn a_held_own_write_stays_kept_until_a_majority_confirms_it() {
+    let (mut a, mut b, mut c) = synced_three();
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    let sent = heal(&mut a, &mut b, &mut c);
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(c.core.own_unconfirmed.is_empty());
+    assert_eq!(
+        c.core.own_recent.len(),
+        1,
+        "kept as a write of this configuration"
+    );
+    // Cut off again before anything confirmed it: unconfirmed again.
+    c.on_confchg(&[C], &[], 14);
+    assert_eq!(c.core.own_unconfirmed.len(), 1);
+    // A change that keeps a majority and brings nobody in confirms it.
+    let (mut a, mut b, mut c) = synced_three();
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    heal(&mut a, &mut b, &mut c);
+    c.on_confchg(&[B, C], &[], 14);
+    assert!(c.core.own_recent.is_empty() && c.core.own_unconfirmed.is_empty());
+}
+
+/// A VERIFY is compared only with the checksum of the same round (id and
+/// epoch); another round's is skipped, whatever it says.
+#[test]
+fn a_verify_of_another_round_is_skipped() {
+    let (mut a, mut b) = synced_pair();
+    assert!(a.request_verify(2));
+    let req = multicasts(&actions(&mut a));
+    for d in [&mut a, &mut b] {
+        d.on_deliver(A, req[0].clone(), 3);
+    }
+    let MessageBody::Verify { epoch, csum_id, .. } = multicasts(&actions(&mut a))[0].body else {
+        panic!("a VERIFY");
+    };
+    let other_epoch = Epoch {
+        epoch: epoch.epoch + 1,
+        ..epoch
+    };
+    let wrong = |epoch, csum_id| {
+        state_msg(MessageBody::Verify {
+            epoch,
+            csum_id,
+            checksum: [9; 32],
+        })
+    };
+    b.on_deliver(A, wrong(other_epoch, csum_id), 4);
+    b.on_deliver(A, wrong(epoch, csum_id + 1), 4);
+    assert_eq!(b.mode(), Mode::Synced, "other rounds are skipped");
+    b.on_deliver(A, wrong(epoch, csum_id), 4);
+    assert_eq!(b.mode(), Mode::Leave, "this round's differs");
+}
+
+/// An application that gives an empty state makes the member leave at the
+/// sync start (C: dfsm_get_state_fn failed).
+#[test]
+fn an_empty_state_leaves() {
+    let mut a = dfsm(A, b"");
+    let mut b = dfsm(B, b"x");
+    a.on_confchg(&[A, B], &[B], 1);
+    b.on_confchg(&[A, B], &[A], 1);
+    let ss = multicasts(&actions(&mut a));
+    a.on_deliver(A, ss[0].clone(), 2);
+    assert_eq!(a.mode(), Mode::Leave);
+    assert!(multicasts(&actions(&mut a)).is_empty(), "no STATE sent");
+}

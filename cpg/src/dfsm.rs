@@ -641,6 +641,9 @@ struct Core {
     /// without a majority, or it rejoined): checked against the tree after
     /// the next resync within a majority, re-sent if it lacks them.
     own_unconfirmed: Vec<OwnWrite>,
+    /// Own writes sent again (message count), until we process the message:
+    /// if it is dropped instead, they are unconfirmed again.
+    own_resent: Vec<(u64, OwnWrite)>,
     /// The DFSM restarted: the next configuration proves nothing about the
     /// writes of the last one.
     rejoining: bool,
@@ -737,6 +740,56 @@ impl Core {
         self.own_recent.push_back(write);
     }
 
+    /// Our message `count` will not be applied: if it re-sent an own write,
+    /// that write is unconfirmed again (after the recent ones, which it
+    /// follows: it was sent after they were applied or found held).
+    fn resend_dropped(&mut self, count: u64) {
+        let Some(at) = self.own_resent.iter().position(|(c, _)| *c == count) else {
+            return;
+        };
+        let (_, write) = self.own_resent.remove(at);
+        tracing::warn!(
+            count,
+            "a re-sent own write was not applied: checked again later"
+        );
+        self.own_recent_bytes = 0;
+        self.own_unconfirmed.extend(self.own_recent.drain(..));
+        self.own_unconfirmed.push(write);
+    }
+
+    /// Are own writes kept (recent or unconfirmed)?
+    fn keeps_own_writes(&self) -> bool {
+        !self.own_recent.is_empty() || !self.own_unconfirmed.is_empty()
+    }
+
+    /// A write that changed `changed` was applied after our kept writes
+    /// (another member's: `recent` too; our own: only the unconfirmed
+    /// ones, the recent ones are a chain `held_prefix` follows): those that
+    /// changed any of these keys are dropped, superseded by it. Otherwise
+    /// the check would compare an ambiguous state: the later write may have
+    /// put a key back to the state before ours (a delete after our create),
+    /// which looks as if ours never arrived, and re-sending ours would undo
+    /// the later write. (Any member that got the later write got ours
+    /// before it, agreed order; if the majority lacks both, the later one
+    /// still supersedes ours.)
+    fn forget_overwritten_own(&mut self, changed: &Footprint, recent: bool) {
+        let touches = |write: &OwnWrite| {
+            write
+                .after
+                .iter()
+                .chain(&write.before)
+                .any(|(key, _)| changed.iter().any(|(k, _)| k == key))
+        };
+        if recent {
+            let kept = self.own_recent.len();
+            self.own_recent.retain(|write| !touches(write));
+            if self.own_recent.len() != kept {
+                self.own_recent_bytes = self.own_recent.iter().map(|w| w.payload.len()).sum();
+            }
+        }
+        self.own_unconfirmed.retain(|write| !touches(write));
+    }
+
     /// A configuration change (we are a member): virtual synchrony says the
     /// members that moved with us into it delivered what we delivered. If
     /// they hold a majority and nobody joined, our recent writes are safe;
@@ -791,6 +844,9 @@ impl Core {
             return;
         }
         for qm in queue {
+            if qm.sender == self.local {
+                self.resend_dropped(qm.count);
+            }
             if qm.sender == self.local && self.waiters.remove(&qm.count) {
                 tracing::warn!(
                     "write {} was not applied: the membership changed before a majority was synchronised",
@@ -900,6 +956,7 @@ impl<A: Application> Dfsm<A> {
                 own_recent: VecDeque::new(),
                 own_recent_bytes: 0,
                 own_unconfirmed: Vec::new(),
+                own_resent: Vec::new(),
                 rejoining: false,
             },
         }
@@ -1127,6 +1184,11 @@ impl<A: Application> Dfsm<A> {
             return Err(RestartError::NotRestartable(self.core.mode));
         }
         self.core.queue.clear();
+        // Nothing sent before the leave is delivered after it.
+        let resent: Vec<u64> = self.core.own_resent.iter().map(|(c, _)| *c).collect();
+        for count in resent {
+            self.core.resend_dropped(count);
+        }
         self.core.leaving_synced = false;
         self.core.rejoining = true;
         self.core.abort_waiters();
@@ -1162,6 +1224,7 @@ impl<A: Application> Dfsm<A> {
     fn on_send_failed_inner(&mut self, msg: &Message) {
         match &msg.body {
             MessageBody::Normal { count, .. } => {
+                self.core.resend_dropped(*count);
                 if self.core.resent.contains(count) {
                     tracing::error!("dfsm_resend_queue failed");
                     self.leave();
@@ -1440,6 +1503,7 @@ impl<A: Application> Dfsm<A> {
                 "write from {sender} delivered while the group holds no majority of the votes - leaving to resync"
             );
             if sender == self.core.local {
+                self.core.resend_dropped(count);
                 if self.core.waiters.remove(&count) {
                     self.core.actions.push_back(Action::Result {
                         count,
@@ -1491,6 +1555,11 @@ impl<A: Application> Dfsm<A> {
         } else {
             None
         };
+        let foreign = safety && !own && self.core.keeps_own_writes();
+        if sender == self.core.local {
+            // A re-sent write is processed: kept again below if applied.
+            self.core.own_resent.retain(|(c, _)| *c != count);
+        }
         self.core.delivering = Some(count);
         let res = self.app.deliver(
             &mut Ctx {
@@ -1512,6 +1581,9 @@ impl<A: Application> Dfsm<A> {
             && let Some(after) = self.app.write_footprint(subtype, payload)
             && let MessageBody::Normal { payload, .. } = msg.body
         {
+            // Our own later write supersedes unconfirmed ones of the same
+            // keys (the recent ones form a chain the check follows).
+            self.core.forget_overwritten_own(&after, false);
             self.core.remember_own(OwnWrite {
                 time: self.core.now,
                 subtype,
@@ -1519,6 +1591,13 @@ impl<A: Application> Dfsm<A> {
                 before,
                 after,
             });
+        } else if foreign
+            && result >= 0
+            && res.is_ok()
+            && let MessageBody::Normal { payload, .. } = &msg.body
+            && let Some(changed) = self.app.write_footprint(subtype, payload)
+        {
+            self.core.forget_overwritten_own(&changed, true);
         }
         if sender == self.core.local {
             self.core.record_local_result(count, result);
@@ -1813,8 +1892,21 @@ impl<A: Application> Dfsm<A> {
         let prefix = held_prefix(&writes, &tree);
         let lacked = prefix.map_or(0, |k| writes.len() - k);
         let superseded = if prefix.is_none() { writes.len() } else { 0 };
-        for write in writes.into_iter().skip(prefix.unwrap_or(usize::MAX)) {
-            self.core.send_normal(write.subtype, write.payload, false);
+        let mut writes = writes.into_iter();
+        // The tree holds these, but the others may not have adopted it yet
+        // (we lead the resync and its updates are on their way): they count
+        // as applied now, in this configuration, before the recent ones.
+        let held: Vec<OwnWrite> = writes.by_ref().take(prefix.unwrap_or(0)).collect();
+        for mut write in held.into_iter().rev() {
+            write.time = self.core.now;
+            self.core.own_recent_bytes += write.payload.len();
+            self.core.own_recent.push_front(write);
+        }
+        for write in writes.skip(if prefix.is_some() { 0 } else { usize::MAX }) {
+            let count = self
+                .core
+                .send_normal(write.subtype, write.payload.clone(), false);
+            self.core.own_resent.push((count, write));
         }
         if lacked + superseded > 0 {
             tracing::warn!(
@@ -1879,6 +1971,10 @@ impl<A: Application> Dfsm<A> {
 /// `k` such that every key written after write `k` is as the writes up to
 /// `k` left it (before the first write of it, if none did), and for `k` =
 /// all, the last write's keys are as it left them. `None`: no `k` fits.
+/// A key of an earlier write may have been changed since, except that a
+/// write whose keys are all still as before it, where no earlier own write
+/// put them, is not held: `k` is at most its index (else a lacked write of
+/// another key than the later ones would pass for held).
 fn held_prefix(
     writes: &[OwnWrite],
     tree: &std::collections::HashMap<Vec<u8>, Option<u64>>,
@@ -1909,6 +2005,23 @@ fn held_prefix(
             p => list[p - 1].1,
         }
     };
+    // The first write that visibly never happened here.
+    let own_before = |key: &[u8], j: usize| {
+        afters
+            .get(key)
+            .is_some_and(|list| list.first().is_some_and(|(i, _)| *i < j))
+    };
+    let lacked = writes
+        .iter()
+        .enumerate()
+        .position(|(j, write)| {
+            write.after != write.before
+                && write
+                    .before
+                    .iter()
+                    .all(|(key, state)| !own_before(key, j) && now(key) == *state)
+        })
+        .unwrap_or(writes.len());
     let mut later: Vec<&[u8]> = Vec::new();
     for k in (0..writes.len()).rev() {
         for (key, _) in &writes[k].before {
@@ -1916,7 +2029,7 @@ fn held_prefix(
                 later.push(key);
             }
         }
-        if later.iter().all(|key| now(key) == expected(key, k)) {
+        if k <= lacked && later.iter().all(|key| now(key) == expected(key, k)) {
             return Some(k);
         }
     }

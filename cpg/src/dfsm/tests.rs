@@ -1477,3 +1477,28 @@ fn an_empty_state_leaves() {
     assert_eq!(a.mode(), Mode::Leave);
     assert!(multicasts(&actions(&mut a)).is_empty(), "no STATE sent");
 }
+
+/// Writes of different keys the majority all lacks: all of them are sent
+/// again, not only the last (simulation seed 12672: the first one's key
+/// was as before it, yet it passed for held).
+#[test]
+fn lacked_own_writes_of_different_keys_are_all_sent_again() {
+    let w = vec![own(b'a', Some(1), Some(2)), own(b'b', Some(3), Some(4))];
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b'a', Some(1)), (b'b', Some(3))])),
+        Some(0)
+    );
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b'a', Some(2)), (b'b', Some(3))])),
+        Some(1)
+    );
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b'a', Some(2)), (b'b', Some(4))])),
+        Some(2)
+    );
+    // The majority changed the first key since: the first counts as held.
+    assert_eq!(
+        held_prefix(&w, &tree(&[(b'a', Some(7)), (b'b', Some(3))])),
+        Some(1)
+    );
+}

@@ -1973,8 +1973,9 @@ impl<A: Application> Dfsm<A> {
 /// all, the last write's keys are as it left them. `None`: no `k` fits.
 /// A key of an earlier write may have been changed since, except that a
 /// write whose keys are all still as before it, where no earlier own write
-/// put them, is not held: `k` is at most its index (else a lacked write of
-/// another key than the later ones would pass for held).
+/// put them, is not held unless a later write visibly is (a key of it as it
+/// left it, not as before it): `k` is at most its index (else a lacked
+/// write of another key than the later ones would pass for held).
 fn held_prefix(
     writes: &[OwnWrite],
     tree: &std::collections::HashMap<Vec<u8>, Option<u64>>,
@@ -2005,7 +2006,17 @@ fn held_prefix(
             p => list[p - 1].1,
         }
     };
-    // The first write that visibly never happened here.
+    // The last write that visibly happened here, and the first after it
+    // that visibly did not.
+    let held = writes.iter().enumerate().rev().find_map(|(j, write)| {
+        write
+            .after
+            .iter()
+            .any(|(key, _)| {
+                now(key) == expected(key, j + 1) && expected(key, j + 1) != expected(key, j)
+            })
+            .then_some(j)
+    });
     let own_before = |key: &[u8], j: usize| {
         afters
             .get(key)
@@ -2014,14 +2025,15 @@ fn held_prefix(
     let lacked = writes
         .iter()
         .enumerate()
-        .position(|(j, write)| {
+        .skip(held.map_or(0, |h| h + 1))
+        .find(|(j, write)| {
             write.after != write.before
                 && write
                     .before
                     .iter()
-                    .all(|(key, state)| !own_before(key, j) && now(key) == *state)
+                    .all(|(key, state)| !own_before(key, *j) && now(key) == *state)
         })
-        .unwrap_or(writes.len());
+        .map_or(writes.len(), |(j, _)| j);
     let mut later: Vec<&[u8]> = Vec::new();
     for k in (0..writes.len()).rev() {
         for (key, _) in &writes[k].before {

@@ -1502,3 +1502,18 @@ fn lacked_own_writes_of_different_keys_are_all_sent_again() {
         Some(1)
     );
 }
+
+/// A key the majority changed back to its state before an older write does
+/// not make that write, nor the held ones after it, count as lacked
+/// (simulation seed 6080: the first write's key was deleted since, the
+/// second is visibly held, the last is lacked).
+#[test]
+fn a_visibly_held_write_outweighs_an_older_key_changed_back() {
+    let w = vec![
+        own(b'a', None, Some(1)),
+        own(b'c', Some(2), Some(3)),
+        own(b'c', Some(3), Some(4)),
+    ];
+    let t = tree(&[(b'a', None), (b'c', Some(3))]);
+    assert_eq!(held_prefix(&w, &t), Some(2));
+}

@@ -1889,9 +1889,18 @@ impl<A: Application> Dfsm<A> {
                 tree.insert(key, state);
             }
         }
+        // Writes of keys the majority changed since are superseded; the
+        // others are checked without them.
+        let changed = superseded_own(&writes, &tree);
+        let all = writes.len();
+        let writes: Vec<OwnWrite> = writes
+            .into_iter()
+            .zip(&changed)
+            .filter_map(|(write, changed)| (!changed).then_some(write))
+            .collect();
         let prefix = held_prefix(&writes, &tree);
         let lacked = prefix.map_or(0, |k| writes.len() - k);
-        let superseded = if prefix.is_none() { writes.len() } else { 0 };
+        let superseded = all - writes.len() + if prefix.is_none() { writes.len() } else { 0 };
         let mut writes = writes.into_iter();
         // The tree holds these, but the others may not have adopted it yet
         // (we lead the resync and its updates are on their way): they count
@@ -1964,6 +1973,57 @@ impl<A: Application> Dfsm<A> {
             }
         }
         ok
+    }
+}
+
+/// Which of `writes` (oldest first) the majority superseded: those of a key
+/// whose state in `tree` is none the writes could have left (before the
+/// first of them, or after one), and with them every write of a key one of
+/// those changed (the chain of an atomic write: create, write, rename).
+/// The others do not touch these keys, so the prefix rule holds for them
+/// alone ([`held_prefix`]).
+fn superseded_own(
+    writes: &[OwnWrite],
+    tree: &std::collections::HashMap<Vec<u8>, Option<u64>>,
+) -> Vec<bool> {
+    use std::collections::{HashMap, HashSet};
+    let now = |key: &[u8]| tree.get(key).copied().flatten();
+    let mut states: HashMap<&[u8], HashSet<Option<u64>>> = HashMap::new();
+    for write in writes {
+        for (key, state) in &write.before {
+            states.entry(key.as_slice()).or_insert_with(|| {
+                let mut first = HashSet::new();
+                first.insert(*state);
+                first
+            });
+        }
+        for (key, state) in &write.after {
+            states.entry(key.as_slice()).or_default().insert(*state);
+        }
+    }
+    let mut keys: HashSet<&[u8]> = states
+        .iter()
+        .filter(|(key, states)| !states.contains(&now(key)))
+        .map(|(key, _)| *key)
+        .collect();
+    let mut superseded = vec![false; writes.len()];
+    loop {
+        let mut more = false;
+        for (i, write) in writes.iter().enumerate() {
+            let touched = write.before.iter().chain(&write.after);
+            if !superseded[i]
+                && touched
+                    .clone()
+                    .any(|(key, _)| keys.contains(key.as_slice()))
+            {
+                superseded[i] = true;
+                more = true;
+                keys.extend(touched.map(|(key, _)| key.as_slice()));
+            }
+        }
+        if !more {
+            return superseded;
+        }
     }
 }
 

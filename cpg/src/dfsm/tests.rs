@@ -1517,3 +1517,30 @@ fn a_visibly_held_write_outweighs_an_older_key_changed_back() {
     let t = tree(&[(b'a', None), (b'c', Some(3))]);
     assert_eq!(held_prefix(&w, &t), Some(2));
 }
+
+/// A key the majority changed since supersedes the own writes of it (and
+/// of the keys they share writes with), not the others: those are checked
+/// alone (simulation seed 5503: a lacked write of another key was dropped
+/// with the superseded one).
+#[test]
+fn only_the_writes_of_changed_keys_are_superseded() {
+    let w = vec![
+        own(b'c', Some(0), Some(1)),
+        own(b'e', Some(2), Some(3)),
+        own(b'c', Some(1), Some(4)),
+        own(b'd', Some(5), Some(6)),
+    ];
+    let t = tree(&[(b'c', Some(1)), (b'e', Some(3)), (b'd', Some(9))]);
+    assert_eq!(superseded_own(&w, &t), vec![false, false, false, true]);
+    assert_eq!(
+        held_prefix(&w[..3], &t),
+        Some(2),
+        "the write of c is re-sent"
+    );
+    // The atomic write whose target the majority rewrote: the whole chain.
+    let t = tree(&[(b't', None), (b'c', Some(7))]);
+    assert_eq!(superseded_own(&atomic_write(), &t), vec![true; 3]);
+    // Nothing changed: nothing superseded.
+    let t = tree(&[(b't', Some(5)), (b'c', Some(1))]);
+    assert_eq!(superseded_own(&atomic_write(), &t), vec![false; 3]);
+}

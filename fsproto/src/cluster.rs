@@ -1734,6 +1734,130 @@ mod tests {
         }
     }
 
+    /// A one-member group: every message the file system multicasts comes
+    /// back to it. Sends `body` as request `opcode` on `nodeid`, loops the
+    /// messages and returns the reply.
+    fn call(fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]) -> Vec<u8> {
+        static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
+        let unique = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let header = InHeader {
+            len: (40 + body.len()) as u32,
+            opcode,
+            unique,
+            nodeid,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(body);
+        assert!(fs.intercept(&request), "opcode {opcode} taken");
+        let me = MemberId::new(1, 1);
+        loop {
+            let outgoing = fs.take_outgoing();
+            if outgoing.is_empty() {
+                break;
+            }
+            for (group, _, bytes) in outgoing {
+                fs.cpg_deliver(group, me, &bytes);
+            }
+        }
+        let replies = fs.take_replies();
+        assert_eq!(replies.len(), 1, "opcode {opcode}: one reply");
+        assert_eq!(reply_unique(&replies[0]), unique);
+        replies[0].clone()
+    }
+
+    fn errno_of(reply: &[u8]) -> i32 {
+        -read_at::<OutHeader>(reply, 0).expect("header").error
+    }
+
+    fn with_name<T: bytemuck::Pod>(fixed: &T, names: &[&[u8]]) -> Vec<u8> {
+        let mut body = bytemuck::bytes_of(fixed).to_vec();
+        for name in names {
+            body.extend_from_slice(name);
+            body.push(0);
+        }
+        body
+    }
+
+    /// Every mutation of cluster mode travels as a DCDB message and comes
+    /// back applied: each field of the message matters (a write's offset
+    /// and truncation, a rename's target, an mtime), and the errnos are the
+    /// local ones.
+    #[test]
+    fn every_mutation_round_trips_through_the_group() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        let mtime_of = |path: &[u8]| {
+            let core = fs.core();
+            let reader = core.reader();
+            reader.resolve(path).expect("read").map(|e| e.meta.mtime)
+        };
+        // CREATE, then WRITEs at two offsets.
+        let reply = call(
+            &fs,
+            FUSE_CREATE,
+            1,
+            &with_name(&CreateIn::default(), &[b"a"]),
+        );
+        assert_eq!(errno_of(&reply), 0);
+        let file = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let write = |offset: u64, data: &[u8]| {
+            let mut body = bytemuck::bytes_of(&WriteIn {
+                offset,
+                size: data.len() as u32,
+                ..WriteIn::default()
+            })
+            .to_vec();
+            body.extend_from_slice(data);
+            let reply = call(&fs, FUSE_WRITE, file, &body);
+            assert_eq!(errno_of(&reply), 0);
+            read_at::<WriteOut>(&reply, 16).expect("write_out").size
+        };
+        assert_eq!(write(0, b"hello"), 5);
+        assert_eq!(write(3, b"XY"), 2);
+        assert_eq!(fs.read_tree_file(b"a").as_deref(), Some(&b"helXY"[..]));
+        // SETATTR: a truncation, an mtime.
+        let setattr =
+            |attr: SetattrIn| errno_of(&call(&fs, FUSE_SETATTR, file, bytemuck::bytes_of(&attr)));
+        assert_eq!(
+            setattr(SetattrIn {
+                valid: FATTR_SIZE,
+                size: 2,
+                ..SetattrIn::default()
+            }),
+            0
+        );
+        assert_eq!(fs.read_tree_file(b"a").as_deref(), Some(&b"he"[..]));
+        assert_eq!(
+            setattr(SetattrIn {
+                valid: FATTR_MTIME,
+                mtime: 1_234_567,
+                ..SetattrIn::default()
+            }),
+            0
+        );
+        assert_eq!(mtime_of(b"a"), Some(1_234_567));
+        // MKDIR, RENAME into it under another name, UNLINK, RMDIR.
+        let reply = call(&fs, FUSE_MKDIR, 1, &with_name(&MkdirIn::default(), &[b"d"]));
+        assert_eq!(errno_of(&reply), 0);
+        let dir = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let reply = call(&fs, FUSE_MKDIR, 1, &with_name(&MkdirIn::default(), &[b"d"]));
+        assert_eq!(errno_of(&reply), libc::EEXIST);
+        let rename = RenameIn { newdir: dir };
+        let reply = call(&fs, FUSE_RENAME, 1, &with_name(&rename, &[b"a", b"b"]));
+        assert_eq!(errno_of(&reply), 0);
+        assert_eq!(fs.read_tree_file(b"a"), None);
+        assert_eq!(fs.read_tree_file(b"d/b").as_deref(), Some(&b"he"[..]));
+        let reply = call(&fs, FUSE_RENAME, 1, &with_name(&rename, &[b"gone", b"c"]));
+        assert_eq!(errno_of(&reply), libc::ENOENT);
+        assert_eq!(errno_of(&call(&fs, FUSE_RMDIR, 1, b"d\0")), libc::ENOTEMPTY);
+        assert_eq!(errno_of(&call(&fs, FUSE_UNLINK, dir, b"b\0")), 0);
+        assert_eq!(fs.read_tree_file(b"d/b"), None);
+        assert_eq!(errno_of(&call(&fs, FUSE_RMDIR, 1, b"d\0")), 0);
+        assert_eq!(mtime_of(b"d"), None);
+    }
+
     #[test]
     fn a_create_is_parked_then_answered_with_entry_and_open() {
         let fs = cluster_fs();

@@ -1738,6 +1738,12 @@ mod tests {
     /// back to it. Sends `body` as request `opcode` on `nodeid`, loops the
     /// messages and returns the reply.
     fn call(fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]) -> Vec<u8> {
+        try_call(fs, opcode, nodeid, body).unwrap_or_else(|| panic!("opcode {opcode} taken"))
+    }
+
+    /// [`call`], or `None` if cluster mode does not take the request (it is
+    /// served like in local mode).
+    fn try_call(fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]) -> Option<Vec<u8>> {
         static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
         let unique = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let header = InHeader {
@@ -1749,7 +1755,9 @@ mod tests {
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
         request.extend_from_slice(body);
-        assert!(fs.intercept(&request), "opcode {opcode} taken");
+        if !fs.intercept(&request) {
+            return None;
+        }
         let me = MemberId::new(1, 1);
         loop {
             let outgoing = fs.take_outgoing();
@@ -1763,7 +1771,7 @@ mod tests {
         let replies = fs.take_replies();
         assert_eq!(replies.len(), 1, "opcode {opcode}: one reply");
         assert_eq!(reply_unique(&replies[0]), unique);
-        replies[0].clone()
+        Some(replies[0].clone())
     }
 
     fn errno_of(reply: &[u8]) -> i32 {
@@ -1856,6 +1864,145 @@ mod tests {
         assert_eq!(fs.read_tree_file(b"d/b"), None);
         assert_eq!(errno_of(&call(&fs, FUSE_RMDIR, 1, b"d\0")), 0);
         assert_eq!(mtime_of(b"d"), None);
+    }
+
+    /// SETATTR in cluster mode: only a size or an mtime makes it a cluster
+    /// write; with it, the mode must be the path's fixed one (0640, 0600
+    /// under priv), the owner root and the group www-data (else EPERM), the
+    /// size at most the file size limit (else EFBIG). An mtime of 0 on a
+    /// lock directory is an unlock request and is itself refused (EACCES).
+    #[test]
+    fn setattr_rules_in_cluster_mode() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        let create = |parent: u64, name: &[u8]| {
+            let reply = call(
+                &fs,
+                FUSE_CREATE,
+                parent,
+                &with_name(&CreateIn::default(), &[name]),
+            );
+            assert_eq!(errno_of(&reply), 0);
+            read_at::<EntryOut>(&reply, 16).expect("entry").nodeid
+        };
+        let mkdir = |parent: u64, name: &[u8]| {
+            let reply = call(
+                &fs,
+                FUSE_MKDIR,
+                parent,
+                &with_name(&MkdirIn::default(), &[name]),
+            );
+            assert_eq!(errno_of(&reply), 0);
+            read_at::<EntryOut>(&reply, 16).expect("entry").nodeid
+        };
+        let file = create(1, b"f");
+        let priv_dir = mkdir(1, b"priv");
+        let private = create(priv_dir, b"p");
+        let write = |node: u64, data: &[u8]| {
+            let mut body = bytemuck::bytes_of(&WriteIn {
+                size: data.len() as u32,
+                ..WriteIn::default()
+            })
+            .to_vec();
+            body.extend_from_slice(data);
+            assert_eq!(errno_of(&call(&fs, FUSE_WRITE, node, &body)), 0);
+        };
+        write(file, b"0123456789");
+        write(private, b"0123456789");
+        let setattr = |node: u64, attr: SetattrIn| {
+            try_call(&fs, FUSE_SETATTR, node, bytemuck::bytes_of(&attr)).map(|r| errno_of(&r))
+        };
+        let size = |size: u64, valid: u32| SetattrIn {
+            valid: FATTR_SIZE | valid,
+            size,
+            mode: libc::S_IFREG | 0o640,
+            uid: 0,
+            gid: 33,
+            ..SetattrIn::default()
+        };
+        // Mode, owner or group alone: not a cluster write (served locally).
+        for valid in [FATTR_MODE, FATTR_UID, FATTR_GID] {
+            assert_eq!(
+                setattr(
+                    file,
+                    SetattrIn {
+                        valid,
+                        mode: 0o640,
+                        ..SetattrIn::default()
+                    }
+                ),
+                None
+            );
+        }
+        let text = |path: &[u8]| fs.read_tree_file(path).map(|d| d.len());
+        assert_eq!(setattr(file, size(9, FATTR_MODE)), Some(0));
+        assert_eq!(text(b"f"), Some(9));
+        let wrong_mode = SetattrIn {
+            mode: libc::S_IFREG | 0o644,
+            ..size(8, FATTR_MODE)
+        };
+        assert_eq!(setattr(file, wrong_mode), Some(libc::EPERM));
+        assert_eq!(
+            setattr(private, size(8, FATTR_MODE)),
+            Some(libc::EPERM),
+            "0640 under priv"
+        );
+        let private_mode = SetattrIn {
+            mode: libc::S_IFREG | 0o600,
+            ..size(8, FATTR_MODE)
+        };
+        assert_eq!(setattr(private, private_mode), Some(0));
+        assert_eq!(text(b"priv/p"), Some(8));
+        assert_eq!(setattr(file, size(8, FATTR_UID)), Some(0));
+        let other_owner = SetattrIn {
+            uid: 1,
+            ..size(7, FATTR_UID)
+        };
+        assert_eq!(setattr(file, other_owner), Some(libc::EPERM));
+        assert_eq!(setattr(file, size(7, FATTR_GID)), Some(0));
+        let other_group = SetattrIn {
+            gid: 0,
+            ..size(6, FATTR_GID)
+        };
+        assert_eq!(setattr(file, other_group), Some(libc::EPERM));
+        assert_eq!(text(b"f"), Some(7), "refusals change nothing");
+        let max = pmxcfs_store::MAX_FILE_SIZE as u64;
+        assert_eq!(setattr(file, size(max + 1, 0)), Some(libc::EFBIG));
+        assert_eq!(setattr(file, size(max, 0)), Some(0));
+        assert_eq!(text(b"f"), Some(pmxcfs_store::MAX_FILE_SIZE));
+        // MTIME_NOW: the daemon's clock.
+        let before = now_secs();
+        let now = SetattrIn {
+            valid: FATTR_MTIME | FATTR_MTIME_NOW,
+            mtime: 5,
+            ..SetattrIn::default()
+        };
+        assert_eq!(setattr(file, now), Some(0));
+        let mtime = {
+            let core = fs.core();
+            let reader = core.reader();
+            reader.resolve(b"f").expect("read").expect("f").meta.mtime
+        };
+        assert!(
+            mtime >= before && mtime <= now_secs(),
+            "{mtime} vs {before}"
+        );
+        // An mtime of 0 on a lock directory asks for an unlock: refused.
+        let lock = mkdir(mkdir(priv_dir, b"lock"), b"l");
+        let unlock = SetattrIn {
+            valid: FATTR_MTIME,
+            mtime: 0,
+            ..SetattrIn::default()
+        };
+        assert_eq!(setattr(lock, unlock), Some(libc::EACCES));
+        let core = fs.core();
+        assert!(
+            core.reader()
+                .resolve(b"priv/lock/l")
+                .expect("read")
+                .is_some()
+        );
     }
 
     #[test]

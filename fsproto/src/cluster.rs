@@ -2005,6 +2005,88 @@ mod tests {
         );
     }
 
+    /// MKNOD (regular files only), CREATE on an existing name (O_TRUNC,
+    /// O_EXCL, a directory), the write size limit at its boundary and
+    /// RENAME2's flags, in cluster mode.
+    #[test]
+    fn create_variants_write_limit_and_rename2() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        let mknod = |name: &[u8], mode: u32| {
+            let fixed = MknodIn {
+                mode,
+                ..MknodIn::default()
+            };
+            errno_of(&call(&fs, FUSE_MKNOD, 1, &with_name(&fixed, &[name])))
+        };
+        assert_eq!(mknod(b"m", libc::S_IFREG | 0o640), 0);
+        assert_eq!(fs.read_tree_file(b"m").as_deref(), Some(&b""[..]));
+        assert_eq!(mknod(b"fifo", libc::S_IFIFO | 0o640), libc::ENOSYS);
+        let create = |name: &[u8], flags: i32| {
+            let fixed = CreateIn {
+                flags: flags as u32,
+                ..CreateIn::default()
+            };
+            let reply = call(&fs, FUSE_CREATE, 1, &with_name(&fixed, &[name]));
+            (
+                errno_of(&reply),
+                read_at::<EntryOut>(&reply, 16).map(|e| e.nodeid),
+            )
+        };
+        let (errno, node) = create(b"c", libc::O_WRONLY);
+        assert_eq!(errno, 0);
+        let node = node.expect("entry");
+        let write = |offset: u64, data: &[u8]| {
+            let mut body = bytemuck::bytes_of(&WriteIn {
+                offset,
+                size: data.len() as u32,
+                ..WriteIn::default()
+            })
+            .to_vec();
+            body.extend_from_slice(data);
+            errno_of(&call(&fs, FUSE_WRITE, node, &body))
+        };
+        assert_eq!(write(0, b"keep"), 0);
+        assert_eq!(
+            create(b"c", libc::O_WRONLY).0,
+            0,
+            "an existing file is opened"
+        );
+        assert_eq!(fs.read_tree_file(b"c").as_deref(), Some(&b"keep"[..]));
+        assert_eq!(create(b"c", libc::O_WRONLY | libc::O_EXCL).0, libc::EEXIST);
+        assert_eq!(create(b"c", libc::O_WRONLY | libc::O_TRUNC).0, 0);
+        assert_eq!(fs.read_tree_file(b"c").as_deref(), Some(&b""[..]));
+        assert_eq!(
+            errno_of(&call(
+                &fs,
+                FUSE_MKDIR,
+                1,
+                &with_name(&MkdirIn::default(), &[b"dir"])
+            )),
+            0
+        );
+        assert_eq!(create(b"dir", libc::O_WRONLY).0, libc::EISDIR);
+        // The last byte of the limit may be written, not one more.
+        let max = pmxcfs_store::MAX_FILE_SIZE as u64;
+        assert_eq!(write(max - 2, b"ok"), 0);
+        assert_eq!(write(max - 1, b"no"), libc::EFBIG);
+        assert_eq!(fs.read_tree_file(b"c").map(|d| d.len()), Some(max as usize));
+        // RENAME2: flags (RENAME_NOREPLACE, ...) are refused; none is a rename.
+        let rename2 = |flags: u32, from: &[u8], to: &[u8]| {
+            let fixed = Rename2In {
+                newdir: 1,
+                flags,
+                ..Rename2In::default()
+            };
+            errno_of(&call(&fs, FUSE_RENAME2, 1, &with_name(&fixed, &[from, to])))
+        };
+        assert_eq!(rename2(1, b"m", b"n"), libc::EINVAL);
+        assert_eq!(rename2(0, b"m", b"n"), 0);
+        assert_eq!(fs.read_tree_file(b"n").as_deref(), Some(&b""[..]));
+        assert_eq!(fs.read_tree_file(b"m"), None);
+    }
+
     #[test]
     fn a_create_is_parked_then_answered_with_entry_and_open() {
         let fs = cluster_fs();

@@ -2245,6 +2245,51 @@ mod tests {
         );
     }
 
+    /// The held status updates are bounded by distinct keys: at the bound a
+    /// new key is dropped, a held one still takes its latest value; the
+    /// backlog counts from one byte above the bound, and releases at half.
+    #[test]
+    fn held_status_updates_are_bounded_by_keys() {
+        let fs = cluster_fs();
+        let update = |key: &str, value: &[u8]| {
+            let payload = Kvstore::update_message(key.as_bytes(), value).expect("payload");
+            fs.core()
+                .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+        };
+        fs.set_send_backlog(MAX_SEND_BACKLOG);
+        update("kv/at-the-bound", b"sent");
+        assert_eq!(fs.take_outgoing().len(), 1, "not above the bound: sent");
+        fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+        for i in 0..MAX_HELD_STATUS {
+            update(&format!("kv/{i}"), b"old");
+        }
+        update("kv/one-too-many", b"dropped");
+        update("kv/0", b"new");
+        assert!(fs.take_outgoing().is_empty(), "held");
+        fs.set_send_backlog(MAX_SEND_BACKLOG / 2 + 1);
+        assert!(fs.take_outgoing().is_empty(), "still above half");
+        fs.set_send_backlog(MAX_SEND_BACKLOG / 2);
+        let outgoing = fs.take_outgoing();
+        assert_eq!(outgoing.len(), MAX_HELD_STATUS, "one message per held key");
+        let mut values = std::collections::BTreeMap::new();
+        for (_, msg, _) in &outgoing {
+            let pmxcfs_cpg::dfsm::MessageBody::Normal { payload, .. } = &msg.body else {
+                panic!("NORMAL");
+            };
+            let update = pmxcfs_cpg::wire::KvUpdate::decode(payload).expect("update");
+            values.insert(update.key.to_vec(), update.value.to_vec());
+        }
+        assert_eq!(
+            values.get(&b"kv/0"[..]).map(Vec::as_slice),
+            Some(&b"new"[..])
+        );
+        assert_eq!(
+            values.get(&b"kv/1"[..]).map(Vec::as_slice),
+            Some(&b"old"[..])
+        );
+        assert!(!values.contains_key(&b"kv/one-too-many"[..]));
+    }
+
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
         let header = InHeader {
             len: (40 + 16 + name.len() + 1) as u32,

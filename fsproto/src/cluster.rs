@@ -2290,6 +2290,36 @@ mod tests {
         assert!(!values.contains_key(&b"kv/one-too-many"[..]));
     }
 
+    /// What `pmxcfs status` shows of cluster mode, through its states.
+    #[test]
+    fn the_report_follows_the_groups() {
+        let fs = cluster_fs();
+        let report = fs.report();
+        assert!(report.cluster && report.quorate);
+        let names: Vec<&str> = report.groups.iter().map(|g| g.name).collect();
+        assert_eq!(names, vec!["pve_dcdb_v1", "pve_kvstore_v1"]);
+        assert_eq!(report.groups[0].mode, "start");
+        assert_eq!((report.parked, report.waiting, report.outgoing), (0, 0, 0));
+        // Without write safety (C's rule) a write is sent at once: parked
+        // until its delivery, its message outgoing until the daemon takes it.
+        assert!(fs.intercept(&mkdir_request(3, "sent")));
+        let report = fs.report();
+        assert_eq!((report.waiting, report.parked, report.outgoing), (0, 1, 1));
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        let report = fs.report();
+        let dcdb = &report.groups[0];
+        assert_eq!(dcdb.mode, "synced");
+        assert_eq!(
+            (dcdb.members, dcdb.synced_members, dcdb.leader_nodeid),
+            (1, 1, 1)
+        );
+        assert_eq!(deliver_own(&fs), 1);
+        let report = fs.report();
+        assert_eq!((report.parked, report.outgoing), (0, 0));
+        assert!(report.global_version > 0);
+    }
+
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
         let header = InHeader {
             len: (40 + 16 + name.len() + 1) as u32,

@@ -1666,6 +1666,11 @@ mod tests {
     }
 
     fn cluster_fs() -> TestFs {
+        cluster_fs_as(1)
+    }
+
+    /// A cluster-mode file system of node `id` (member `id/id`).
+    fn cluster_fs_as(id: u32) -> TestFs {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = pmxcfs_store::Store::open(dir.path()).expect("store").leak();
         let (session, permit) = store
@@ -1675,12 +1680,13 @@ mod tests {
             session,
             permit,
             crate::fs::Config {
-                nodename: "n1".into(),
+                nodename: format!("node{id}"),
                 www_data_gid: 33,
             },
             None,
         );
-        fs.cpg_connected(Group::Dcdb, MemberId::new(1, 1));
+        fs.cpg_connected(Group::Dcdb, MemberId::new(id, id));
+        fs.cpg_connected(Group::Kvstore, MemberId::new(id, id));
         fs.set_quorate(true);
         TestFs {
             fs: Some(fs),
@@ -2318,6 +2324,62 @@ mod tests {
         let report = fs.report();
         assert_eq!((report.parked, report.outgoing), (0, 0));
         assert!(report.global_version > 0);
+    }
+
+    /// Two nodes' kvstore groups: node 2's status update reaches node 1's
+    /// remote tables and its `.version`.
+    #[test]
+    fn a_remote_status_update_reaches_version_and_remote_tables() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let nodes = [(&one, members[0]), (&two, members[1])];
+        let pump = || loop {
+            let mut sent = Vec::new();
+            for (fs, me) in nodes {
+                for (group, _, bytes) in fs.take_outgoing() {
+                    sent.push((group, me, bytes));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (group, sender, bytes) in sent {
+                for (fs, _) in nodes {
+                    fs.cpg_deliver(group, sender, &bytes);
+                }
+            }
+        };
+        for (fs, _) in nodes {
+            for group in Group::ALL {
+                fs.cpg_confchg(group, &members, &members);
+            }
+            fs.set_cluster_info(Some(crate::status::ClusterInfo {
+                name: "lab".into(),
+                config_version: 1,
+                nodes: (1..=2)
+                    .map(|id| crate::status::ClusterNode {
+                        name: format!("node{id}"),
+                        nodeid: id,
+                        votes: 1,
+                    })
+                    .collect(),
+            }));
+        }
+        pump();
+        let payload = Kvstore::update_message(b"kv/x", b"1\0").expect("payload");
+        two.core()
+            .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+        pump();
+        let core = one.core();
+        let remote = core.kv_remote().expect("cluster mode has remote tables");
+        assert!(
+            remote
+                .get(&2)
+                .is_some_and(|table| table.contains_key(&b"kv/x"[..]))
+        );
+        let text = core.version_text();
+        assert!(text.contains("\"node2\": {\n\"kv/x\": "), "{text}");
     }
 
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {

@@ -10,7 +10,8 @@
 #   make fault-long   the 3-node fault campaign's long form (20 partitions, 20 daemon
 #                kills, 10 corosync kills; RELIABILITY.md)
 #   make soak    30 minutes of random faults in the 3-node cluster (RSS, fds, journal)
-#   make sim-strict   the DFSM simulation, 100,000 seeds of write-safe groups
+#   make sim-strict   the DFSM simulation, 100,000 seeds of write-safe groups (3 of 4
+#                with extended virtual synchrony: the own-delivery window)
 #   make fuzz    every fuzz target FUZZ_SECONDS (600) each, FUZZ_JOBS (1) at a time
 #   make mutants mutation testing (cargo-mutants) of MUTANTS_FILES; hours; mutants.out/
 

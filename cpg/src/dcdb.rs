@@ -537,11 +537,19 @@ impl Application for Dcdb<'_, '_> {
 
     /// The paths a file operation changes (a rename: both), each with a
     /// fingerprint of its kind and content (and its mtime for an MTIME).
-    /// Locks (UNLOCK, UNLOCK_REQUEST) are not kept: they expire anyway.
+    /// Locks are not kept (UNLOCK, UNLOCK_REQUEST, and any change of a lock
+    /// directory under `priv/lock/`): a lock taken before a partition and
+    /// expired and removed by the majority meanwhile would otherwise come
+    /// back at the heal and block its guest for another lock lifetime; a
+    /// lost lock is what the C daemon gives too.
     fn write_footprint(&mut self, subtype: u16, payload: &[u8]) -> Option<Footprint> {
         let (kind, DcdbPayload::Fuse(fuse)) = decode_dcdb(subtype, payload).ok()? else {
             return None;
         };
+        let lock = |path: &[u8]| pmxcfs_store::path::is_lockdir(path);
+        if lock(fuse.path) || fuse.to.is_some_and(lock) {
+            return None;
+        }
         let with_mtime = kind == DcdbType::Mtime;
         let reader = self.session().reader();
         let state = |path: &[u8]| {
@@ -772,6 +780,13 @@ mod tests {
         .encode(&mut unlock)
         .expect("encodes");
         assert_eq!(app.write_footprint(DcdbType::Unlock as u16, &unlock), None);
+        let lock_dir = payload(b"priv/lock/x", None, b"", 0);
+        assert_eq!(app.write_footprint(DcdbType::Mkdir as u16, &lock_dir), None);
+        let into_lock = payload(b"d", Some(b"priv/lock/y"), b"", 0);
+        assert_eq!(
+            app.write_footprint(DcdbType::Rename as u16, &into_lock),
+            None
+        );
         assert_eq!(app.write_footprint(DcdbType::Write as u16, b"\x01"), None);
     }
 

@@ -71,15 +71,20 @@
 //! application of the write (its re-send) restores it. Under write safety a
 //! resync may erase only own-delivery writes (whose last first application,
 //! of the write or of a re-send of it, was a minority's transitional
-//! delivery), and by the next settle each of them must be undone: the
-//! write is in the settled history again (re-sent, or a branch that held it
-//! won a later resync), or it is superseded (when its writer checked it,
-//! after the last resync that erased it there, its key's value came from a
-//! write first applied after it was sent, i.e. concurrent with it: the DFSM
-//! does not re-send a write whose key the majority changed since), or its
-//! writer's process died before it checked the write after that resync or
-//! before a re-send of it reached a majority (the list of own writes is in
-//! memory). An acknowledged write must be in the settled state, overwritten
+//! delivery) and stale copies of former ones that a majority holds again
+//! (re-sent), and by the next settle each erased own-delivery write must be
+//! undone: the write is in the settled history again (re-sent, or a branch
+//! that held it won a later resync), or it is superseded (when its writer
+//! checked it, after the last resync that erased it there, or when its
+//! re-send reached the writer, its key's value came from a write first
+//! applied after it was sent, i.e. concurrent with it: the DFSM does not
+//! re-send a write whose key the majority changed since, and a re-sent
+//! CREATE of a file that exists does nothing), or its writer's process died
+//! before it checked the write after that resync or before a re-send of it
+//! reached a majority (the list of own writes is in memory), or it was never
+//! applied on its writer, whose client was answered that it failed (its
+//! queue 2 was dropped; the other side had applied it in a transitional
+//! delivery). An acknowledged write must be in the settled state, overwritten
 //! by a later write, or one of these. A write applied again to a history
 //! that holds it must change nothing (the key still holds its value), but
 //! for the findings below. Counted (`write_safety_summary`): own-delivery
@@ -103,10 +108,22 @@
 //!     replaced on its writer.
 //! W2. A branch ahead by own-delivery writes wins a resync (highest version,
 //!     then newest mtime) over writes a majority applied, which it erases
-//!     (lost unless a branch holding them wins later; seed 671).
+//!     (lost unless a branch holding them wins later; seed 671), and over
+//!     own-delivery writes of the other branch made after them, which their
+//!     writer then takes for superseded (seed 84003 with the DCDB).
 //! W3. C's resend of queue 1 at a join re-applies a message that the other
 //!     side of a split applied in a transitional delivery, undoing the
 //!     writes in between (seed 1224 with the DCDB).
+//! W4. The prefix rule takes a lacked own write for held although its key
+//!     is still as before it, and does not re-send it: (a) when that state
+//!     is what the writer's own earlier write left (`held_prefix` does not
+//!     compare the keys of the writes it takes for held: a lock the
+//!     majority took again after ours was released must not be deleted by
+//!     a re-send; seed 21313, where `make sim-strict` found it), or (b)
+//!     when a later own DELETE of the same check finds its file gone
+//!     because the majority deleted it too (it passes for held, and with
+//!     it every earlier write; seed 61967 with the DCDB). Detected at the
+//!     writer's check after the erasure.
 //!
 //! (Seeds of `DFSM_SIM_POLICY=strict DFSM_SIM_EVS=1` unless said otherwise,
 //! the toy application unless named; `DFSM_SIM_TRACE=1` shows the finding.)
@@ -1016,6 +1033,8 @@ struct AppLog {
     /// Every write the application processed (effective or not): its id
     /// and the message (sender, count) that carried it.
     processed: Vec<(u64, Msg)>,
+    /// Writes processed without effect: id, message, the key's last write.
+    no_effect: Vec<(u64, Msg, Option<u64>)>,
     erased: Vec<Erased>,
     /// Resyncs committed.
     resyncs: u64,
@@ -1124,6 +1143,10 @@ impl Application for Tracked {
             }
         };
         self.log.processed.push((op.id, (sender, count)));
+        if result < 0 {
+            let last = self.hist.last.get(&op.key).copied();
+            self.log.no_effect.push((op.id, (sender, count), last));
+        }
         if result >= 0 {
             let prev = self.hist.last.insert(op.key.clone(), op.id);
             let again = !self.hist.ghost.insert(op.id);
@@ -1396,6 +1419,14 @@ enum WindowLoss {
     /// erasure, or before its re-send reached a majority (the list of own
     /// writes is in memory).
     WriterDied,
+    /// Never applied on its writer, whose client was answered that it
+    /// failed (the others applied it in a transitional delivery).
+    Unacknowledged,
+    /// Finding W2 (module docs): the key held an older own-delivery write of
+    /// another branch that won a resync.
+    WindowWon,
+    /// Finding W4 (module docs).
+    OwnChain,
 }
 
 /// A resync that erased writes from a history.
@@ -1459,6 +1490,8 @@ struct Stats {
     lost_undone: BTreeMap<String, u64>,
     /// Writes applied again where the key still held their value.
     repeats: u64,
+    /// Erased stale copies of former own-delivery writes a majority holds.
+    stale_erasures: u64,
     /// Resyncs that erased writes a majority applied, for a branch ahead by
     /// own-delivery writes ...
     window_wins: u64,
@@ -1513,6 +1546,7 @@ impl Stats {
             *self.lost_undone.entry(k.clone()).or_default() += v;
         }
         self.repeats += o.repeats;
+        self.stale_erasures += o.stale_erasures;
         self.window_wins += o.window_wins;
         self.lost_window_wins += o.lost_window_wins;
         for (k, v) in &o.window_lost {
@@ -1646,6 +1680,11 @@ struct Sim {
     /// of a re-send of it) was by at most half of the nodes, in a
     /// transitional delivery.
     window: BTreeSet<u64>,
+    /// Writes that ever were own-delivery writes.
+    ever_window: BTreeSet<u64>,
+    /// Re-sent writes whose re-send their writer processed without effect
+    /// (e.g. a CREATE of a file that exists), and the write its key held.
+    resend_no_effect: BTreeMap<u64, Option<u64>>,
     /// Write id → the re-sends of it (step, message).
     resends: BTreeMap<u64, Vec<(u64, Msg)>>,
     /// Resyncs that erased own-delivery writes (write safety): (node,
@@ -1662,6 +1701,8 @@ struct Sim {
     policy_named: bool,
     /// Write id → the value it replaced on its writer.
     before_on_writer: BTreeMap<u64, Val>,
+    /// Write id → the write whose value it replaced on its writer.
+    prev_on_writer: BTreeMap<u64, Option<u64>>,
     /// Repeats accepted as findings (`applied_again`): (write, the write
     /// it undid).
     again: BTreeSet<(u64, Option<u64>)>,
@@ -1743,6 +1784,8 @@ impl Sim {
             evs: evs_on(seed, policy),
             transitional: false,
             window: BTreeSet::new(),
+            ever_window: BTreeSet::new(),
+            resend_no_effect: BTreeMap::new(),
             resends: BTreeMap::new(),
             window_erased: Vec::new(),
             window_erased_checked: 0,
@@ -1750,6 +1793,7 @@ impl Sim {
             window_checks: BTreeMap::new(),
             policy_named,
             before_on_writer: BTreeMap::new(),
+            prev_on_writer: BTreeMap::new(),
             again: BTreeSet::new(),
             undone: BTreeMap::new(),
             transitional_msgs: BTreeSet::new(),
@@ -1932,11 +1976,21 @@ impl Sim {
                 self.nodes[node].processed.insert(id);
                 self.nodes[node].processed_msgs.insert(msg);
             }
+            for &(id, msg, last) in &log.no_effect {
+                let resent = self
+                    .resends
+                    .get(&id)
+                    .is_some_and(|r| r.iter().any(|&(_, m)| m == msg));
+                if resent && self.writes[self.write_idx[&id]].node == node {
+                    self.resend_no_effect.insert(id, last);
+                }
+            }
             let group = self.group_size(node);
             for a in log.applied {
                 let id = a.id;
                 if self.writes[self.write_idx[&id]].node == node {
                     self.before_on_writer.entry(id).or_insert(a.before);
+                    self.prev_on_writer.entry(id).or_insert(a.prev);
                 }
                 if a.again && self.policy == Policy::Strict {
                     self.applied_again(node, &a);
@@ -2047,6 +2101,23 @@ impl Sim {
         }
     }
 
+    /// Do more than half of the nodes' states (processes, or the disk of a
+    /// node without one) hold write `id`?
+    fn majority_holds(&self, id: u64) -> bool {
+        let holders = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.proc
+                    .as_ref()
+                    .map_or(&n.hist, |pr| &pr.dfsm.app().hist)
+                    .ghost
+                    .contains(&id)
+            })
+            .count();
+        holders * 2 > self.nodes.len()
+    }
+
     /// `node` became SYNCED: in a configuration of more than half of the
     /// nodes, its DFSM checked its unconfirmed own writes against the state
     /// it has now (`Dfsm::check_own_writes`). Noted, for every erasure of
@@ -2097,7 +2168,19 @@ impl Sim {
             // writes (first applied by a minority in a transitional
             // delivery); their writers must re-send them (checked when
             // settled).
-            let other: BTreeSet<u64> = erased.difference(&self.window).copied().collect();
+            // A stale copy: the write was an own-delivery write, and its
+            // re-send reached a majority, which still holds it.
+            let stale: BTreeSet<u64> = erased
+                .difference(&self.window)
+                .filter(|id| self.ever_window.contains(id) && self.majority_holds(**id))
+                .copied()
+                .collect();
+            self.stats.stale_erasures += stale.len() as u64;
+            let other: BTreeSet<u64> = erased
+                .difference(&self.window)
+                .filter(|id| !stale.contains(id))
+                .copied()
+                .collect();
             // Finding: the leader's branch is ahead by own-delivery writes
             // (applied by a minority only), and wins over writes a
             // majority applied.
@@ -2378,6 +2461,7 @@ impl Sim {
                 // minority applied it before its confchg.
                 self.stats.window_writes += 1;
                 self.window.insert(id);
+                self.ever_window.insert(id);
                 self.trace(|| {
                     format!(
                         "write {id} applied by a minority {holders:?} in a transitional delivery"
@@ -3156,11 +3240,59 @@ impl Sim {
                 .proc
                 .as_ref()
                 .is_none_or(|pr| pr.dfsm.local() != rec.sender);
-            let why = if superseded {
+            // Its re-send found the key changed by a concurrent write.
+            let resend_superseded = matches!(self.resend_no_effect.get(&id), Some(&Some(by))
+                if by != id
+                    && self
+                        .first_applied
+                        .get(&by)
+                        .is_some_and(|f| f.event > rec.sent_event));
+            // Never applied on its writer (answered as failed): nothing to
+            // re-send.
+            let unacknowledged = !matches!(rec.status, WriteStatus::Acked(_))
+                && !self.before_on_writer.contains_key(&id);
+            // Finding W2: the key held an older own-delivery write of
+            // another branch, which the writer had not seen, and which won.
+            let window_won = matches!(check, Some(Check::Lacked(Some(by)))
+                if self.ever_window.contains(&by)
+                    && self.nodes[rec.node]
+                        .applied
+                        .get(&by)
+                        .is_none_or(|&at| at >= self.nodes[rec.node].applied[&id]));
+            // Finding W4: the key was at the value the writer's own earlier
+            // write had left, which the check takes for changed back since.
+            let own_chain = matches!(check, Some(Check::Lacked(Some(x)))
+                if self.prev_on_writer.get(&id) == Some(&Some(x))
+                    && self.writes[self.write_idx[&x]].sender == rec.sender);
+            // ... or a later own DELETE of the same check found its file
+            // gone (the majority deleted it too), which passes for held and
+            // with it every earlier write.
+            let absent = |check: Option<&Check>| match check {
+                Some(Check::Lacked(None)) => true,
+                Some(Check::Lacked(Some(by))) => {
+                    self.writes[self.write_idx[by]].op.kind == Kind::Delete
+                }
+                _ => false,
+            };
+            let coincident_delete = self.window_erased.iter().enumerate().any(|(i, e)| {
+                let later = &self.writes[self.write_idx[&e.1]];
+                e.0 == rec.node
+                    && e.1 > id
+                    && later.sender == rec.sender
+                    && later.op.kind == Kind::Delete
+                    && absent(self.window_checks.get(&i))
+            });
+            let why = if superseded || resend_superseded {
                 WindowLoss::Superseded
+            } else if unacknowledged {
+                WindowLoss::Unacknowledged
+            } else if window_won && !strict_findings() {
+                WindowLoss::WindowWon
             } else if writer_died && self.window.contains(&id) && (check.is_none() || resent_since)
             {
                 WindowLoss::WriterDied
+            } else if (own_chain || coincident_delete) && !strict_findings() {
+                WindowLoss::OwnChain
             } else {
                 self.fail(&format!(
                     "resync at step {step} erased own-delivery write {id} ({:?} {} of {}, {:?}) on node {}, \
@@ -3523,12 +3655,15 @@ const FINDINGS_LOSS_BOUND_PER_10K: u64 = 15;
 /// The summary of the write-safe runs, and the bound on their findings.
 fn write_safety_summary(total: &Stats) {
     let acked = total.writes_acked - total.writes_acked_c;
-    let lost = total.lost_undone.values().sum::<u64>() + total.lost_window_wins;
+    let lost = total.lost_undone.values().sum::<u64>()
+        + total.lost_window_wins
+        + total.lost_acked_window.get("WindowWon").unwrap_or(&0)
+        + total.lost_acked_window.get("OwnChain").unwrap_or(&0);
     eprintln!(
         "write safety: {} runs ({} with EVS), {acked} acknowledged writes; own-delivery window: \
          {} writes, {} erased, {} re-sent, not back when settled {:?} (acknowledged {:?}); \
          findings: {} ABA re-sends, {} resyncs won by own-delivery writes, {} queue-1 resends, \
-         {lost} acknowledged writes lost ({:?}, {} with W2)",
+         {lost} acknowledged writes lost ({:?}, {} + {} with W2, {} with W4)",
         total.runs_strict,
         total.runs_evs,
         total.window_writes,
@@ -3541,6 +3676,8 @@ fn write_safety_summary(total: &Stats) {
         total.queue_resends,
         total.lost_undone,
         total.lost_window_wins,
+        total.lost_acked_window.get("WindowWon").unwrap_or(&0),
+        total.lost_acked_window.get("OwnChain").unwrap_or(&0),
     );
     if total.runs_strict >= 100 {
         assert!(

@@ -199,6 +199,7 @@ mod tests {
         assert_eq!(entry.meta, meta(Kind::File));
         assert_eq!(entry.name, b"a.cfg");
         assert_eq!(entry.data, b"hello");
+        assert_eq!(entry.size(), 5);
     }
 
     #[test]

@@ -102,3 +102,26 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk says ENOSPC (C: EIO); other disk failures EIO.
+    #[test]
+    fn disk_failures_map_to_their_errno() {
+        let io = |errno| StoreError::Io {
+            path: PathBuf::from("/x"),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(io(libc::ENOSPC).errno(), libc::ENOSPC);
+        assert_eq!(io(libc::EIO).errno(), libc::EIO);
+        let db = |errno| StoreError::Db(heed::Error::Io(std::io::Error::from_raw_os_error(errno)));
+        assert_eq!(db(libc::ENOSPC).errno(), libc::ENOSPC);
+        assert_eq!(db(libc::EIO).errno(), libc::EIO);
+        assert_eq!(
+            StoreError::Db(heed::Error::Mdb(heed::MdbError::MapFull)).errno(),
+            libc::ENOSPC
+        );
+    }
+}

@@ -78,6 +78,22 @@ impl LockTable {
 
 #[cfg(test)]
 mod tests {
+
+    /// Status reports: every lock with the second it expires, sorted.
+    #[test]
+    fn expiries_are_first_seen_plus_the_lifetime() {
+        let mut table = LockTable::default();
+        table.set_timeout_secs(30);
+        table.reset(b"priv/lock/b", [2; 32], 100);
+        table.reset(b"priv/lock/a", [1; 32], 200);
+        assert_eq!(
+            table.expiries(),
+            vec![
+                (b"priv/lock/a".to_vec(), 230),
+                (b"priv/lock/b".to_vec(), 130)
+            ]
+        );
+    }
     use super::*;
 
     #[test]

@@ -157,6 +157,32 @@ pub fn decode(bytes: &[u8]) -> Option<(Op<'_>, Origin)> {
 
 #[cfg(test)]
 mod tests {
+
+    /// The path an op names first (a rename's source).
+    #[test]
+    fn the_path_of_each_op() {
+        let ops = [
+            Op::Create { path: b"c" },
+            Op::Mkdir { path: b"m" },
+            Op::Delete { path: b"d" },
+            Op::Rename {
+                from: b"f",
+                to: b"t",
+            },
+            Op::Write {
+                path: b"w",
+                offset: 0,
+                data: b"",
+                truncate: false,
+            },
+            Op::Mtime {
+                path: b"u",
+                mtime: 1,
+            },
+        ];
+        let paths: Vec<&[u8]> = ops.iter().map(Op::path).collect();
+        assert_eq!(paths, vec![&b"c"[..], b"m", b"d", b"f", b"w", b"u"]);
+    }
     use super::*;
 
     #[test]

@@ -195,6 +195,14 @@ pub fn guest_config_of_path(path: &[u8]) -> Option<GuestConfig> {
 
 #[cfg(test)]
 mod tests {
+
+    /// `.vmlist`'s type names (C's `vmtype_to_string`).
+    #[test]
+    fn guest_type_labels() {
+        assert_eq!(GuestType::Qemu.label(), "qemu");
+        assert_eq!(GuestType::Openvz.label(), "openvz");
+        assert_eq!(GuestType::Lxc.label(), "lxc");
+    }
     use super::*;
 
     #[test]

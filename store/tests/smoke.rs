@@ -209,3 +209,44 @@ fn the_largest_records_are_journaled_and_larger_ones_refused() {
         .expect("the renamed file");
     assert!(moved.data.is_empty(), "the refused write changed nothing");
 }
+
+/// What the daemon reads of a store besides the tree: the LMDB dir is
+/// private (0700), its size on disk, an inode's path, the entry count and
+/// data bytes.
+#[test]
+fn store_facts_for_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lmdb = dir.path().join("lmdb");
+    std::fs::create_dir(&lmdb).expect("mkdir");
+    std::fs::set_permissions(&lmdb, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = Store::open(dir.path()).expect("open");
+    let mode = std::fs::metadata(&lmdb).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    assert!(store.disk_size_bytes().expect("size") > 0);
+    let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+    let mut writer = session.writer(&mut permit);
+    writer
+        .apply(&Op::Mkdir { path: b"a" }, ORIGIN)
+        .expect("mkdir");
+    writer
+        .apply(&Op::Create { path: b"a/b" }, ORIGIN)
+        .expect("create");
+    let write = Op::Write {
+        path: b"a/b",
+        offset: 0,
+        data: b"12345",
+        truncate: false,
+    };
+    writer.apply(&write, ORIGIN).expect("write");
+    session.commit().expect("commit");
+    let reader = session.reader();
+    let file = reader.resolve(b"a/b").expect("read").expect("a/b");
+    assert_eq!(
+        reader.path_of(file.meta.inode).expect("path"),
+        Some(b"a/b".to_vec())
+    );
+    assert_eq!(reader.path_of(file.meta.inode + 1000).expect("path"), None);
+    // The root, a, a/b (the version row is not an entry).
+    assert_eq!(reader.usage().expect("usage"), (3, 5));
+}

@@ -2382,6 +2382,93 @@ mod tests {
         assert!(text.contains("\"node2\": {\n\"kv/x\": "), "{text}");
     }
 
+    /// A remote change invalidates what the kernel of this node may cache:
+    /// the name's entry in its directory, the directory's listing and the
+    /// inode (before and after); this node's own answered changes invalidate
+    /// nothing (its kernel made them).
+    #[test]
+    fn remote_changes_invalidate_the_kernel_caches_own_ones_do_not() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let nodes = [(&one, members[0]), (&two, members[1])];
+        let pump = || loop {
+            let mut sent = Vec::new();
+            for (fs, me) in nodes {
+                for (group, _, bytes) in fs.take_outgoing() {
+                    sent.push((group, me, bytes));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (group, sender, bytes) in sent {
+                for (fs, _) in nodes {
+                    fs.cpg_deliver(group, sender, &bytes);
+                }
+            }
+        };
+        for (fs, _) in nodes {
+            fs.cpg_confchg(Group::Dcdb, &members, &members);
+        }
+        pump();
+        for (fs, _) in nodes {
+            fs.take_invalidations();
+        }
+        let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
+            let header = InHeader {
+                len: (40 + body.len()) as u32,
+                opcode,
+                unique: 9,
+                nodeid,
+                ..InHeader::default()
+            };
+            let mut request = bytemuck::bytes_of(&header).to_vec();
+            request.extend_from_slice(body);
+            assert!(fs.intercept(&request));
+            pump();
+            let replies = fs.take_replies();
+            assert_eq!(errors(&replies), vec![0]);
+            replies[0].clone()
+        };
+        // Node 2 creates "a": node 1 forgets its (negative) entry of "a" and
+        // the root's listing; node 2 invalidates nothing.
+        let reply = request(
+            &two,
+            FUSE_CREATE,
+            1,
+            &with_name(&CreateIn::default(), &[b"a"]),
+        );
+        let node = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let seen = one.take_invalidations();
+        assert!(
+            seen.contains(&Invalidation::Entry {
+                parent: 1,
+                name: b"a".to_vec()
+            }),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&Invalidation::Inode { node_id: 1 }),
+            "{seen:?}"
+        );
+        assert_eq!(two.take_invalidations(), vec![], "own answered change");
+        // Node 2 writes it: node 1 drops its attributes and pages.
+        let mut body = bytemuck::bytes_of(&WriteIn {
+            size: 2,
+            ..WriteIn::default()
+        })
+        .to_vec();
+        body.extend_from_slice(b"hi");
+        request(&two, FUSE_WRITE, node, &body);
+        let seen = one.take_invalidations();
+        assert!(
+            seen.contains(&Invalidation::Inode { node_id: node }),
+            "{seen:?}"
+        );
+        assert_eq!(two.take_invalidations(), vec![]);
+    }
+
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
         let header = InHeader {
             len: (40 + 16 + name.len() + 1) as u32,

@@ -2469,6 +2469,47 @@ mod tests {
         assert_eq!(two.take_invalidations(), vec![]);
     }
 
+    /// A request of several messages (a truncation with an mtime) is
+    /// answered once, after the last of them.
+    #[test]
+    fn a_request_of_two_messages_is_answered_after_both() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        let reply = call(
+            &fs,
+            FUSE_CREATE,
+            1,
+            &with_name(&CreateIn::default(), &[b"f"]),
+        );
+        let node = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let attr = SetattrIn {
+            valid: FATTR_SIZE | FATTR_MTIME,
+            size: 0,
+            mtime: 77,
+            ..SetattrIn::default()
+        };
+        let header = InHeader {
+            len: (40 + size_of::<SetattrIn>()) as u32,
+            opcode: FUSE_SETATTR,
+            unique: 5,
+            nodeid: node,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(bytemuck::bytes_of(&attr));
+        assert!(fs.intercept(&request));
+        let outgoing = fs.take_outgoing();
+        assert_eq!(outgoing.len(), 2, "truncate, then mtime");
+        fs.cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
+        assert!(fs.take_replies().is_empty(), "one message still pending");
+        fs.cpg_deliver(Group::Dcdb, me, &outgoing[1].2);
+        assert_eq!(errors(&fs.take_replies()), vec![0]);
+        let core = fs.core();
+        let entry = core.reader().resolve(b"f").expect("read").expect("f");
+        assert_eq!((entry.data.len(), entry.meta.mtime), (0, 77));
+    }
+
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
         let header = InHeader {
             len: (40 + 16 + name.len() + 1) as u32,

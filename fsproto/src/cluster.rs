@@ -2510,6 +2510,42 @@ mod tests {
         assert_eq!((entry.data.len(), entry.meta.mtime), (0, 77));
     }
 
+    /// A group that left is restarted (mode START, joined again by the
+    /// daemon); each group on its own.
+    #[test]
+    fn a_group_that_left_restarts() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        let other = MemberId::new(2, 2);
+        for group in Group::ALL {
+            fs.cpg_confchg(group, &[me], &[me]);
+            fs.cpg_confchg(group, &[other], &[other]);
+        }
+        let modes = |fs: &TestFs| -> Vec<String> {
+            fs.report().groups.iter().map(|g| g.mode.clone()).collect()
+        };
+        assert_eq!(modes(&fs), vec!["leave", "leave"]);
+        assert!(fs.cpg_restart(Group::Kvstore));
+        assert_eq!(modes(&fs), vec!["leave", "start"]);
+        assert!(fs.cpg_restart(Group::Dcdb));
+        assert_eq!(modes(&fs), vec!["start", "start"]);
+    }
+
+    /// The send backlog counts the messages not yet taken by the daemon
+    /// too: a write's message pushes it over the bound, and a status
+    /// update is then held.
+    #[test]
+    fn outgoing_messages_count_in_the_send_backlog() {
+        let fs = cluster_fs();
+        fs.set_send_backlog(MAX_SEND_BACKLOG - 40);
+        assert!(fs.intercept(&mkdir_request(3, "a-name-long-enough")));
+        let payload = Kvstore::update_message(b"kv/x", b"1").expect("payload");
+        fs.core()
+            .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+        let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
+        assert_eq!(groups, vec![Group::Dcdb], "the status update is held");
+    }
+
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
         let header = InHeader {
             len: (40 + 16 + name.len() + 1) as u32,

@@ -1544,3 +1544,81 @@ fn only_the_writes_of_changed_keys_are_superseded() {
     let t = tree(&[(b't', Some(5)), (b'c', Some(1))]);
     assert_eq!(superseded_own(&atomic_write(), &t), vec![false; 3]);
 }
+
+/// The own-write list is bounded: by age (a write more than
+/// OWN_WRITES_KEPT_SECS older than the newest goes), by count and by
+/// payload bytes (the oldest goes first), with its byte count kept exact.
+#[test]
+fn the_own_write_list_is_bounded() {
+    let write = |time: u32, bytes: usize| OwnWrite {
+        time,
+        subtype: 1,
+        payload: vec![0; bytes],
+        before: Vec::new(),
+        after: Vec::new(),
+    };
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    core.remember_own(write(100, 10));
+    core.remember_own(write(100 + OWN_WRITES_KEPT_SECS, 20));
+    assert_eq!(core.own_recent.len(), 2, "exactly the lifetime apart: kept");
+    core.remember_own(write(101 + OWN_WRITES_KEPT_SECS, 30));
+    assert_eq!(core.own_recent.len(), 2, "one second more: the first goes");
+    assert_eq!(core.own_recent_bytes, 50);
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    for _ in 0..OWN_WRITES_KEPT {
+        core.remember_own(write(5, 1));
+    }
+    assert_eq!(core.own_recent.len(), OWN_WRITES_KEPT);
+    core.remember_own(write(5, 7));
+    assert_eq!(core.own_recent.len(), OWN_WRITES_KEPT, "the oldest went");
+    assert_eq!(core.own_recent_bytes, OWN_WRITES_KEPT - 1 + 7);
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    core.remember_own(write(5, OWN_WRITES_KEPT_BYTES / 2));
+    core.remember_own(write(5, OWN_WRITES_KEPT_BYTES / 2));
+    assert_eq!(core.own_recent.len(), 2, "exactly at the byte bound: kept");
+    core.remember_own(write(5, 1));
+    assert_eq!(core.own_recent.len(), 2, "one byte more: the oldest went");
+    assert_eq!(core.own_recent_bytes, OWN_WRITES_KEPT_BYTES / 2 + 1);
+}
+
+/// A re-sent own write whose message is not applied (here: its multicast
+/// failed) is unconfirmed again, to be checked at the next resync.
+#[test]
+fn a_re_sent_write_that_fails_is_checked_again() {
+    let (mut a, mut b, mut c) = synced_three();
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    c.app_mut().kv.clear();
+    c.on_confchg(&[A, B, C], &[A, B], 12);
+    a.on_confchg(&[A, B, C], &[C], 12);
+    b.on_confchg(&[A, B, C], &[C], 12);
+    // Run the resync, but fail C's re-sent write instead of delivering it.
+    loop {
+        let mut out = Vec::new();
+        for d in [&mut a, &mut b, &mut c] {
+            let me = d.local();
+            for action in d.drain_actions() {
+                if let Action::Multicast(m) = action {
+                    out.push((me, m));
+                }
+            }
+        }
+        if out.is_empty() {
+            break;
+        }
+        for (sender, m) in out {
+            if sender == C && matches!(m.body, MessageBody::Normal { .. }) {
+                c.on_send_failed(&m, 13);
+                continue;
+            }
+            for d in [&mut a, &mut b, &mut c] {
+                d.on_deliver(sender, m.clone(), 13);
+            }
+        }
+    }
+    assert!(c.core.own_resent.is_empty());
+    assert_eq!(c.core.own_unconfirmed.len(), 1, "checked again later");
+    assert_eq!(a.app().kv.get(&1), None);
+}

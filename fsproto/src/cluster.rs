@@ -2334,22 +2334,7 @@ mod tests {
         let two = cluster_fs_as(2);
         let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
         let nodes = [(&one, members[0]), (&two, members[1])];
-        let pump = || loop {
-            let mut sent = Vec::new();
-            for (fs, me) in nodes {
-                for (group, _, bytes) in fs.take_outgoing() {
-                    sent.push((group, me, bytes));
-                }
-            }
-            if sent.is_empty() {
-                return;
-            }
-            for (group, sender, bytes) in sent {
-                for (fs, _) in nodes {
-                    fs.cpg_deliver(group, sender, &bytes);
-                }
-            }
-        };
+        let pump = || deliver_all(&nodes);
         for (fs, _) in nodes {
             for group in Group::ALL {
                 fs.cpg_confchg(group, &members, &members);
@@ -2392,22 +2377,7 @@ mod tests {
         let two = cluster_fs_as(2);
         let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
         let nodes = [(&one, members[0]), (&two, members[1])];
-        let pump = || loop {
-            let mut sent = Vec::new();
-            for (fs, me) in nodes {
-                for (group, _, bytes) in fs.take_outgoing() {
-                    sent.push((group, me, bytes));
-                }
-            }
-            if sent.is_empty() {
-                return;
-            }
-            for (group, sender, bytes) in sent {
-                for (fs, _) in nodes {
-                    fs.cpg_deliver(group, sender, &bytes);
-                }
-            }
-        };
+        let pump = || deliver_all(&nodes);
         for (fs, _) in nodes {
             fs.cpg_confchg(Group::Dcdb, &members, &members);
         }
@@ -2544,6 +2514,27 @@ mod tests {
             .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
         let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
         assert_eq!(groups, vec![Group::Dcdb], "the status update is held");
+    }
+
+    /// A CPG among `nodes`: every message any of them multicasts reaches
+    /// all of them, until none is left.
+    fn deliver_all(nodes: &[(&TestFs, MemberId)]) {
+        loop {
+            let mut sent = Vec::new();
+            for (fs, me) in nodes {
+                for (group, _, bytes) in fs.take_outgoing() {
+                    sent.push((group, *me, bytes));
+                }
+            }
+            if sent.is_empty() {
+                return;
+            }
+            for (group, sender, bytes) in sent {
+                for (fs, _) in nodes {
+                    fs.cpg_deliver(group, sender, &bytes);
+                }
+            }
+        }
     }
 
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {

@@ -1147,6 +1147,17 @@ fn own_write_then_cut(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) {
 }
 
 fn heal(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) -> Vec<Message> {
+    heal_failing(a, b, c, false)
+}
+
+/// [`heal`]; with `fail_own`, C's NORMAL messages fail to send instead of
+/// being delivered. Returns C's NORMAL messages.
+fn heal_failing(
+    a: &mut Dfsm<Toy>,
+    b: &mut Dfsm<Toy>,
+    c: &mut Dfsm<Toy>,
+    fail_own: bool,
+) -> Vec<Message> {
     // The heal's resync brings the majority's state to C (the toy's kv
     // is not part of its state: the test sets C's as the resync would).
     c.on_confchg(&[A, B, C], &[A, B], 12);
@@ -1155,18 +1166,26 @@ fn heal(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) -> Vec<Message>
     let mut sent = Vec::new();
     loop {
         let mut out = Vec::new();
+        let mut failed = Vec::new();
         for d in [&mut *a, &mut *b, &mut *c] {
             let me = d.local();
             for action in d.drain_actions() {
                 if let Action::Multicast(m) = action {
                     if me == C && matches!(m.body, MessageBody::Normal { .. }) {
                         sent.push(m.clone());
+                        if fail_own {
+                            failed.push(m);
+                            continue;
+                        }
                     }
                     out.push((me, m));
                 }
             }
         }
-        if out.is_empty() {
+        for m in &failed {
+            c.on_send_failed(m, 13);
+        }
+        if out.is_empty() && failed.is_empty() {
             return sent;
         }
         for (sender, m) in out {
@@ -1591,33 +1610,8 @@ fn a_re_sent_write_that_fails_is_checked_again() {
     let (mut a, mut b, mut c) = synced_three();
     own_write_then_cut(&mut a, &mut b, &mut c);
     c.app_mut().kv.clear();
-    c.on_confchg(&[A, B, C], &[A, B], 12);
-    a.on_confchg(&[A, B, C], &[C], 12);
-    b.on_confchg(&[A, B, C], &[C], 12);
-    // Run the resync, but fail C's re-sent write instead of delivering it.
-    loop {
-        let mut out = Vec::new();
-        for d in [&mut a, &mut b, &mut c] {
-            let me = d.local();
-            for action in d.drain_actions() {
-                if let Action::Multicast(m) = action {
-                    out.push((me, m));
-                }
-            }
-        }
-        if out.is_empty() {
-            break;
-        }
-        for (sender, m) in out {
-            if sender == C && matches!(m.body, MessageBody::Normal { .. }) {
-                c.on_send_failed(&m, 13);
-                continue;
-            }
-            for d in [&mut a, &mut b, &mut c] {
-                d.on_deliver(sender, m.clone(), 13);
-            }
-        }
-    }
+    let sent = heal_failing(&mut a, &mut b, &mut c, true);
+    assert_eq!(sent.len(), 1, "re-sent, and failed");
     assert!(c.core.own_resent.is_empty());
     assert_eq!(c.core.own_unconfirmed.len(), 1, "checked again later");
     assert_eq!(a.app().kv.get(&1), None);

@@ -1780,6 +1780,13 @@ mod tests {
         Some(replies[0].clone())
     }
 
+    /// [`call`] for a request that makes an entry: its node id.
+    fn created(fs: &TestFs, opcode: u32, parent: u64, body: &[u8]) -> u64 {
+        let reply = call(fs, opcode, parent, body);
+        assert_eq!(errno_of(&reply), 0, "opcode {opcode}");
+        read_at::<EntryOut>(&reply, 16).expect("entry").nodeid
+    }
+
     fn errno_of(reply: &[u8]) -> i32 {
         -read_at::<OutHeader>(reply, 0).expect("header").error
     }
@@ -1883,24 +1890,20 @@ mod tests {
         let me = MemberId::new(1, 1);
         fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
         let create = |parent: u64, name: &[u8]| {
-            let reply = call(
+            created(
                 &fs,
                 FUSE_CREATE,
                 parent,
                 &with_name(&CreateIn::default(), &[name]),
-            );
-            assert_eq!(errno_of(&reply), 0);
-            read_at::<EntryOut>(&reply, 16).expect("entry").nodeid
+            )
         };
         let mkdir = |parent: u64, name: &[u8]| {
-            let reply = call(
+            created(
                 &fs,
                 FUSE_MKDIR,
                 parent,
                 &with_name(&MkdirIn::default(), &[name]),
-            );
-            assert_eq!(errno_of(&reply), 0);
-            read_at::<EntryOut>(&reply, 16).expect("entry").nodeid
+            )
         };
         let file = create(1, b"f");
         let priv_dir = mkdir(1, b"priv");

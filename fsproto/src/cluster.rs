@@ -1780,6 +1780,18 @@ mod tests {
         Some(replies[0].clone())
     }
 
+    /// A WRITE request's body: `data` at `offset`.
+    fn write_body(offset: u64, data: &[u8]) -> Vec<u8> {
+        let mut body = bytemuck::bytes_of(&WriteIn {
+            offset,
+            size: data.len() as u32,
+            ..WriteIn::default()
+        })
+        .to_vec();
+        body.extend_from_slice(data);
+        body
+    }
+
     /// [`call`] for a request that makes an entry: its node id.
     fn created(fs: &TestFs, opcode: u32, parent: u64, body: &[u8]) -> u64 {
         let reply = call(fs, opcode, parent, body);
@@ -1824,13 +1836,7 @@ mod tests {
         assert_eq!(errno_of(&reply), 0);
         let file = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
         let write = |offset: u64, data: &[u8]| {
-            let mut body = bytemuck::bytes_of(&WriteIn {
-                offset,
-                size: data.len() as u32,
-                ..WriteIn::default()
-            })
-            .to_vec();
-            body.extend_from_slice(data);
+            let body = write_body(offset, data);
             let reply = call(&fs, FUSE_WRITE, file, &body);
             assert_eq!(errno_of(&reply), 0);
             read_at::<WriteOut>(&reply, 16).expect("write_out").size
@@ -1909,12 +1915,7 @@ mod tests {
         let priv_dir = mkdir(1, b"priv");
         let private = create(priv_dir, b"p");
         let write = |node: u64, data: &[u8]| {
-            let mut body = bytemuck::bytes_of(&WriteIn {
-                size: data.len() as u32,
-                ..WriteIn::default()
-            })
-            .to_vec();
-            body.extend_from_slice(data);
+            let body = write_body(0, data);
             assert_eq!(errno_of(&call(&fs, FUSE_WRITE, node, &body)), 0);
         };
         write(file, b"0123456789");
@@ -2047,13 +2048,7 @@ mod tests {
         assert_eq!(errno, 0);
         let node = node.expect("entry");
         let write = |offset: u64, data: &[u8]| {
-            let mut body = bytemuck::bytes_of(&WriteIn {
-                offset,
-                size: data.len() as u32,
-                ..WriteIn::default()
-            })
-            .to_vec();
-            body.extend_from_slice(data);
+            let body = write_body(offset, data);
             errno_of(&call(&fs, FUSE_WRITE, node, &body))
         };
         assert_eq!(write(0, b"keep"), 0);
@@ -2427,12 +2422,7 @@ mod tests {
         );
         assert_eq!(two.take_invalidations(), vec![], "own answered change");
         // Node 2 writes it: node 1 drops its attributes and pages.
-        let mut body = bytemuck::bytes_of(&WriteIn {
-            size: 2,
-            ..WriteIn::default()
-        })
-        .to_vec();
-        body.extend_from_slice(b"hi");
+        let body = write_body(0, b"hi");
         request(&two, FUSE_WRITE, node, &body);
         let seen = one.take_invalidations();
         assert!(

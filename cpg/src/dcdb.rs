@@ -543,13 +543,7 @@ impl Application for Dcdb<'_, '_> {
     /// back at the heal and block its guest for another lock lifetime; a
     /// lost lock is what the C daemon gives too.
     fn write_footprint(&mut self, subtype: u16, payload: &[u8]) -> Option<Footprint> {
-        let (kind, DcdbPayload::Fuse(fuse)) = decode_dcdb(subtype, payload).ok()? else {
-            return None;
-        };
-        let lock = |path: &[u8]| pmxcfs_store::path::is_lockdir(path);
-        if lock(fuse.path) || fuse.to.is_some_and(lock) {
-            return None;
-        }
+        let (kind, paths) = changed_paths(subtype, payload)?;
         let with_mtime = kind == DcdbType::Mtime;
         let reader = self.session().reader();
         let state = |path: &[u8]| {
@@ -561,12 +555,36 @@ impl Application for Dcdb<'_, '_> {
             }
             Some((u64::from(crc) << 32) | (entry.data.len() as u64 & 0xFFFF_FFFF))
         };
-        let mut footprint = vec![(fuse.path.to_vec(), state(fuse.path))];
-        if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
-            footprint.push((to.to_vec(), state(to)));
-        }
-        Some(footprint)
+        Some(
+            paths
+                .into_iter()
+                .map(|path| (path.to_vec(), state(path)))
+                .collect(),
+        )
     }
+
+    fn write_keys(&mut self, subtype: u16, payload: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let (_, paths) = changed_paths(subtype, payload)?;
+        Some(paths.into_iter().map(<[u8]>::to_vec).collect())
+    }
+}
+
+/// The paths a DCDB write changes (its path; a rename's target too), for
+/// the own-write check: `None` for what is not a file-system write and for
+/// lock directories (an expired lock must never come back).
+fn changed_paths(subtype: u16, payload: &[u8]) -> Option<(DcdbType, Vec<&[u8]>)> {
+    let (kind, DcdbPayload::Fuse(fuse)) = decode_dcdb(subtype, payload).ok()? else {
+        return None;
+    };
+    let lock = |path: &[u8]| pmxcfs_store::path::is_lockdir(path);
+    if lock(fuse.path) || fuse.to.is_some_and(lock) {
+        return None;
+    }
+    let mut paths = vec![fuse.path];
+    if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
+        paths.push(to);
+    }
+    Some((kind, paths))
 }
 
 /// The leader of a state exchange (memdb.md §8): the first member, replaced

@@ -454,6 +454,14 @@ pub trait Application {
         None
     }
 
+    /// The keys of [`Application::write_footprint`] without their state
+    /// (called for every write of another member applied while own writes
+    /// are kept, so it should not read the state).
+    fn write_keys(&mut self, subtype: u16, payload: &[u8]) -> Option<Vec<Vec<u8>>> {
+        self.write_footprint(subtype, payload)
+            .map(|footprint| footprint.into_iter().map(|(key, _)| key).collect())
+    }
+
     /// A configuration change was processed (not called when the DFSM
     /// ignored it or left, spec §5 step 10).
     fn confchg(&mut self, _ctx: &mut Ctx<'_>, _members: &[MemberId]) {}
@@ -644,6 +652,11 @@ struct Core {
     /// Own writes sent again (message count), until we process the message:
     /// if it is dropped instead, they are unconfirmed again.
     own_resent: Vec<(u64, OwnWrite)>,
+    /// A superset of the keys of `own_recent` and `own_unconfirmed`: a
+    /// write of another member that changes none of them supersedes none of
+    /// ours, found without a walk of up to [`OWN_WRITES_KEPT`] writes per
+    /// delivery. Rebuilt from the lists when it outgrows them.
+    own_keys: std::collections::HashSet<Vec<u8>>,
     /// The DFSM restarted: the next configuration proves nothing about the
     /// writes of the last one.
     rejoining: bool,
@@ -737,7 +750,38 @@ impl Core {
             }
         }
         self.own_recent_bytes += write.payload.len();
+        self.keep_keys(&write);
         self.own_recent.push_back(write);
+        self.trim_own_keys();
+    }
+
+    /// Adds `write`'s keys to the superset of kept keys.
+    fn keep_keys(&mut self, write: &OwnWrite) {
+        for (key, _) in write.after.iter().chain(&write.before) {
+            if !self.own_keys.contains(key) {
+                self.own_keys.insert(key.clone());
+            }
+        }
+    }
+
+    /// Rebuilds the superset of kept keys from the lists once it holds more
+    /// than twice what they could (each write has at most 2 keys), so it
+    /// stays bounded while writes come and go (amortized O(1) per write).
+    fn trim_own_keys(&mut self) {
+        let kept = self.own_recent.len() + self.own_unconfirmed.len();
+        if self.own_keys.len() <= 4 * kept + 64 {
+            return;
+        }
+        let mut keys = std::mem::take(&mut self.own_keys);
+        keys.clear();
+        for write in self.own_recent.iter().chain(&self.own_unconfirmed) {
+            for (key, _) in write.after.iter().chain(&write.before) {
+                if !keys.contains(key) {
+                    keys.insert(key.clone());
+                }
+            }
+        }
+        self.own_keys = keys;
     }
 
     /// Our message `count` will not be applied: if it re-sent an own write,
@@ -754,6 +798,7 @@ impl Core {
         );
         self.own_recent_bytes = 0;
         self.own_unconfirmed.extend(self.own_recent.drain(..));
+        self.keep_keys(&write);
         self.own_unconfirmed.push(write);
     }
 
@@ -772,13 +817,16 @@ impl Core {
     /// the later write. (Any member that got the later write got ours
     /// before it, agreed order; if the majority lacks both, the later one
     /// still supersedes ours.)
-    fn forget_overwritten_own(&mut self, changed: &Footprint, recent: bool) {
+    fn forget_overwritten_own(&mut self, changed: &[Vec<u8>], recent: bool) {
+        if !changed.iter().any(|key| self.own_keys.contains(key)) {
+            return;
+        }
         let touches = |write: &OwnWrite| {
             write
                 .after
                 .iter()
                 .chain(&write.before)
-                .any(|(key, _)| changed.iter().any(|(k, _)| k == key))
+                .any(|(key, _)| changed.contains(key))
         };
         if recent {
             let kept = self.own_recent.len();
@@ -788,6 +836,9 @@ impl Core {
             }
         }
         self.own_unconfirmed.retain(|write| !touches(write));
+        if !self.keeps_own_writes() {
+            self.own_keys.clear();
+        }
     }
 
     /// A configuration change (we are a member): virtual synchrony says the
@@ -801,6 +852,9 @@ impl Core {
         }
         if nobody_joined && !rejoining && self.config_majority() {
             self.own_recent.clear();
+            if self.own_unconfirmed.is_empty() {
+                self.own_keys.clear();
+            }
         } else {
             tracing::info!(
                 writes = self.own_recent.len(),
@@ -956,6 +1010,7 @@ impl<A: Application> Dfsm<A> {
                 own_recent: VecDeque::new(),
                 own_recent_bytes: 0,
                 own_unconfirmed: Vec::new(),
+                own_keys: std::collections::HashSet::new(),
                 own_resent: Vec::new(),
                 rejoining: false,
             },
@@ -1583,7 +1638,8 @@ impl<A: Application> Dfsm<A> {
         {
             // Our own later write supersedes unconfirmed ones of the same
             // keys (the recent ones form a chain the check follows).
-            self.core.forget_overwritten_own(&after, false);
+            let keys: Vec<Vec<u8>> = after.iter().map(|(key, _)| key.clone()).collect();
+            self.core.forget_overwritten_own(&keys, false);
             self.core.remember_own(OwnWrite {
                 time: self.core.now,
                 subtype,
@@ -1595,7 +1651,7 @@ impl<A: Application> Dfsm<A> {
             && result >= 0
             && res.is_ok()
             && let MessageBody::Normal { payload, .. } = &msg.body
-            && let Some(changed) = self.app.write_footprint(subtype, payload)
+            && let Some(changed) = self.app.write_keys(subtype, payload)
         {
             self.core.forget_overwritten_own(&changed, true);
         }
@@ -1909,6 +1965,7 @@ impl<A: Application> Dfsm<A> {
         for mut write in held.into_iter().rev() {
             write.time = self.core.now;
             self.core.own_recent_bytes += write.payload.len();
+            self.core.keep_keys(&write);
             self.core.own_recent.push_front(write);
         }
         for write in writes.skip(if prefix.is_some() { 0 } else { usize::MAX }) {

@@ -1603,6 +1603,69 @@ fn the_own_write_list_is_bounded() {
     assert_eq!(core.own_recent_bytes, OWN_WRITES_KEPT_BYTES / 2 + 1);
 }
 
+/// The index of kept keys (what lets a foreign write skip the walk of the
+/// kept writes): it stays bounded while writes of ever new keys come and
+/// go, and it never loses a key a kept write has, so a later write of that
+/// key still supersedes it; a write of no kept key leaves every write kept.
+#[test]
+fn the_kept_keys_index_is_bounded_and_finds_every_kept_key() {
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    let key = |i: usize| format!("/f{i}").into_bytes();
+    let write = |i: usize| OwnWrite {
+        time: 5,
+        subtype: 1,
+        payload: vec![1],
+        before: vec![(key(i), None)],
+        after: vec![(key(i), Some(1))],
+    };
+    for i in 0..10 * OWN_WRITES_KEPT {
+        core.remember_own(write(i));
+        assert!(
+            core.own_keys.len() <= 4 * OWN_WRITES_KEPT + 64,
+            "index of {} keys for {} writes",
+            core.own_keys.len(),
+            core.own_recent.len()
+        );
+    }
+    assert_eq!(core.own_recent.len(), OWN_WRITES_KEPT);
+    let first_kept = 9 * OWN_WRITES_KEPT;
+    for write in &core.own_recent {
+        assert!(core.own_keys.contains(&write.after[0].0));
+    }
+    core.forget_overwritten_own(&[key(first_kept - 1), b"/other".to_vec()], true);
+    assert_eq!(
+        core.own_recent.len(),
+        OWN_WRITES_KEPT,
+        "no kept key changed"
+    );
+    core.forget_overwritten_own(&[key(first_kept)], true);
+    assert_eq!(
+        core.own_recent.len(),
+        OWN_WRITES_KEPT - 1,
+        "the oldest kept one"
+    );
+    core.own_unconfirmed = core.own_recent.drain(..).collect();
+    core.own_recent_bytes = 0;
+    core.forget_overwritten_own(&[key(first_kept + 1)], false);
+    assert_eq!(
+        core.own_unconfirmed.len(),
+        OWN_WRITES_KEPT - 2,
+        "unconfirmed too"
+    );
+    let keys: Vec<Vec<u8>> = core
+        .own_unconfirmed
+        .iter()
+        .map(|w| w.after[0].0.clone())
+        .collect();
+    core.forget_overwritten_own(&keys, false);
+    assert!(!core.keeps_own_writes());
+    assert!(
+        core.own_keys.is_empty(),
+        "nothing kept: the index is emptied"
+    );
+}
+
 /// A re-sent own write whose message is not applied (here: its multicast
 /// failed) is unconfirmed again, to be checked at the next resync.
 #[test]

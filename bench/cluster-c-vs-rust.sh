@@ -133,12 +133,18 @@ def parse(path):
         m = re.match(r"(.+?)\s+([\d.]+) writes/s", line)
         if m:
             out[m.group(1).strip()] = (float(m.group(2)),)
+            continue
+        m = re.match(r"(.+?)\s+(\d+) reads failed", line)
+        if m:
+            out[m.group(1).strip()] = (float(m.group(2)), "reads failed")
     return out
 runs = {impl: [parse(f"{work}/{impl}-{r}.txt") for r in range(1, rounds + 1)] for impl in ("C", "Rust")}
 for key in runs["C"][0]:
     def med(impl, i):
         return statistics.median(r[key][i] for r in runs[impl] if key in r)
-    if len(runs["C"][0][key]) == 2:
+    if runs["C"][0][key][-1] == "reads failed":
+        print(f"{key:<30} {med('C', 0):9.0f} | {med('Rust', 0):9.0f} reads failed")
+    elif len(runs["C"][0][key]) == 2:
         c50, r50, c99, r99 = med("C", 0), med("Rust", 0), med("C", 1), med("Rust", 1)
         print(f"{key:<30} p50 {c50:9.0f} | {r50:9.0f} µs  (C/ours {c50 / max(r50, 1):4.2f})   p99 {c99:9.0f} | {r99:9.0f} µs")
     else:

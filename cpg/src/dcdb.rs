@@ -38,6 +38,18 @@ pub struct Change {
     /// Store inode the path named before the change (if any): its data and
     /// attributes are stale, wherever it lives afterwards.
     pub inode_before: Option<u64>,
+    /// The file the path named before the change, if it was watched
+    /// ([`Dcdb::watch`]: open on this node) and the change may remove it
+    /// (a delete, the target of a rename): its handles keep reading it.
+    pub removed: Option<RemovedFile>,
+}
+
+/// A watched file as it was before a change that may remove it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemovedFile {
+    pub meta: pmxcfs_store::Meta,
+    pub name: Vec<u8>,
+    pub data: Vec<u8>,
 }
 
 fn change(
@@ -52,6 +64,7 @@ fn change(
         path: path.to_vec(),
         parent_before,
         inode_before,
+        removed: None,
     }
 }
 
@@ -86,6 +99,8 @@ pub struct Dcdb<'a, 's> {
     local_index: Option<Vec<u8>>,
     /// UPDATE entries received in the current state exchange.
     updates: Vec<Row>,
+    /// Store inodes of the files open on this node ([`Dcdb::watch`]).
+    watched: std::collections::HashSet<u64>,
 }
 
 impl std::fmt::Debug for Dcdb<'_, '_> {
@@ -114,6 +129,7 @@ impl<'a, 's> Dcdb<'a, 's> {
             leader_index: None,
             local_index: None,
             updates: Vec::new(),
+            watched: std::collections::HashSet::new(),
         }
     }
 
@@ -163,6 +179,33 @@ impl<'a, 's> Dcdb<'a, 's> {
             Held::Borrowed { session, .. } => session,
             Held::Owned { session, .. } => session,
         }
+    }
+
+    /// Marks the file with store inode `inode` as open on this node (or no
+    /// longer): a delivered delete or rename over it then keeps a copy in
+    /// its [`Change::removed`], so that the open handles are not left
+    /// naming a file that no longer exists.
+    pub fn watch(&mut self, inode: u64, open: bool) {
+        if open {
+            self.watched.insert(inode);
+        } else {
+            self.watched.remove(&inode);
+        }
+    }
+
+    /// A copy of the watched file at `path`, if there is one.
+    fn copy_if_watched(&self, path: &[u8]) -> Option<RemovedFile> {
+        if self.watched.is_empty() {
+            return None;
+        }
+        let reader = self.session().reader();
+        let entry = reader.resolve(path).ok().flatten()?;
+        (entry.meta.kind == pmxcfs_store::Kind::File && self.watched.contains(&entry.meta.inode))
+            .then(|| RemovedFile {
+                meta: entry.meta,
+                name: entry.name.to_vec(),
+                data: entry.data.to_vec(),
+            })
     }
 
     /// Takes the paths changed since the last call, in apply order (a rename
@@ -241,18 +284,30 @@ impl<'a, 's> Dcdb<'a, 's> {
             DcdbType::UnlockRequest | DcdbType::Unlock => return Err(AppError::LEAVE),
         };
         let before_from = self.resolve_before(path);
-        let before_to = fuse
-            .to
-            .filter(|_| kind == DcdbType::Rename)
-            .map_or((None, None), |to| self.resolve_before(to));
+        let to = fuse.to.filter(|_| kind == DcdbType::Rename);
+        let before_to = to.map_or((None, None), |to| self.resolve_before(to));
+        let removed = match (kind, to) {
+            (DcdbType::Delete, _) => self.copy_if_watched(path),
+            (_, Some(to)) => self.copy_if_watched(to),
+            _ => None,
+        };
         let result = match self.writer().apply(&op, origin) {
             Ok(count) => i32::try_from(count).unwrap_or(i32::MAX),
             Err(error) => Self::store_result(&error)?,
         };
         if result >= 0 || kind == DcdbType::Rename {
-            self.changed.push(change(sender, count, path, before_from));
-            if let Some(to) = fuse.to.filter(|_| kind == DcdbType::Rename) {
-                self.changed.push(change(sender, count, to, before_to));
+            let mut from_change = change(sender, count, path, before_from);
+            match to {
+                Some(to) => {
+                    self.changed.push(from_change);
+                    let mut to_change = change(sender, count, to, before_to);
+                    to_change.removed = removed;
+                    self.changed.push(to_change);
+                }
+                None => {
+                    from_change.removed = removed;
+                    self.changed.push(from_change);
+                }
             }
         }
         Ok(result)

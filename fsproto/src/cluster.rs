@@ -12,14 +12,14 @@
 use std::collections::HashMap;
 use std::io;
 
-use pmxcfs_cpg::dcdb::Dcdb;
+use pmxcfs_cpg::dcdb::{Dcdb, RemovedFile};
 use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Votes, WriteGate};
 use pmxcfs_cpg::frame;
 use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
 use pmxcfs_cpg::wire::{
     DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, KVSTORE_PROTOCOL_VERSION, UnlockPayload,
 };
-use pmxcfs_store::{ApplyPermit, Op, Session, path};
+use pmxcfs_store::{ApplyPermit, EntryRef, Op, Session, path};
 
 use crate::fs::{Backend, Core, Invalidation, Orphan, PmxFs, now_secs, special_by_id};
 use crate::quorum::Proposal;
@@ -537,6 +537,15 @@ impl Core {
         }
     }
 
+    /// A file became open on this node, or no longer is: other nodes'
+    /// deletes and renames over it keep a copy for its handles (cluster
+    /// mode; local mode keeps the victims of its own changes).
+    pub(crate) fn watch_open(&mut self, node_id: u64, open: bool) {
+        if let (Some(cluster), Some(inode)) = (self.cluster(), node_id.checked_sub(1)) {
+            cluster.dfsm.app_mut().watch(inode, open);
+        }
+    }
+
     /// Remembers a dentry handed to the kernel (cluster mode only).
     pub(crate) fn remember(&mut self, parent: u64, name: &[u8], node_id: u64) {
         if let Some(cluster) = self.cluster() {
@@ -1014,6 +1023,35 @@ impl Core {
         }
     }
 
+    /// A file open on this node that a delivered change removed (another
+    /// node's delete or rename over it): its handles keep reading and
+    /// stat'ing the copy taken before the change, as with a local unlink,
+    /// instead of failing with ESTALE.
+    fn keep_removed(&mut self, node_id: u64, path: &[u8], removed: RemovedFile) {
+        let gone = node_id
+            .checked_sub(1)
+            .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)));
+        if !gone || !self.open_counts.contains_key(&node_id) || self.orphans.contains_key(&node_id)
+        {
+            return;
+        }
+        let entry = EntryRef {
+            meta: removed.meta,
+            flags: 0,
+            name: &removed.name,
+            data: &removed.data,
+        };
+        let mut stat = self.tree_stat(&entry, path);
+        stat.st_nlink = 0;
+        self.orphans.insert(
+            node_id,
+            Orphan {
+                stat,
+                data: removed.data,
+            },
+        );
+    }
+
     fn build_reply(&mut self, unique: u64, parked: Parked) -> Vec<u8> {
         if parked.error != 0 {
             if let ReplyKind::Write { node_id } | ReplyKind::Attr { node_id } = parked.reply {
@@ -1188,6 +1226,9 @@ impl Core {
         let resynced = cluster.dfsm.app_mut().take_resynced();
         let answered_ok = std::mem::take(&mut cluster.answered_ok);
         for change in changed {
+            if let (Some(removed), Some(inode)) = (change.removed, change.inode_before) {
+                self.keep_removed(inode + 1, &change.path, removed);
+            }
             let path = change.path;
             self.status.record_change(&path);
             let relative = path.strip_prefix(b"/").unwrap_or(&path);
@@ -2363,6 +2404,81 @@ mod tests {
         );
         let text = core.version_text();
         assert!(text.contains("\"node2\": {\n\"kv/x\": "), "{text}");
+    }
+
+    /// A file open on node 1 that node 2 renames another file over, or
+    /// deletes: node 1's handles keep the version they opened (size, data,
+    /// no link), as with a local change, instead of ESTALE; a file nobody
+    /// holds open is gone (ESTALE makes the kernel look it up again), and
+    /// the copy goes with the last handle.
+    #[test]
+    fn a_file_open_here_that_another_node_removes_keeps_serving_its_handles() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let nodes = [(&one, members[0]), (&two, members[1])];
+        let pump = || deliver_all(&nodes);
+        for (fs, _) in nodes {
+            fs.cpg_confchg(Group::Dcdb, &members, &members);
+        }
+        pump();
+        let request = |opcode: u32, nodeid: u64, body: &[u8]| {
+            let header = InHeader {
+                len: (40 + body.len()) as u32,
+                opcode,
+                unique: 9,
+                nodeid,
+                ..InHeader::default()
+            };
+            let mut request = bytemuck::bytes_of(&header).to_vec();
+            request.extend_from_slice(body);
+            assert!(two.intercept(&request));
+            pump();
+            let replies = two.take_replies();
+            assert_eq!(errors(&replies), vec![0]);
+            read_at::<EntryOut>(&replies[0], 16).map(|entry| entry.nodeid)
+        };
+        let file = |name: &[u8], data: &[u8]| {
+            let node =
+                request(FUSE_CREATE, 1, &with_name(&CreateIn::default(), &[name])).expect("entry");
+            request(FUSE_WRITE, node, &write_body(0, data));
+            node
+        };
+        let conf = file(b"vm.conf", b"old version");
+        let tmp = file(b"vm.conf.tmp", b"new");
+        let other = file(b"other.conf", b"other");
+        let gone = file(b"unopened.conf", b"x");
+        one.core().opened(conf);
+        one.core().opened(conf);
+        one.core().opened(other);
+        request(
+            FUSE_RENAME,
+            1,
+            &with_name(&RenameIn { newdir: 1 }, &[b"vm.conf.tmp", b"vm.conf"]),
+        );
+        request(FUSE_UNLINK, 1, &with_name(&(), &[b"other.conf"]));
+        request(FUSE_UNLINK, 1, &with_name(&(), &[b"unopened.conf"]));
+        let mut core = one.core();
+        for (node, data) in [(conf, &b"old version"[..]), (other, b"other")] {
+            let (stat, _) = core.getattr(node).expect("an open handle's file");
+            assert_eq!((stat.st_size, stat.st_nlink), (data.len() as i64, 0));
+            assert_eq!(stat.st_mode & libc::S_IFMT, libc::S_IFREG);
+            assert_eq!(core.orphans.get(&node).map(|o| &o.data[..]), Some(data));
+        }
+        assert_eq!(
+            core.getattr(gone).map(|_| ()).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ESTALE))
+        );
+        assert_eq!(core.getattr(tmp).expect("renamed").0.st_size, 3);
+        core.released(conf);
+        assert!(core.getattr(conf).is_ok(), "one handle left");
+        core.released(conf);
+        assert_eq!(
+            core.getattr(conf).map(|_| ()).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ESTALE)),
+            "the last handle took the copy"
+        );
+        assert!(!core.orphans.contains_key(&conf));
     }
 
     /// A remote change invalidates what the kernel of this node may cache:

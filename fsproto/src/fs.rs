@@ -206,8 +206,8 @@ pub(crate) struct Core {
 
 #[derive(Debug)]
 pub(crate) struct Orphan {
-    stat: stat64,
-    data: Vec<u8>,
+    pub(crate) stat: stat64,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The file system. All state is behind one mutex: taken by the loop thread,
@@ -638,15 +638,20 @@ impl Core {
     }
 
     pub(crate) fn opened(&mut self, node_id: u64) {
-        *self.open_counts.entry(node_id).or_default() += 1;
+        let count = self.open_counts.entry(node_id).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.watch_open(node_id, true);
+        }
     }
 
-    fn released(&mut self, node_id: u64) {
+    pub(crate) fn released(&mut self, node_id: u64) {
         if let Some(count) = self.open_counts.get_mut(&node_id) {
             *count -= 1;
             if *count == 0 {
                 self.open_counts.remove(&node_id);
                 self.orphans.remove(&node_id);
+                self.watch_open(node_id, false);
             }
         }
     }

@@ -137,27 +137,53 @@ fn fill(dir: &Path, files: usize) {
     );
 }
 
-/// Polls `path` until `stop`: for each new version (the number after the
-/// tag) the instant it was first read.
-fn poll_versions(path: &Path, stop: &std::sync::atomic::AtomicBool) -> Vec<(usize, Instant)> {
-    let mut seen = Vec::new();
+/// What a polling reader saw.
+struct Polled {
+    /// For each new version (the number after the tag) the instant it was
+    /// first read.
+    seen: Vec<(usize, Instant)>,
+    /// How long each read (open, fstat, read, close) took ...
+    reads: Vec<Duration>,
+    /// ... and each read that gave a new version.
+    first_reads: Vec<Duration>,
+    /// Reads that failed, by error.
+    failed: std::collections::BTreeMap<String, usize>,
+}
+
+/// Polls `path` until `stop`, as pveproxy reads a config.
+fn poll_versions(path: &Path, stop: &std::sync::atomic::AtomicBool) -> Polled {
+    let mut polled = Polled {
+        seen: Vec::new(),
+        reads: Vec::new(),
+        first_reads: Vec::new(),
+        failed: Default::default(),
+    };
     let mut last = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Ok(data) = fs::read(path)
-            && let Some(k) = std::str::from_utf8(&data[..data.len().min(40)])
-                .ok()
-                .and_then(|text| text.split_whitespace().nth(1))
-                .and_then(|k| k.parse::<usize>().ok())
-            && last != Some(k)
-        {
-            last = Some(k);
-            seen.push((k, Instant::now()));
+        let start = Instant::now();
+        let result = fs::read(path);
+        let took = start.elapsed();
+        polled.reads.push(took);
+        match result {
+            Ok(data) => {
+                if let Some(k) = std::str::from_utf8(&data[..data.len().min(40)])
+                    .ok()
+                    .and_then(|text| text.split_whitespace().nth(1))
+                    .and_then(|k| k.parse::<usize>().ok())
+                    && last != Some(k)
+                {
+                    last = Some(k);
+                    polled.seen.push((k, Instant::now()));
+                    polled.first_reads.push(took);
+                }
+            }
+            Err(error) => *polled.failed.entry(error.to_string()).or_default() += 1,
         }
         // A reader, not a spinner: pveproxy and pvestatd read between other
         // work; spinning would only measure who gets the 2 CPUs.
         thread::sleep(Duration::from_micros(200));
     }
-    seen
+    polled
 }
 
 /// Each version's visibility: reader's first sight minus the writer's return
@@ -196,7 +222,7 @@ fn pve_patterns(mounts: &[PathBuf], writes: usize) {
         }
     }
     let stop = AtomicBool::new(false);
-    let (calls, returned, seen) = thread::scope(|scope| {
+    let (calls, returned, polled) = thread::scope(|scope| {
         let readers: Vec<_> = mounts[1..]
             .iter()
             .map(|m| {
@@ -218,23 +244,31 @@ fn pve_patterns(mounts: &[PathBuf], writes: usize) {
         }
         thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
-        let seen: Vec<Vec<(usize, Instant)>> = readers
+        let polled: Vec<Polled> = readers
             .into_iter()
             .map(|r| r.join().expect("reader"))
             .collect();
-        (calls, returned, seen)
+        (calls, returned, polled)
     });
     let mut calls = calls;
     report("atomic write call", &mut calls);
-    for (i, seen) in seen.iter().enumerate() {
-        let mut vis = visibility(&returned, seen);
-        let missed = writes + 1 - seen.len().min(writes + 1);
-        report(&format!("atomic visible on node {}", i + 2), &mut vis);
+    for (i, mut polled) in polled.into_iter().enumerate() {
+        let node = i + 2;
+        let mut vis = visibility(&returned, &polled.seen);
+        let missed = writes + 1 - polled.seen.len().min(writes + 1);
+        report(&format!("atomic visible on node {node}"), &mut vis);
         if missed > 0 {
-            println!(
-                "  (node {}: {missed} versions not seen between polls)",
-                i + 2
-            );
+            println!("  (node {node}: {missed} versions not seen between polls)");
+        }
+        report(&format!("reader's read on node {node}"), &mut polled.reads);
+        report(
+            &format!("read of a new version, node {node}"),
+            &mut polled.first_reads,
+        );
+        let failed: usize = polled.failed.values().sum();
+        println!("reads failed on node {node}        {failed} reads failed");
+        for (error, count) in &polled.failed {
+            println!("  ({count} x {error})");
         }
     }
     // New files.

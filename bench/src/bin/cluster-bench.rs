@@ -144,8 +144,9 @@ struct Polled {
     seen: Vec<(usize, Instant)>,
     /// How long each read (open, fstat, read, close) took ...
     reads: Vec<Duration>,
-    /// ... and each read that gave a new version.
+    /// ... and each read that gave a new version, and its open call.
     first_reads: Vec<Duration>,
+    first_opens: Vec<Duration>,
     /// Reads that failed, by error.
     failed: std::collections::BTreeMap<String, usize>,
 }
@@ -156,12 +157,21 @@ fn poll_versions(path: &Path, stop: &std::sync::atomic::AtomicBool) -> Polled {
         seen: Vec::new(),
         reads: Vec::new(),
         first_reads: Vec::new(),
+        first_opens: Vec::new(),
         failed: Default::default(),
     };
     let mut last = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let start = Instant::now();
-        let result = fs::read(path);
+        let mut opened = Duration::ZERO;
+        // fs::read's calls: open, fstat (the size), read to the end, close.
+        let result = fs::File::open(path).and_then(|mut file| {
+            opened = start.elapsed();
+            let size = file.metadata()?.len();
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            std::io::Read::read_to_end(&mut file, &mut data)?;
+            Ok(data)
+        });
         let took = start.elapsed();
         polled.reads.push(took);
         match result {
@@ -175,6 +185,7 @@ fn poll_versions(path: &Path, stop: &std::sync::atomic::AtomicBool) -> Polled {
                     last = Some(k);
                     polled.seen.push((k, Instant::now()));
                     polled.first_reads.push(took);
+                    polled.first_opens.push(opened);
                 }
             }
             Err(error) => *polled.failed.entry(error.to_string()).or_default() += 1,
@@ -264,6 +275,10 @@ fn pve_patterns(mounts: &[PathBuf], writes: usize) {
         report(
             &format!("read of a new version, node {node}"),
             &mut polled.first_reads,
+        );
+        report(
+            &format!("  its open call, node {node}"),
+            &mut polled.first_opens,
         );
         let failed: usize = polled.failed.values().sum();
         println!("reads failed on node {node}        {failed} reads failed");

@@ -51,8 +51,9 @@ impl Group {
 }
 
 /// At most this many (node id → name) pairs are remembered for the
-/// invalidation after a resync; beyond it the oldest knowledge is dropped
-/// (the kernel's entries expire after their 10 s TTL anyway).
+/// invalidation after a resync; at the bound the record starts over (what
+/// it held is then not invalidated by a resync: the kernel's entries expire
+/// after their 10 s TTL).
 const KNOWN_MAX: usize = 1 << 20;
 
 /// What a parked request answers with once all its messages are applied.
@@ -2406,6 +2407,168 @@ mod tests {
         assert!(text.contains("\"node2\": {\n\"kv/x\": "), "{text}");
     }
 
+    /// A resync may have changed anything: every dentry the kernel was
+    /// handed (lookups) is invalidated with its inode, the root's
+    /// attributes too, and the record of them starts over; a dentry is
+    /// remembered under the node id the kernel knows.
+    #[test]
+    fn a_resync_invalidates_every_dentry_the_kernel_was_given() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let (m1, m2) = (MemberId::new(1, 1), MemberId::new(2, 2));
+        one.cpg_confchg(Group::Dcdb, &[m1], &[m1]);
+        two.cpg_confchg(Group::Dcdb, &[m2], &[m2]);
+        deliver_all(&[(&one, m1)]);
+        deliver_all(&[(&two, m2)]);
+        // A request of `fs` in a group of `nodes`: the new entry's node id.
+        let make = |nodes: &[(&TestFs, MemberId)], opcode: u32, parent: u64, name: &[u8]| {
+            let fs = nodes[0].0;
+            let body = if opcode == FUSE_MKDIR {
+                with_name(&MkdirIn::default(), &[name])
+            } else {
+                with_name(&CreateIn::default(), &[name])
+            };
+            let header = InHeader {
+                len: (40 + body.len()) as u32,
+                opcode,
+                unique: 5,
+                nodeid: parent,
+                ..InHeader::default()
+            };
+            let mut request = bytemuck::bytes_of(&header).to_vec();
+            request.extend_from_slice(&body);
+            assert!(fs.intercept(&request));
+            deliver_all(nodes);
+            let replies = fs.take_replies();
+            assert_eq!(errors(&replies), vec![0]);
+            read_at::<EntryOut>(&replies[0], 16).expect("entry").nodeid
+        };
+        let dir = make(&[(&two, m2)], FUSE_MKDIR, 1, b"d");
+        let file = make(&[(&two, m2)], FUSE_CREATE, dir, b"f");
+        for name in [&b"x"[..], b"y", b"z"] {
+            make(&[(&one, m1)], FUSE_CREATE, 1, name);
+        }
+        {
+            let mut core = two.core();
+            assert_eq!(core.lookup(1, b"d").expect("d").inode, dir);
+            assert_eq!(core.lookup(dir, b"f").expect("f").inode, file);
+        }
+        two.take_invalidations();
+        // Node 1's tree is newer: node 2 takes it in the resync.
+        let both = [m1, m2];
+        one.cpg_confchg(Group::Dcdb, &both, &[m2]);
+        two.cpg_confchg(Group::Dcdb, &both, &[m1]);
+        deliver_all(&[(&one, m1), (&two, m2)]);
+        let seen = two.take_invalidations();
+        for expected in [
+            Invalidation::Entry {
+                parent: 1,
+                name: b"d".to_vec(),
+            },
+            Invalidation::Inode { node_id: dir },
+            Invalidation::Entry {
+                parent: dir,
+                name: b"f".to_vec(),
+            },
+            Invalidation::Inode { node_id: file },
+            Invalidation::Attributes { node_id: 1 },
+        ] {
+            assert!(seen.contains(&expected), "{expected:?} not in {seen:?}");
+        }
+        assert!(two.core().lookup(1, b"x").is_ok(), "node 1's tree");
+        assert!(one.take_invalidations().iter().all(|i| !matches!(
+            i,
+            Invalidation::Entry { name, .. } if name == b"f"
+        )));
+        // What was invalidated is forgotten: the next resync invalidates
+        // only what the kernel was handed since (here: "x").
+        two.take_invalidations();
+        two.cpg_confchg(Group::Dcdb, &[m2], &[]);
+        one.cpg_confchg(Group::Dcdb, &[m1], &[]);
+        deliver_all(&[(&one, m1)]);
+        deliver_all(&[(&two, m2)]);
+        make(&[(&one, m1)], FUSE_CREATE, 1, b"w");
+        two.take_invalidations();
+        one.cpg_confchg(Group::Dcdb, &both, &[m2]);
+        two.cpg_confchg(Group::Dcdb, &both, &[m1]);
+        deliver_all(&[(&one, m1), (&two, m2)]);
+        let seen = two.take_invalidations();
+        let entries: Vec<&[u8]> = seen
+            .iter()
+            .filter_map(|i| match i {
+                Invalidation::Entry { name, .. } => Some(&name[..]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(entries, vec![&b"x"[..]], "{seen:?}");
+    }
+
+    /// Another node's change in a subdirectory invalidates exactly what
+    /// names the path: the dentry under the directory's node id, the
+    /// directory's listing, the file's pages and attributes (node ids are
+    /// store inodes + 1 everywhere).
+    #[test]
+    fn a_remote_change_in_a_subdirectory_invalidates_its_node_ids() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let nodes = [(&one, members[0]), (&two, members[1])];
+        for (fs, _) in nodes {
+            fs.cpg_confchg(Group::Dcdb, &members, &members);
+        }
+        deliver_all(&nodes);
+        let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
+            let header = InHeader {
+                len: (40 + body.len()) as u32,
+                opcode,
+                unique: 7,
+                nodeid,
+                ..InHeader::default()
+            };
+            let mut request = bytemuck::bytes_of(&header).to_vec();
+            request.extend_from_slice(body);
+            assert!(fs.intercept(&request));
+            deliver_all(&nodes);
+            let replies = fs.take_replies();
+            assert_eq!(errors(&replies), vec![0]);
+            read_at::<EntryOut>(&replies[0], 16).map(|entry| entry.nodeid)
+        };
+        let dir = request(
+            &two,
+            FUSE_MKDIR,
+            1,
+            &with_name(&MkdirIn::default(), &[b"d"]),
+        )
+        .expect("dir");
+        let file = request(
+            &two,
+            FUSE_CREATE,
+            dir,
+            &with_name(&CreateIn::default(), &[b"f"]),
+        )
+        .expect("file");
+        one.take_invalidations();
+        request(&two, FUSE_WRITE, file, &write_body(0, b"data"));
+        let mut seen = one.take_invalidations();
+        seen.sort_by_key(|i| format!("{i:?}"));
+        seen.dedup();
+        let mut expected = vec![
+            Invalidation::Entry {
+                parent: dir,
+                name: b"f".to_vec(),
+            },
+            Invalidation::Inode { node_id: dir },
+            Invalidation::Inode { node_id: file },
+        ];
+        expected.sort_by_key(|i| format!("{i:?}"));
+        assert_eq!(seen, expected);
+        request(&two, FUSE_UNLINK, dir, &with_name(&(), &[b"f"]));
+        let seen = one.take_invalidations();
+        for expected in &expected {
+            assert!(seen.contains(expected), "{expected:?} not in {seen:?}");
+        }
+    }
+
     /// A file open on node 1 that node 2 renames another file over, or
     /// deletes: node 1's handles keep the version they opened (size, data,
     /// no link), as with a local change, instead of ESTALE; a file nobody
@@ -2604,10 +2767,86 @@ mod tests {
             fs.report().groups.iter().map(|g| g.mode.clone()).collect()
         };
         assert_eq!(modes(&fs), vec!["leave", "leave"]);
+        // The daemon sees the request (twice), then takes it (once).
+        for group in Group::ALL {
+            assert!(fs.leave_requested(group), "{group:?}");
+            assert!(fs.leave_requested(group), "not consumed");
+            assert!(fs.take_leave(group), "{group:?}");
+            assert!(!fs.take_leave(group), "taken");
+            assert!(!fs.leave_requested(group));
+            assert!(!fs.leaving_synced(group), "it left from START, not SYNCED");
+        }
         assert!(fs.cpg_restart(Group::Kvstore));
         assert_eq!(modes(&fs), vec!["leave", "start"]);
         assert!(fs.cpg_restart(Group::Dcdb));
         assert_eq!(modes(&fs), vec!["start", "start"]);
+    }
+
+    /// Replies go back the way their request came: each io_uring queue
+    /// gets the answers of its own requests (with their unique), /dev/fuse
+    /// the rest; the daemon learns which queues to wake.
+    #[test]
+    fn replies_go_back_to_the_queue_their_request_came_from() {
+        let fs = cluster_fs();
+        assert!(fs.is_cluster());
+        fs.cpg_confchg(Group::Dcdb, &[MemberId::new(1, 1)], &[MemberId::new(1, 1)]);
+        deliver_own(&fs);
+        assert!(fs.intercept_from_queue(&mkdir_request(11, "q0"), 0));
+        assert!(fs.intercept_from_queue(&mkdir_request(12, "q1"), 1));
+        assert!(fs.intercept_from_queue(&mkdir_request(13, "q1b"), 1));
+        assert!(fs.intercept(&mkdir_request(14, "dev")));
+        assert_eq!(
+            fs.queues_with_replies(),
+            Vec::<u16>::new(),
+            "nothing applied yet"
+        );
+        deliver_own(&fs);
+        assert_eq!(fs.queues_with_replies(), vec![0, 1]);
+        let dev = fs.take_replies();
+        assert_eq!(
+            dev.iter().map(|r| reply_unique(r)).collect::<Vec<_>>(),
+            vec![14]
+        );
+        assert_eq!(fs.queues_with_replies(), vec![0, 1], "queue replies stay");
+        let q1 = fs.take_uring_replies(1);
+        assert_eq!(q1.iter().map(|(u, _)| *u).collect::<Vec<_>>(), vec![12, 13]);
+        for (unique, reply) in &q1 {
+            assert_eq!(reply_unique(reply), *unique);
+            assert_eq!(errno_of(reply), 0);
+        }
+        assert_eq!(fs.queues_with_replies(), vec![0]);
+        assert!(fs.take_uring_replies(1).is_empty());
+        let q0 = fs.take_uring_replies(0);
+        assert_eq!(q0.iter().map(|(u, _)| *u).collect::<Vec<_>>(), vec![11]);
+        assert_eq!(fs.queues_with_replies(), Vec::<u16>::new());
+        assert!(fs.take_replies().is_empty());
+    }
+
+    /// A change of corosync.conf in the tree is reported once (the daemon
+    /// then writes it to the host): `true` when this node made it (it
+    /// notifies corosync), `false` for another node's.
+    #[test]
+    fn a_corosync_conf_change_is_reported_once_with_its_origin() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let nodes = [(&one, members[0]), (&two, members[1])];
+        for (fs, _) in nodes {
+            fs.cpg_confchg(Group::Dcdb, &members, &members);
+        }
+        deliver_all(&nodes);
+        for (fs, _) in nodes {
+            fs.take_corosync_conf_change();
+        }
+        assert!(one.intercept(&create_request(21, "corosync.conf", libc::O_RDWR)));
+        deliver_all(&nodes);
+        assert_eq!(one.take_corosync_conf_change(), Some(true));
+        assert_eq!(one.take_corosync_conf_change(), None, "once");
+        assert_eq!(two.take_corosync_conf_change(), Some(false));
+        assert!(two.intercept(&create_request(22, "other.conf", libc::O_RDWR)));
+        deliver_all(&nodes);
+        assert_eq!(one.take_corosync_conf_change(), None);
+        assert_eq!(two.take_corosync_conf_change(), None);
     }
 
     /// The send backlog counts the messages not yet taken by the daemon

@@ -2811,6 +2811,89 @@ mod tests {
         assert_eq!(modes(&fs), vec!["start", "start"]);
     }
 
+    /// What this node's log says while `f` runs (info and above).
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The lines an admin greps for when the membership or the sync state
+    /// changes (each once; node names once the nodelist is known, ids here),
+    /// and the health a service manager is told (synced or not).
+    #[test]
+    fn membership_and_sync_changes_are_logged_once_and_shown_in_the_health() {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let (m1, m2) = (MemberId::new(1, 1), MemberId::new(2, 2));
+        assert!(!one.health().synced, "not synced before the first sync");
+        assert!(one.health().cluster);
+        let log = logged(|| {
+            one.cpg_confchg(Group::Dcdb, &[m1], &[m1]);
+            deliver_all(&[(&one, m1)]);
+        });
+        assert!(one.health().synced);
+        assert!(
+            log.contains("cluster members: node id 1 (joined: node id 1; left: -)"),
+            "{log}"
+        );
+        assert!(
+            log.contains("tree in sync with the cluster (leader node id 1)"),
+            "{log}"
+        );
+        let log = logged(|| {
+            one.cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
+            two.cpg_confchg(Group::Dcdb, &[m1, m2], &[m1, m2]);
+            assert!(!one.health().synced, "syncing with node 2");
+            deliver_all(&[(&one, m1), (&two, m2)]);
+        });
+        assert!(one.health().synced);
+        let members = "cluster members: node id 1, node id 2 (joined: node id 2; left: -)";
+        assert_eq!(log.matches(members).count(), 1, "{log}");
+        // Node 1 was synced, goes syncing, and synced again; node 2 (in
+        // the same log) was never synced before.
+        assert_eq!(
+            log.matches("tree syncing with the cluster").count(),
+            1,
+            "{log}"
+        );
+        assert_eq!(
+            log.matches("tree in sync with the cluster").count(),
+            2,
+            "{log}"
+        );
+        let log = logged(|| {
+            one.cpg_confchg(Group::Dcdb, &[m1], &[]);
+            deliver_all(&[(&one, m1)]);
+        });
+        assert!(
+            log.contains("cluster members: node id 1 (joined: -; left: node id 2)"),
+            "{log}"
+        );
+    }
+
     /// Replies go back the way their request came: each io_uring queue
     /// gets the answers of its own requests (with their unique), /dev/fuse
     /// the rest; the daemon learns which queues to wake.
@@ -2883,14 +2966,22 @@ mod tests {
     /// update is then held.
     #[test]
     fn outgoing_messages_count_in_the_send_backlog() {
-        let fs = cluster_fs();
-        fs.set_send_backlog(MAX_SEND_BACKLOG - 40);
-        assert!(fs.intercept(&mkdir_request(3, "a-name-long-enough")));
-        let payload = Kvstore::update_message(b"kv/x", b"1").expect("payload");
-        fs.core()
-            .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
-        let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
-        assert_eq!(groups, vec![Group::Dcdb], "the status update is held");
+        // 100 bytes below the bound: a short name's message (48 bytes of
+        // headers and its payload) stays under it, a long name's goes over.
+        for (name, held) in [("a", false), (&"long-name-".repeat(8)[..], true)] {
+            let fs = cluster_fs();
+            fs.set_send_backlog(MAX_SEND_BACKLOG - 100);
+            assert!(fs.intercept(&mkdir_request(3, name)));
+            let payload = Kvstore::update_message(b"kv/x", b"1").expect("payload");
+            fs.core()
+                .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+            let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
+            if held {
+                assert_eq!(groups, vec![Group::Dcdb], "the status update is held");
+            } else {
+                assert_eq!(groups, vec![Group::Dcdb, Group::Kvstore], "{name}");
+            }
+        }
     }
 
     /// A CPG among `nodes`: every message any of them multicasts reaches

@@ -2048,13 +2048,47 @@ mod tests {
             ..SetattrIn::default()
         };
         assert_eq!(setattr(lock, unlock), Some(libc::EACCES));
-        let core = fs.core();
-        assert!(
-            core.reader()
-                .resolve(b"priv/lock/l")
+        {
+            let core = fs.core();
+            assert!(
+                core.reader()
+                    .resolve(b"priv/lock/l")
+                    .expect("read")
+                    .is_some()
+            );
+        }
+        let mtime_of = |path: &[u8]| {
+            let core = fs.core();
+            let reader = core.reader();
+            reader
+                .resolve(path)
                 .expect("read")
-                .is_some()
-        );
+                .expect("entry")
+                .meta
+                .mtime
+        };
+        // Any other (newer) mtime of a lock directory is an mtime (it
+        // renews the lock); an mtime of 0 on a file is an mtime, not an
+        // unlock request.
+        let at = |mtime: u64| SetattrIn {
+            valid: FATTR_MTIME,
+            mtime,
+            ..SetattrIn::default()
+        };
+        let renewed = u64::from(now_secs()) + 100;
+        assert_eq!(setattr(lock, at(renewed)), Some(0));
+        assert_eq!(u64::from(mtime_of(b"priv/lock/l")), renewed);
+        assert_eq!(setattr(file, at(0)), Some(0));
+        assert_eq!(mtime_of(b"f"), 0);
+        // An mtime leaves the size alone; a size alone needs no mode.
+        assert_eq!(text(b"f"), Some(pmxcfs_store::MAX_FILE_SIZE));
+        let size_only = SetattrIn {
+            valid: FATTR_SIZE,
+            size: 3,
+            ..SetattrIn::default()
+        };
+        assert_eq!(setattr(file, size_only), Some(0));
+        assert_eq!(text(b"f"), Some(3));
     }
 
     /// MKNOD (regular files only), CREATE on an existing name (O_TRUNC,
@@ -2453,6 +2487,20 @@ mod tests {
             assert_eq!(core.lookup(1, b"d").expect("d").inode, dir);
             assert_eq!(core.lookup(dir, b"f").expect("f").inode, file);
         }
+        // Node 2 renames d/f to d/g itself: the kernel knows the file under
+        // its new name now, and so does the record.
+        let mut rename = bytemuck::bytes_of(&InHeader {
+            len: (40 + 8 + 4) as u32,
+            opcode: FUSE_RENAME,
+            unique: 6,
+            nodeid: dir,
+            ..InHeader::default()
+        })
+        .to_vec();
+        rename.extend_from_slice(&with_name(&RenameIn { newdir: dir }, &[b"f", b"g"]));
+        assert!(two.intercept(&rename));
+        deliver_all(&[(&two, m2)]);
+        assert_eq!(errors(&two.take_replies()), vec![0]);
         two.take_invalidations();
         // Node 1's tree is newer: node 2 takes it in the resync.
         let both = [m1, m2];
@@ -2468,13 +2516,18 @@ mod tests {
             Invalidation::Inode { node_id: dir },
             Invalidation::Entry {
                 parent: dir,
-                name: b"f".to_vec(),
+                name: b"g".to_vec(),
             },
             Invalidation::Inode { node_id: file },
             Invalidation::Attributes { node_id: 1 },
         ] {
             assert!(seen.contains(&expected), "{expected:?} not in {seen:?}");
         }
+        let old_name = Invalidation::Entry {
+            parent: dir,
+            name: b"f".to_vec(),
+        };
+        assert!(!seen.contains(&old_name), "{seen:?}");
         assert!(two.core().lookup(1, b"x").is_ok(), "node 1's tree");
         assert!(one.take_invalidations().iter().all(|i| !matches!(
             i,
@@ -2840,6 +2893,62 @@ mod tests {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Which requests cluster mode takes: a write or a size change of a
+    /// tree file; not those of a special file or of an orphan (served from
+    /// its copy); one naming a node that is gone is answered ESTALE (the
+    /// kernel looks the name up again).
+    #[test]
+    fn writes_to_special_files_and_orphans_are_not_cluster_writes() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        deliver_own(&fs);
+        let (members, _) = crate::fs::special_by_name(b".members").expect(".members");
+        let body = write_body(0, b"x");
+        assert!(try_call(&fs, FUSE_WRITE, members, &body).is_none());
+        let file = created(
+            &fs,
+            FUSE_CREATE,
+            1,
+            &with_name(&CreateIn::default(), &[b"f"]),
+        );
+        assert!(try_call(&fs, FUSE_WRITE, file, &body).is_some());
+        let gone = file + 1000;
+        let size = SetattrIn {
+            valid: FATTR_SIZE,
+            ..SetattrIn::default()
+        };
+        for (opcode, body) in [
+            (FUSE_WRITE, body.clone()),
+            (FUSE_SETATTR, bytemuck::bytes_of(&size).to_vec()),
+        ] {
+            let reply = call(&fs, opcode, gone, &body);
+            assert_eq!(errno_of(&reply), libc::ESTALE, "opcode {opcode}");
+        }
+        // Open here (CREATE opens), then unlinked: an orphan.
+        assert_eq!(errno_of(&call(&fs, FUSE_UNLINK, 1, b"f\0")), 0);
+        assert!(fs.core().orphans.contains_key(&file));
+        assert!(try_call(&fs, FUSE_WRITE, file, &body).is_none());
+        assert!(try_call(&fs, FUSE_SETATTR, file, bytemuck::bytes_of(&size)).is_none());
+    }
+
+    /// Status updates held while the send backlog is over its bound go out
+    /// once it is down to half of it, not before.
+    #[test]
+    fn held_status_goes_out_once_the_backlog_is_down_to_half() {
+        let fs = cluster_fs();
+        fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+        let payload = Kvstore::update_message(b"kv/x", b"1").expect("payload");
+        fs.core()
+            .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
+        assert!(fs.take_outgoing().is_empty(), "held");
+        fs.set_send_backlog(MAX_SEND_BACKLOG / 2 + 1);
+        assert!(fs.take_outgoing().is_empty(), "still above half");
+        fs.set_send_backlog(MAX_SEND_BACKLOG / 2);
+        let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
+        assert_eq!(groups, vec![Group::Kvstore]);
+    }
+
     /// The lines an admin greps for when the membership or the sync state
     /// changes (each once; node names once the nodelist is known, ids here),
     /// and the health a service manager is told (synced or not).
@@ -2862,6 +2971,10 @@ mod tests {
         assert!(
             log.contains("tree in sync with the cluster (leader node id 1)"),
             "{log}"
+        );
+        assert!(
+            !log.contains("cluster writes"),
+            "the first open gate is no news: {log}"
         );
         let log = logged(|| {
             one.cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
@@ -2892,6 +3005,24 @@ mod tests {
             log.contains("cluster members: node id 1 (joined: -; left: node id 2)"),
             "{log}"
         );
+        // Write safety with three configured nodes: node 1 alone holds no
+        // majority; node 2 back, the gate opens again. Each change once.
+        let log = logged(|| {
+            let votes = Votes::new([(1, 1), (2, 1), (3, 1)]);
+            one.set_write_votes(Some(votes.clone()));
+            two.set_write_votes(Some(votes));
+            one.expire_waiting();
+            one.expire_waiting();
+        });
+        let closed = "cluster writes closed: the pmxcfs group holds no majority";
+        assert_eq!(log.matches(closed).count(), 1, "{log}");
+        let log = logged(|| {
+            one.cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
+            two.cpg_confchg(Group::Dcdb, &[m1, m2], &[m1, m2]);
+            deliver_all(&[(&one, m1), (&two, m2)]);
+            one.expire_waiting();
+        });
+        assert!(log.contains("cluster writes open"), "{log}");
     }
 
     /// Replies go back the way their request came: each io_uring queue

@@ -74,7 +74,7 @@ const SPECIALS: [(&str, Special); 10] = [
     (".debug", Special::Virtual(Virtual::Debug)),
 ];
 
-fn special_by_name(name: &[u8]) -> Option<(u64, Special)> {
+pub(crate) fn special_by_name(name: &[u8]) -> Option<(u64, Special)> {
     SPECIALS
         .iter()
         .position(|(special, _)| special.as_bytes() == name)

@@ -2932,6 +2932,65 @@ mod tests {
         assert!(try_call(&fs, FUSE_SETATTR, file, bytemuck::bytes_of(&size)).is_none());
     }
 
+    /// The hourly verify request goes out on the tree's group from the
+    /// lowest synced node; quorum changes drop the attributes (modes) the
+    /// kernel has cached, a repeated quorum report nothing; after dropped
+    /// invalidations every dentry the kernel knows is invalidated.
+    #[test]
+    fn verify_requests_quorum_changes_and_invalidating_everything() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        deliver_own(&fs);
+        fs.request_verify();
+        let sent: Vec<(Group, u16)> = fs
+            .take_outgoing()
+            .iter()
+            .map(|(group, msg, _)| (*group, msg.msg_type()))
+            .collect();
+        assert_eq!(
+            sent,
+            vec![(Group::Dcdb, pmxcfs_cpg::dfsm::msg_type::VERIFY_REQUEST)]
+        );
+        let file = created(
+            &fs,
+            FUSE_CREATE,
+            1,
+            &with_name(&CreateIn::default(), &[b"f"]),
+        );
+        assert_eq!(fs.core().lookup(1, b"f").expect("f").inode, file);
+        fs.take_invalidations();
+        fs.set_quorate(true);
+        assert_eq!(fs.take_invalidations(), vec![], "no change");
+        fs.set_quorate(false);
+        let seen = fs.take_invalidations();
+        assert!(
+            seen.contains(&Invalidation::Attributes { node_id: file }),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&Invalidation::Attributes { node_id: 1 }),
+            "{seen:?}"
+        );
+        assert!(
+            !seen.iter().any(|i| matches!(i, Invalidation::Entry { .. })),
+            "modes only: {seen:?}"
+        );
+        fs.invalidate_all_known();
+        let seen = fs.take_invalidations();
+        assert!(
+            seen.contains(&Invalidation::Entry {
+                parent: 1,
+                name: b"f".to_vec()
+            }),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&Invalidation::Inode { node_id: file }),
+            "{seen:?}"
+        );
+    }
+
     /// Status updates held while the send backlog is over its bound go out
     /// once it is down to half of it, not before.
     #[test]

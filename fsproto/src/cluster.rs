@@ -2076,7 +2076,32 @@ mod tests {
             ..SetattrIn::default()
         };
         let renewed = u64::from(now_secs()) + 100;
-        assert_eq!(setattr(lock, at(renewed)), Some(0));
+        {
+            // One message, the MTIME (no unlock request before it).
+            let header = InHeader {
+                len: (40 + size_of::<SetattrIn>()) as u32,
+                opcode: FUSE_SETATTR,
+                unique: 77,
+                nodeid: lock,
+                ..InHeader::default()
+            };
+            let mut request = bytemuck::bytes_of(&header).to_vec();
+            request.extend_from_slice(bytemuck::bytes_of(&at(renewed)));
+            assert!(fs.intercept(&request));
+            let sent = fs.take_outgoing();
+            let subtypes: Vec<u16> = sent
+                .iter()
+                .filter_map(|(_, msg, _)| match &msg.body {
+                    pmxcfs_cpg::dfsm::MessageBody::Normal { subtype, .. } => Some(*subtype),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(subtypes, vec![DcdbType::Mtime as u16]);
+            for (group, _, bytes) in sent {
+                fs.cpg_deliver(group, me, &bytes);
+            }
+            assert_eq!(errors(&fs.take_replies()), vec![0]);
+        }
         assert_eq!(u64::from(mtime_of(b"priv/lock/l")), renewed);
         assert_eq!(setattr(file, at(0)), Some(0));
         assert_eq!(mtime_of(b"f"), 0);

@@ -2114,6 +2114,7 @@ mod tests {
         };
         assert_eq!(setattr(file, size_only), Some(0));
         assert_eq!(text(b"f"), Some(3));
+        assert_ne!(mtime_of(b"f"), 0, "the truncation's time, no mtime of 0");
     }
 
     /// MKNOD (regular files only), CREATE on an existing name (O_TRUNC,
@@ -2618,6 +2619,13 @@ mod tests {
             &with_name(&MkdirIn::default(), &[b"d"]),
         )
         .expect("dir");
+        // Another entry in between: no two node ids here differ by one.
+        request(
+            &two,
+            FUSE_CREATE,
+            dir,
+            &with_name(&CreateIn::default(), &[b"e"]),
+        );
         let file = request(
             &two,
             FUSE_CREATE,
@@ -2625,6 +2633,7 @@ mod tests {
             &with_name(&CreateIn::default(), &[b"f"]),
         )
         .expect("file");
+        assert!(file > dir + 1);
         one.take_invalidations();
         request(&two, FUSE_WRITE, file, &write_body(0, b"data"));
         let mut seen = one.take_invalidations();

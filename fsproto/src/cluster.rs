@@ -2113,6 +2113,13 @@ mod tests {
             ..SetattrIn::default()
         };
         assert_eq!(setattr(file, size_only), Some(0));
+        // Owner and group fields count only when the request sets them.
+        let other_ids = SetattrIn {
+            uid: 5,
+            gid: 7,
+            ..size_only
+        };
+        assert_eq!(setattr(file, other_ids), Some(0));
         assert_eq!(text(b"f"), Some(3));
         assert_ne!(mtime_of(b"f"), 0, "the truncation's time, no mtime of 0");
     }
@@ -3023,6 +3030,101 @@ mod tests {
             seen.contains(&Invalidation::Inode { node_id: file }),
             "{seen:?}"
         );
+    }
+
+    /// Cluster log messages the send backlog had no room for are counted:
+    /// one warning when the first is dropped, and one line with their
+    /// number when the backlog drains (none when nothing was dropped).
+    #[test]
+    fn log_messages_dropped_at_the_backlog_bound_are_reported_once() {
+        let fs = cluster_fs();
+        let log = logged(|| {
+            fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+            for _ in 0..3 {
+                fs.core()
+                    .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Log, vec![0; 8]);
+            }
+        });
+        let warning = "cluster log message not multicast: the send backlog is full";
+        assert_eq!(log.matches(warning).count(), 1, "{log}");
+        assert!(fs.take_outgoing().is_empty());
+        let log = logged(|| fs.set_send_backlog(0));
+        assert!(
+            log.contains("dropped=3") && log.contains("send backlog drained"),
+            "{log}"
+        );
+        let log = logged(|| {
+            fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+            fs.set_send_backlog(0);
+        });
+        assert!(
+            !log.contains("send backlog drained"),
+            "nothing dropped: {log}"
+        );
+    }
+
+    /// A multicast that failed for good: the parked writer gets an error
+    /// at once; a failed state message of a synced member under write
+    /// safety makes it leave from SYNCED (the daemon goes on dispatching);
+    /// setting the member id outside mode START is logged.
+    #[test]
+    fn failed_multicasts_and_a_late_member_id() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.set_write_votes(Some(Votes::new([(1, 1)])));
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        deliver_own(&fs);
+        assert!(fs.intercept(&mkdir_request(31, "d")));
+        let sent = fs.take_outgoing();
+        assert_eq!(sent.len(), 1);
+        fs.send_failed(sent[0].0, &sent[0].1);
+        let replies = fs.take_replies();
+        assert_eq!(replies.len(), 1, "answered at once");
+        assert_ne!(errno_of(&replies[0]), 0);
+        assert!(!fs.leaving_synced(Group::Dcdb));
+        let log = logged(|| fs.cpg_connected(Group::Dcdb, me));
+        assert!(log.contains("member id set outside mode START"), "{log}");
+        let state = Message {
+            protocol_version: 1,
+            time: 0,
+            body: pmxcfs_cpg::dfsm::MessageBody::State {
+                epoch: pmxcfs_cpg::dfsm::Epoch::default(),
+                blob: vec![1],
+            },
+        };
+        fs.send_failed(Group::Dcdb, &state);
+        assert!(fs.leaving_synced(Group::Dcdb));
+        assert!(!fs.leaving_synced(Group::Kvstore));
+        assert!(fs.take_leave(Group::Dcdb));
+        let fresh = cluster_fs();
+        let log = logged(|| fresh.cpg_connected(Group::Dcdb, me));
+        assert!(!log.contains("outside mode START"), "{log}");
+    }
+
+    /// The node's address for `.members`, and the mode.
+    #[test]
+    fn node_address_and_mode() {
+        let fs = cluster_fs();
+        fs.set_node_ip(Some("10.1.2.3".into()));
+        assert_eq!(fs.core().status.node_ip.as_deref(), Some("10.1.2.3"));
+        assert!(fs.is_cluster());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = pmxcfs_store::Store::open(dir.path()).expect("store").leak();
+        let (session, permit) = store
+            .session(pmxcfs_store::Durability::Relaxed)
+            .expect("session");
+        let local = PmxFs::new(
+            session,
+            permit,
+            crate::fs::Config {
+                nodename: "solo".into(),
+                www_data_gid: 33,
+            },
+        );
+        assert!(!local.is_cluster());
+        drop(local);
+        // SAFETY: the file system (and its session) is gone.
+        unsafe { pmxcfs_store::Store::reclaim(store) };
     }
 
     /// Status updates held while the send backlog is over its bound go out

@@ -2661,35 +2661,6 @@ mod tests {
         for expected in &expected {
             assert!(seen.contains(expected), "{expected:?} not in {seen:?}");
         }
-        // A rename over: both dentries go first (a reader who opens the
-        // target name before its dentry is dropped opens the removed file
-        // and pays for an ESTALE retry), then the inodes.
-        request(
-            &two,
-            FUSE_CREATE,
-            dir,
-            &with_name(&CreateIn::default(), &[b"f"]),
-        );
-        request(
-            &two,
-            FUSE_CREATE,
-            dir,
-            &with_name(&CreateIn::default(), &[b"g"]),
-        );
-        one.take_invalidations();
-        request(
-            &two,
-            FUSE_RENAME,
-            dir,
-            &with_name(&RenameIn { newdir: dir }, &[b"g", b"f"]),
-        );
-        let seen = one.take_invalidations();
-        let kinds: Vec<bool> = seen
-            .iter()
-            .map(|i| matches!(i, Invalidation::Entry { .. }))
-            .collect();
-        assert_eq!(kinds.iter().filter(|entry| **entry).count(), 2, "{seen:?}");
-        assert!(kinds.starts_with(&[true, true]), "{seen:?}");
     }
 
     /// A file open on node 1 that node 2 renames another file over, or

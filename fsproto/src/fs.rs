@@ -314,16 +314,12 @@ impl PmxFs {
     }
 
     /// Kernel cache entries to invalidate, collected while serving requests,
-    /// each once: the dentries first (in order), then the inodes. A reader
-    /// who opens a replaced name before its dentry is dropped opens the
-    /// removed file, gets ESTALE and looks the name up twice; the inodes'
-    /// pages and attributes matter only to those who come after.
+    /// each once, in order.
     pub fn take_invalidations(&self) -> Vec<Invalidation> {
         let mut all = std::mem::take(&mut self.core().invalidations);
         if all.len() > 1 {
             let mut seen = std::collections::HashSet::with_capacity(all.len());
             all.retain(|invalidation| seen.insert(invalidation.clone()));
-            all.sort_by_key(|invalidation| !matches!(invalidation, Invalidation::Entry { .. }));
         }
         all
     }

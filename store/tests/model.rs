@@ -1511,3 +1511,62 @@ fn regression_replay_does_not_depend_on_the_guest_list() {
         Some(b"pve1".to_vec())
     );
 }
+
+/// What the store derives from the tree (the guest list and the lock
+/// table) is rebuilt when it is opened again: guest configs only under a
+/// node directory with a valid node name and only files; lock directories
+/// with their entry checksums and a fresh lifetime.
+#[test]
+fn guests_and_locks_are_rebuilt_on_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lock = b"priv/lock/l";
+    let checksum = {
+        let store = Store::open(dir.path()).expect("open");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut t = Pair {
+            session: &mut session,
+            permit: &mut permit,
+            model: Model::new(),
+        };
+        for dir in [
+            "nodes",
+            "nodes/n1",
+            "nodes/n1/qemu-server",
+            "nodes/n1/lxc",
+            "nodes/-bad",
+            "nodes/-bad/qemu-server",
+            "priv",
+            "priv/lock",
+            "priv/lock/l",
+        ] {
+            t.ok(mkdir(dir));
+        }
+        for file in [
+            "nodes/n1/qemu-server/100.conf",
+            "nodes/n1/lxc/101.conf",
+            "nodes/-bad/qemu-server/102.conf",
+            "nodes/n2",
+        ] {
+            t.ok(create(file));
+        }
+        t.ok(mkdir("nodes/n1/qemu-server/103.conf"));
+        t.session.commit().expect("commit");
+        assert!(t.session.vmlist().get(100).is_some());
+        t.session
+            .writer(t.permit)
+            .lock_checksum(lock)
+            .expect("read")
+            .expect("a lock")
+    };
+    let store = Store::open(dir.path()).expect("reopen");
+    let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+    let vmlist = session.vmlist();
+    assert!(vmlist.get(100).is_some(), "a VM config");
+    assert!(vmlist.get(101).is_some(), "a container config");
+    assert!(vmlist.get(102).is_none(), "not a valid node name");
+    assert!(vmlist.get(103).is_none(), "a directory, not a config");
+    let mut writer = session.writer(&mut permit);
+    assert_eq!(writer.lock_checksum(lock).expect("read"), Some(checksum));
+    assert!(!writer.lock_expired(lock, checksum), "a fresh lifetime");
+    assert_eq!(writer.lock_checksum(b"priv/lock/none").expect("read"), None);
+}

@@ -80,6 +80,24 @@ impl CpgConn {
     }
 }
 
+/// The file in the data dir that keeps the unconfirmed own writes.
+const KEPT_FILE: &str = "own-writes";
+
+/// `path` replaced by `bytes` atomically and durably (tmp file, fsync,
+/// rename, fsync of the directory).
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 pub struct ClusterLink {
     conns: [CpgConn; 2],
     quorum: Option<Quorum>,
@@ -90,12 +108,15 @@ pub struct ClusterLink {
     next_cmap: Instant,
     next_verify: Instant,
     corosync_conf: PathBuf,
+    /// `<data dir>/own-writes`: the unconfirmed own writes (write safety)
+    /// kept across a restart.
+    kept_file: PathBuf,
     tick_armed: bool,
     failures_logged: bool,
 }
 
 impl ClusterLink {
-    pub fn new(corosync_conf: PathBuf) -> ClusterLink {
+    pub fn new(corosync_conf: PathBuf, data_dir: &std::path::Path) -> ClusterLink {
         let now = Instant::now();
         ClusterLink {
             conns: [
@@ -110,6 +131,7 @@ impl ClusterLink {
             next_cmap: now,
             next_verify: now + VERIFY_EVERY,
             corosync_conf,
+            kept_file: data_dir.join(KEPT_FILE),
             tick_armed: false,
             failures_logged: false,
         }
@@ -504,8 +526,57 @@ impl ClusterLink {
         if let Some(notify) = channel.fs().take_corosync_conf_change() {
             self.sync_corosync_conf(channel, notify);
         }
+        self.keep_own_writes(channel);
         channel.flush();
         self.arm_tick(reactor);
+    }
+
+    /// Before the groups are joined: the unconfirmed own writes kept before
+    /// a restart go back to the DFSM (checked after the first resync within
+    /// a majority). A file that does not decode is logged and removed.
+    pub fn restore_own_writes(&mut self, channel: &mut Channel) {
+        let bytes = match std::fs::read(&self.kept_file) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) => {
+                tracing::warn!(file = %self.kept_file.display(), %error, "cannot read the kept own writes");
+                return;
+            }
+        };
+        match channel.fs().restore_kept_writes(&bytes) {
+            Ok(count) => tracing::info!(
+                count,
+                file = %self.kept_file.display(),
+                "own writes a majority may lack, kept before the restart"
+            ),
+            Err(error) => {
+                tracing::warn!(file = %self.kept_file.display(), %error, "kept own writes unreadable; removed");
+                let _ = std::fs::remove_file(&self.kept_file);
+            }
+        }
+    }
+
+    /// Keeps the unconfirmed own writes on disk when they changed (a
+    /// partition, a heal: rare), so that a restart does not forget them:
+    /// written to a temporary file, synced, renamed over the old one.
+    fn keep_own_writes(&mut self, channel: &mut Channel) {
+        let Some(contents) = channel.fs().take_kept_writes() else {
+            return;
+        };
+        let result = match contents {
+            None => match std::fs::remove_file(&self.kept_file) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            },
+            Some(bytes) => write_synced(&self.kept_file, &bytes),
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                file = %self.kept_file.display(),
+                %error,
+                "cannot keep the unconfirmed own writes on disk; a restart before the heal would forget them"
+            );
+        }
     }
 
     fn send_queued(&mut self, group: Group, channel: &mut Channel) {

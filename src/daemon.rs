@@ -763,8 +763,10 @@ pub fn run(options: &DaemonOptions) -> Result<(), DaemonError> {
         )?;
     }
     signals.read(&mut reactor, TOKEN_SIGNAL)?;
-    let mut link = cluster_mode.then(|| ClusterLink::new(settings.corosync_conf.clone()));
+    let mut link =
+        cluster_mode.then(|| ClusterLink::new(settings.corosync_conf.clone(), &settings.data_dir));
     if let Some(link) = link.as_mut() {
+        link.restore_own_writes(&mut channel);
         // C: the tree's corosync.conf is copied to the host once at start.
         link.sync_corosync_conf(&mut channel, true);
         link.tick(&mut reactor, &mut channel);

@@ -7,8 +7,10 @@
 //! link is cut as soon as the write call returns. Before the DFSM's
 //! own-write check (ARCHITECTURE.md "The own-delivery window") every such
 //! write was lost; now the node re-sends it after the heal's resync and the
-//! test requires it on every node. `PMXCFS_OWN_ROUNDS` (default 3) sets the
-//! number of cuts. Needs root, FUSE, corosync and `tc` with the tbf qdisc:
+//! test requires it on every node. In the last round node 3's daemon is
+//! also killed and restarted while cut off: the write kept on disk
+//! (`<data dir>/own-writes`) survives that too. `PMXCFS_OWN_ROUNDS`
+//! (default 3) sets the number of cuts. Needs root, FUSE, corosync and `tc` with the tbf qdisc:
 //! fails, never skips.
 
 mod common;
@@ -76,6 +78,19 @@ fn a_write_acknowledged_right_before_a_partition_survives_the_heal() {
         wait_for("nodes 1 and 2 without node 3", &nodes, || {
             members_seen(&nodes[0]) == Some(2)
         });
+        if round == rounds - 1 {
+            // The last round: node 3's daemon is killed while cut off (an
+            // HA watchdog fences a node without quorum) and started again;
+            // the write it kept on disk at the cut comes back with it.
+            let kept = nodes[2].dir.join("data/own-writes");
+            wait_for("node 3's kept own writes on disk", &nodes, || kept.exists());
+            nodes[2].kill9();
+            nodes[2].start(&lab);
+            wait_for("node 3 serving again", &nodes, || {
+                nodes[2].quorate().is_some()
+            });
+            eprintln!("round {round}: node 3 killed and restarted while cut off");
+        }
         write_when_writable(&nodes, 0, &format!("majority-{round}"), b"m");
         write_when_writable(&nodes, 1, &format!("majority-{round}-b"), b"m");
         lab.run(&["heal", "3"]);

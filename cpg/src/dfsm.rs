@@ -110,6 +110,17 @@ pub const OWN_WRITES_KEPT_BYTES: usize = 32 << 20;
 /// ([`Application::write_footprint`]).
 pub type Footprint = Vec<(Vec<u8>, Option<u64>)>;
 
+/// An own write a majority may lack, as kept across a restart
+/// ([`Dfsm::take_kept_if_changed`], [`Dfsm::restore_kept`], the file format
+/// in [`crate::kept`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptWrite {
+    pub subtype: u16,
+    pub payload: Vec<u8>,
+    pub before: Footprint,
+    pub after: Footprint,
+}
+
 /// A write of this node that it applied and acknowledged, with its
 /// footprint before and after: kept until a configuration change shows a
 /// majority holds it (write safety, the own-delivery window).
@@ -657,6 +668,9 @@ struct Core {
     /// ours, found without a walk of up to [`OWN_WRITES_KEPT`] writes per
     /// delivery. Rebuilt from the lists when it outgrows them.
     own_keys: std::collections::HashSet<Vec<u8>>,
+    /// Counts the changes of `own_unconfirmed` and `own_resent` (what a
+    /// restart must keep: [`Dfsm::take_kept_if_changed`]).
+    kept_changes: u64,
     /// The DFSM restarted: the next configuration proves nothing about the
     /// writes of the last one.
     rejoining: bool,
@@ -792,6 +806,7 @@ impl Core {
             return;
         };
         let (_, write) = self.own_resent.remove(at);
+        self.kept_changes += 1;
         tracing::warn!(
             count,
             "a re-sent own write was not applied: checked again later"
@@ -835,7 +850,11 @@ impl Core {
                 self.own_recent_bytes = self.own_recent.iter().map(|w| w.payload.len()).sum();
             }
         }
+        let unconfirmed = self.own_unconfirmed.len();
         self.own_unconfirmed.retain(|write| !touches(write));
+        if self.own_unconfirmed.len() != unconfirmed {
+            self.kept_changes += 1;
+        }
         if !self.keeps_own_writes() {
             self.own_keys.clear();
         }
@@ -861,6 +880,7 @@ impl Core {
                 "own writes of the last configuration: checked after the next resync within a majority"
             );
             self.own_unconfirmed.extend(self.own_recent.drain(..));
+            self.kept_changes += 1;
         }
         self.own_recent_bytes = 0;
     }
@@ -1011,6 +1031,7 @@ impl<A: Application> Dfsm<A> {
                 own_recent_bytes: 0,
                 own_unconfirmed: Vec::new(),
                 own_keys: std::collections::HashSet::new(),
+                kept_changes: 0,
                 own_resent: Vec::new(),
                 rejoining: false,
             },
@@ -1249,6 +1270,55 @@ impl<A: Application> Dfsm<A> {
         self.core.abort_waiters();
         self.set_mode(Mode::Start);
         Ok(())
+    }
+
+    /// The own writes a majority may lack (unconfirmed, or re-sent and not
+    /// yet processed), if they changed since `seen` was last updated: what
+    /// the caller keeps on disk so that a restart does not forget them.
+    pub fn take_kept_if_changed(&self, seen: &mut u64) -> Option<Vec<KeptWrite>> {
+        if *seen == self.core.kept_changes {
+            return None;
+        }
+        *seen = self.core.kept_changes;
+        let kept = |write: &OwnWrite| KeptWrite {
+            subtype: write.subtype,
+            payload: write.payload.clone(),
+            before: write.before.clone(),
+            after: write.after.clone(),
+        };
+        Some(
+            self.core
+                .own_unconfirmed
+                .iter()
+                .chain(self.core.own_resent.iter().map(|(_, write)| write))
+                .map(kept)
+                .collect(),
+        )
+    }
+
+    /// After a restart of the daemon: the own writes kept before it
+    /// ([`Dfsm::take_kept_if_changed`]) are unconfirmed, checked after the
+    /// first resync within a majority as if there had been no restart.
+    pub fn restore_kept(&mut self, writes: Vec<KeptWrite>) {
+        if writes.is_empty() {
+            return;
+        }
+        tracing::info!(
+            writes = writes.len(),
+            "own writes kept before the restart: checked after the first resync within a majority"
+        );
+        for write in writes {
+            let write = OwnWrite {
+                time: self.core.now,
+                subtype: write.subtype,
+                payload: write.payload,
+                before: write.before,
+                after: write.after,
+            };
+            self.core.keep_keys(&write);
+            self.core.own_unconfirmed.push(write);
+        }
+        self.core.rejoining = true;
     }
 
     /// Shutdown (`dfsm_finalize`): all waiters fail.
@@ -1613,7 +1683,11 @@ impl<A: Application> Dfsm<A> {
         let foreign = safety && !own && self.core.keeps_own_writes();
         if sender == self.core.local {
             // A re-sent write is processed: kept again below if applied.
+            let resent = self.core.own_resent.len();
             self.core.own_resent.retain(|(c, _)| *c != count);
+            if self.core.own_resent.len() != resent {
+                self.core.kept_changes += 1;
+            }
         }
         self.core.delivering = Some(count);
         let res = self.app.deliver(
@@ -1934,6 +2008,7 @@ impl<A: Application> Dfsm<A> {
             return;
         }
         let writes = std::mem::take(&mut self.core.own_unconfirmed);
+        self.core.kept_changes += 1;
         let mut tree: std::collections::HashMap<Vec<u8>, Option<u64>> =
             std::collections::HashMap::new();
         for write in &writes {

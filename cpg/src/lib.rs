@@ -5,6 +5,7 @@ pub mod corosync;
 pub mod dcdb;
 pub mod dfsm;
 pub mod frame;
+pub mod kept;
 pub mod kvstore;
 pub mod status;
 pub mod wire;

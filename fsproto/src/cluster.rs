@@ -219,6 +219,8 @@ struct Waiting {
 }
 
 pub(crate) struct Cluster {
+    /// [`Dfsm::take_kept_if_changed`]'s mark of what the daemon last kept.
+    kept_seen: u64,
     dfsm: Dfsm<Dcdb<'static, 'static>>,
     kv: Dfsm<Kvstore>,
     parked: HashMap<u64, Parked>,
@@ -279,6 +281,7 @@ impl Cluster {
             leave: [false; 2],
             known: HashMap::new(),
             corosync_conf: None,
+            kept_seen: 0,
             answered_ok: std::collections::HashSet::new(),
             logged_members: Vec::new(),
             logged_synced: false,
@@ -1671,6 +1674,37 @@ impl PmxFs {
             cluster.kv.app_mut().set_configured(ids);
         }
         core.status.set_cluster_info(info);
+    }
+
+    /// The file contents that keep this node's unconfirmed own writes
+    /// across a restart ([`pmxcfs_cpg::kept`]), when they changed since the
+    /// last call; `Some(None)`: there are none (remove the file).
+    pub fn take_kept_writes(&self) -> Option<Option<Vec<u8>>> {
+        let mut core = self.core();
+        let cluster = core.cluster()?;
+        let writes = cluster.dfsm.take_kept_if_changed(&mut cluster.kept_seen)?;
+        if writes.is_empty() {
+            return Some(None);
+        }
+        match pmxcfs_cpg::kept::encode(&writes) {
+            Ok(bytes) => Some(Some(bytes)),
+            Err(error) => {
+                tracing::error!(%error, "cannot encode the unconfirmed own writes");
+                None
+            }
+        }
+    }
+
+    /// At start: the unconfirmed own writes kept before the restart (the
+    /// file [`PmxFs::take_kept_writes`] gave); their number.
+    pub fn restore_kept_writes(&self, bytes: &[u8]) -> Result<usize, pmxcfs_cpg::wire::WireError> {
+        let writes = pmxcfs_cpg::kept::decode(bytes)?;
+        let count = writes.len();
+        let mut core = self.core();
+        if let Some(cluster) = core.cluster() {
+            cluster.dfsm.restore_kept(writes);
+        }
+        Ok(count)
     }
 
     /// This node's address for `.members`.

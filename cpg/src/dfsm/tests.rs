@@ -1564,6 +1564,47 @@ fn only_the_writes_of_changed_keys_are_superseded() {
     assert_eq!(superseded_own(&atomic_write(), &t), vec![false; 3]);
 }
 
+/// C is cut off right after its acknowledged write, and its daemon
+/// restarts before the heal (an HA watchdog fences a node without quorum):
+/// the write kept on disk at the cut is checked after the heal's resync and
+/// sent again, as without the restart. What is kept changes only when the
+/// unconfirmed writes do.
+#[test]
+fn an_own_write_kept_across_a_restart_is_sent_again_after_the_heal() {
+    let (mut a, mut b, mut c) = synced_three();
+    let mut seen = 0;
+    assert_eq!(c.take_kept_if_changed(&mut seen), None, "nothing yet");
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    let kept = c
+        .take_kept_if_changed(&mut seen)
+        .expect("the cut changed it");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].payload, vec![1, 9]);
+    assert_eq!(c.take_kept_if_changed(&mut seen), None, "unchanged since");
+    let file = crate::kept::encode(&kept).expect("encode");
+    // The restarted daemon: a new DFSM; the resync erases the write.
+    let mut c = safe(C, b"x");
+    c.restore_kept(crate::kept::decode(&file).expect("decode"));
+    let sent = heal(&mut a, &mut b, &mut c);
+    let payloads: Vec<Vec<u8>> = sent
+        .iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Normal { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, vec![vec![1, 9]], "sent again once");
+    for d in [&a, &b, &c] {
+        assert_eq!(d.app().kv.get(&1), Some(&9), "{} holds it", d.local());
+    }
+    let mut seen = 0;
+    assert_eq!(
+        c.take_kept_if_changed(&mut seen),
+        Some(Vec::new()),
+        "processed: nothing to keep"
+    );
+}
+
 /// The own-write list is bounded: by age (a write more than
 /// OWN_WRITES_KEPT_SECS older than the newest goes), by count and by
 /// payload bytes (the oldest goes first), with its byte count kept exact.

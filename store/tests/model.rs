@@ -1565,8 +1565,24 @@ fn guests_and_locks_are_rebuilt_on_reopen() {
     assert!(vmlist.get(101).is_some(), "a container config");
     assert!(vmlist.get(102).is_none(), "not a valid node name");
     assert!(vmlist.get(103).is_none(), "a directory, not a config");
+    // The lock's lifetime started when the store was opened (not at the
+    // first question, as it would for a lock the table does not know).
+    let opened = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let clock = Arc::new(AtomicU64::new(opened + 10));
+    session.set_clock({
+        let clock = clock.clone();
+        move || clock.load(Ordering::SeqCst)
+    });
     let mut writer = session.writer(&mut permit);
     assert_eq!(writer.lock_checksum(lock).expect("read"), Some(checksum));
     assert!(!writer.lock_expired(lock, checksum), "a fresh lifetime");
+    clock.store(opened + LOCK_TIMEOUT_SECS + 5, Ordering::SeqCst);
+    assert!(
+        writer.lock_expired(lock, checksum),
+        "the lifetime started at the reopen"
+    );
     assert_eq!(writer.lock_checksum(b"priv/lock/none").expect("read"), None);
 }

@@ -2523,26 +2523,12 @@ mod tests {
         deliver_all(&[(&two, m2)]);
         // A request of `fs` in a group of `nodes`: the new entry's node id.
         let make = |nodes: &[(&TestFs, MemberId)], opcode: u32, parent: u64, name: &[u8]| {
-            let fs = nodes[0].0;
             let body = if opcode == FUSE_MKDIR {
                 with_name(&MkdirIn::default(), &[name])
             } else {
                 with_name(&CreateIn::default(), &[name])
             };
-            let header = InHeader {
-                len: (40 + body.len()) as u32,
-                opcode,
-                unique: 5,
-                nodeid: parent,
-                ..InHeader::default()
-            };
-            let mut request = bytemuck::bytes_of(&header).to_vec();
-            request.extend_from_slice(&body);
-            assert!(fs.intercept(&request));
-            deliver_all(nodes);
-            let replies = fs.take_replies();
-            assert_eq!(errors(&replies), vec![0]);
-            read_at::<EntryOut>(&replies[0], 16).expect("entry").nodeid
+            entry_node(&request_ok(nodes, nodes[0].0, opcode, parent, &body)).expect("entry")
         };
         let dir = make(&[(&two, m2)], FUSE_MKDIR, 1, b"d");
         let file = make(&[(&two, m2)], FUSE_CREATE, dir, b"f");
@@ -2556,18 +2542,13 @@ mod tests {
         }
         // Node 2 renames d/f to d/g itself: the kernel knows the file under
         // its new name now, and so does the record.
-        let mut rename = bytemuck::bytes_of(&InHeader {
-            len: (40 + 8 + 4) as u32,
-            opcode: FUSE_RENAME,
-            unique: 6,
-            nodeid: dir,
-            ..InHeader::default()
-        })
-        .to_vec();
-        rename.extend_from_slice(&with_name(&RenameIn { newdir: dir }, &[b"f", b"g"]));
-        assert!(two.intercept(&rename));
-        deliver_all(&[(&two, m2)]);
-        assert_eq!(errors(&two.take_replies()), vec![0]);
+        request_ok(
+            &[(&two, m2)],
+            &two,
+            FUSE_RENAME,
+            dir,
+            &with_name(&RenameIn { newdir: dir }, &[b"f", b"g"]),
+        );
         two.take_invalidations();
         // Node 1's tree is newer: node 2 takes it in the resync.
         let both = [m1, m2];
@@ -2638,20 +2619,7 @@ mod tests {
         }
         deliver_all(&nodes);
         let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
-            let header = InHeader {
-                len: (40 + body.len()) as u32,
-                opcode,
-                unique: 7,
-                nodeid,
-                ..InHeader::default()
-            };
-            let mut request = bytemuck::bytes_of(&header).to_vec();
-            request.extend_from_slice(body);
-            assert!(fs.intercept(&request));
-            deliver_all(&nodes);
-            let replies = fs.take_replies();
-            assert_eq!(errors(&replies), vec![0]);
-            read_at::<EntryOut>(&replies[0], 16).map(|entry| entry.nodeid)
+            entry_node(&request_ok(&nodes, fs, opcode, nodeid, body))
         };
         let dir = request(
             &two,
@@ -2714,20 +2682,7 @@ mod tests {
         }
         pump();
         let request = |opcode: u32, nodeid: u64, body: &[u8]| {
-            let header = InHeader {
-                len: (40 + body.len()) as u32,
-                opcode,
-                unique: 9,
-                nodeid,
-                ..InHeader::default()
-            };
-            let mut request = bytemuck::bytes_of(&header).to_vec();
-            request.extend_from_slice(body);
-            assert!(two.intercept(&request));
-            pump();
-            let replies = two.take_replies();
-            assert_eq!(errors(&replies), vec![0]);
-            read_at::<EntryOut>(&replies[0], 16).map(|entry| entry.nodeid)
+            entry_node(&request_ok(&nodes, &two, opcode, nodeid, body))
         };
         let file = |name: &[u8], data: &[u8]| {
             let node =
@@ -2791,20 +2746,7 @@ mod tests {
             fs.take_invalidations();
         }
         let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
-            let header = InHeader {
-                len: (40 + body.len()) as u32,
-                opcode,
-                unique: 9,
-                nodeid,
-                ..InHeader::default()
-            };
-            let mut request = bytemuck::bytes_of(&header).to_vec();
-            request.extend_from_slice(body);
-            assert!(fs.intercept(&request));
-            pump();
-            let replies = fs.take_replies();
-            assert_eq!(errors(&replies), vec![0]);
-            replies[0].clone()
+            request_ok(&nodes, fs, opcode, nodeid, body)
         };
         // Node 2 creates "a": node 1 forgets its (negative) entry of "a" and
         // the root's listing; node 2 invalidates nothing.
@@ -3334,6 +3276,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A request of `fs` in the group `nodes` (every message delivered to
+    /// all): its one reply, which must succeed.
+    fn request_ok(
+        nodes: &[(&TestFs, MemberId)],
+        fs: &TestFs,
+        opcode: u32,
+        nodeid: u64,
+        body: &[u8],
+    ) -> Vec<u8> {
+        let header = InHeader {
+            len: (40 + body.len()) as u32,
+            opcode,
+            unique: 9,
+            nodeid,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(body);
+        assert!(fs.intercept(&request), "opcode {opcode} taken");
+        deliver_all(nodes);
+        let replies = fs.take_replies();
+        assert_eq!(errors(&replies), vec![0], "opcode {opcode}");
+        replies[0].clone()
+    }
+
+    /// The node id of an entry reply.
+    fn entry_node(reply: &[u8]) -> Option<u64> {
+        read_at::<EntryOut>(reply, 16).map(|entry| entry.nodeid)
     }
 
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {

@@ -1146,6 +1146,16 @@ fn own_write_then_cut(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) {
     pump(&mut [c]);
 }
 
+/// The payloads of the NORMAL messages among `sent`.
+fn normal_payloads(sent: &[Message]) -> Vec<Vec<u8>> {
+    sent.iter()
+        .filter_map(|m| match &m.body {
+            MessageBody::Normal { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn heal(a: &mut Dfsm<Toy>, b: &mut Dfsm<Toy>, c: &mut Dfsm<Toy>) -> Vec<Message> {
     heal_failing(a, b, c, false)
 }
@@ -1207,14 +1217,7 @@ fn an_own_write_the_majority_lacks_is_sent_again_after_the_heal() {
     // The resync erased it on C (the majority never had it).
     c.app_mut().kv.clear();
     let sent = heal(&mut a, &mut b, &mut c);
-    let payloads: Vec<Vec<u8>> = sent
-        .iter()
-        .filter_map(|m| match &m.body {
-            MessageBody::Normal { payload, .. } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(payloads, vec![vec![1, 9]], "sent again once");
+    assert_eq!(normal_payloads(&sent), vec![vec![1, 9]], "sent again once");
     assert!(c.core.own_unconfirmed.is_empty());
     for d in [&a, &b, &c] {
         assert_eq!(d.app().kv.get(&1), Some(&9), "{} holds it", d.local());
@@ -1586,14 +1589,7 @@ fn an_own_write_kept_across_a_restart_is_sent_again_after_the_heal() {
     let mut c = safe(C, b"x");
     c.restore_kept(crate::kept::decode(&file).expect("decode"));
     let sent = heal(&mut a, &mut b, &mut c);
-    let payloads: Vec<Vec<u8>> = sent
-        .iter()
-        .filter_map(|m| match &m.body {
-            MessageBody::Normal { payload, .. } => Some(payload.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(payloads, vec![vec![1, 9]], "sent again once");
+    assert_eq!(normal_payloads(&sent), vec![vec![1, 9]], "sent again once");
     for d in [&a, &b, &c] {
         assert_eq!(d.app().kv.get(&1), Some(&9), "{} holds it", d.local());
     }

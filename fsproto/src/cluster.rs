@@ -2610,14 +2610,8 @@ mod tests {
     /// store inodes + 1 everywhere).
     #[test]
     fn a_remote_change_in_a_subdirectory_invalidates_its_node_ids() {
-        let one = cluster_fs_as(1);
-        let two = cluster_fs_as(2);
-        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
-        for (fs, _) in nodes {
-            fs.cpg_confchg(Group::Dcdb, &members, &members);
-        }
-        deliver_all(&nodes);
         let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
             entry_node(&request_ok(&nodes, fs, opcode, nodeid, body))
         };
@@ -2672,15 +2666,8 @@ mod tests {
     /// the copy goes with the last handle.
     #[test]
     fn a_file_open_here_that_another_node_removes_keeps_serving_its_handles() {
-        let one = cluster_fs_as(1);
-        let two = cluster_fs_as(2);
-        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
-        let pump = || deliver_all(&nodes);
-        for (fs, _) in nodes {
-            fs.cpg_confchg(Group::Dcdb, &members, &members);
-        }
-        pump();
         let request = |opcode: u32, nodeid: u64, body: &[u8]| {
             entry_node(&request_ok(&nodes, &two, opcode, nodeid, body))
         };
@@ -2733,15 +2720,8 @@ mod tests {
     /// nothing (its kernel made them).
     #[test]
     fn remote_changes_invalidate_the_kernel_caches_own_ones_do_not() {
-        let one = cluster_fs_as(1);
-        let two = cluster_fs_as(2);
-        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
-        let pump = || deliver_all(&nodes);
-        for (fs, _) in nodes {
-            fs.cpg_confchg(Group::Dcdb, &members, &members);
-        }
-        pump();
         for (fs, _) in nodes {
             fs.take_invalidations();
         }
@@ -3212,14 +3192,8 @@ mod tests {
     /// notifies corosync), `false` for another node's.
     #[test]
     fn a_corosync_conf_change_is_reported_once_with_its_origin() {
-        let one = cluster_fs_as(1);
-        let two = cluster_fs_as(2);
-        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
-        for (fs, _) in nodes {
-            fs.cpg_confchg(Group::Dcdb, &members, &members);
-        }
-        deliver_all(&nodes);
         for (fs, _) in nodes {
             fs.take_corosync_conf_change();
         }
@@ -3276,6 +3250,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Nodes 1 and 2 in one synced tree group.
+    fn synced_pair() -> (TestFs, TestFs, [MemberId; 2]) {
+        let one = cluster_fs_as(1);
+        let two = cluster_fs_as(2);
+        let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
+        for fs in [&one, &two] {
+            fs.cpg_confchg(Group::Dcdb, &members, &members);
+        }
+        deliver_all(&[(&one, members[0]), (&two, members[1])]);
+        (one, two, members)
     }
 
     /// A request of `fs` in the group `nodes` (every message delivered to

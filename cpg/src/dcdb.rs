@@ -193,19 +193,17 @@ impl<'a, 's> Dcdb<'a, 's> {
         }
     }
 
-    /// A copy of the watched file at `path`, if there is one.
-    fn copy_if_watched(&self, path: &[u8]) -> Option<RemovedFile> {
-        if self.watched.is_empty() {
-            return None;
-        }
+    /// A copy of the file with store inode `inode` (what a path named
+    /// before the change) if it is watched.
+    fn copy_if_watched(&self, inode: Option<u64>) -> Option<RemovedFile> {
+        let inode = inode.filter(|inode| self.watched.contains(inode))?;
         let reader = self.session().reader();
-        let entry = reader.resolve(path).ok().flatten()?;
-        (entry.meta.kind == pmxcfs_store::Kind::File && self.watched.contains(&entry.meta.inode))
-            .then(|| RemovedFile {
-                meta: entry.meta,
-                name: entry.name.to_vec(),
-                data: entry.data.to_vec(),
-            })
+        let entry = reader.entry(inode).ok().flatten()?;
+        (entry.meta.kind == pmxcfs_store::Kind::File).then(|| RemovedFile {
+            meta: entry.meta,
+            name: entry.name.to_vec(),
+            data: entry.data.to_vec(),
+        })
     }
 
     /// Takes the paths changed since the last call, in apply order (a rename
@@ -286,9 +284,9 @@ impl<'a, 's> Dcdb<'a, 's> {
         let before_from = self.resolve_before(path);
         let to = fuse.to.filter(|_| kind == DcdbType::Rename);
         let before_to = to.map_or((None, None), |to| self.resolve_before(to));
-        let removed = match (kind, to) {
-            (DcdbType::Delete, _) => self.copy_if_watched(path),
-            (_, Some(to)) => self.copy_if_watched(to),
+        let removed = match kind {
+            DcdbType::Delete => self.copy_if_watched(before_from.1),
+            DcdbType::Rename => self.copy_if_watched(before_to.1),
             _ => None,
         };
         let result = match self.writer().apply(&op, origin) {

@@ -815,6 +815,28 @@ impl Core {
         self.own_unconfirmed.extend(self.own_recent.drain(..));
         self.keep_keys(&write);
         self.own_unconfirmed.push(write);
+        self.bound_unconfirmed();
+    }
+
+    /// The unconfirmed writes have the bounds of the recent ones (several
+    /// partitions in a row without a resync within a majority add up): the
+    /// oldest go first, logged; they are no longer checked nor re-sent.
+    fn bound_unconfirmed(&mut self) {
+        let mut bytes: usize = self.own_unconfirmed.iter().map(|w| w.payload.len()).sum();
+        let mut dropped = 0;
+        while self.own_unconfirmed.len() - dropped > OWN_WRITES_KEPT
+            || bytes > OWN_WRITES_KEPT_BYTES
+        {
+            bytes -= self.own_unconfirmed[dropped].payload.len();
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.own_unconfirmed.drain(..dropped);
+            tracing::warn!(
+                dropped,
+                "own-write check: bound of unconfirmed writes reached, the oldest are no longer checked"
+            );
+        }
     }
 
     /// Are own writes kept (recent or unconfirmed)?
@@ -880,6 +902,7 @@ impl Core {
                 "own writes of the last configuration: checked after the next resync within a majority"
             );
             self.own_unconfirmed.extend(self.own_recent.drain(..));
+            self.bound_unconfirmed();
             self.kept_changes += 1;
         }
         self.own_recent_bytes = 0;

@@ -1018,12 +1018,8 @@ impl Core {
 
     /// An open file the change removed keeps serving its handles.
     fn keep_victim(&mut self, victim: Option<(u64, Orphan)>) {
-        if let Some((node_id, orphan)) = victim
-            && node_id
-                .checked_sub(1)
-                .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)))
-        {
-            self.orphans.insert(node_id, orphan);
+        if let Some((node_id, orphan)) = victim {
+            self.keep_orphan(node_id, orphan);
         }
     }
 
@@ -1032,11 +1028,7 @@ impl Core {
     /// stat'ing the copy taken before the change, as with a local unlink,
     /// instead of failing with ESTALE.
     fn keep_removed(&mut self, node_id: u64, path: &[u8], removed: RemovedFile) {
-        let gone = node_id
-            .checked_sub(1)
-            .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)));
-        if !gone || !self.open_counts.contains_key(&node_id) || self.orphans.contains_key(&node_id)
-        {
+        if !self.open_counts.contains_key(&node_id) || self.orphans.contains_key(&node_id) {
             return;
         }
         let entry = EntryRef {
@@ -1045,9 +1037,8 @@ impl Core {
             name: &removed.name,
             data: &removed.data,
         };
-        let mut stat = self.tree_stat(&entry, path);
-        stat.st_nlink = 0;
-        self.orphans.insert(
+        let stat = self.orphan_stat(&entry, path);
+        self.keep_orphan(
             node_id,
             Orphan {
                 stat,

@@ -594,14 +594,8 @@ impl Core {
         let result = session.writer(permit).apply(&op, origin);
         session.commit().map_err(store_error)?;
         let count = result.map_err(store_error)?;
-        if let Some((node_id, orphan)) = victim
-            && self
-                .reader()
-                .entry(store_inode(node_id)?)
-                .map_err(store_error)?
-                .is_none()
-        {
-            self.orphans.insert(node_id, orphan);
+        if let Some((node_id, orphan)) = victim {
+            self.keep_orphan(node_id, orphan);
         }
         match op {
             Op::Create { path }
@@ -626,15 +620,32 @@ impl Core {
         if entry.meta.kind != Kind::File || !self.open_counts.contains_key(&node_id) {
             return None;
         }
-        let mut stat = self.tree_stat(&entry, path);
-        stat.st_nlink = 0;
         Some((
             node_id,
             Orphan {
-                stat,
+                stat: self.orphan_stat(&entry, path),
                 data: entry.data.to_vec(),
             },
         ))
+    }
+
+    /// The attributes of a removed file its open handles keep (no link).
+    pub(crate) fn orphan_stat(&self, entry: &EntryRef<'_>, path: &[u8]) -> stat64 {
+        let mut stat = self.tree_stat(entry, path);
+        stat.st_nlink = 0;
+        stat
+    }
+
+    /// Keeps `orphan` for the open handles of `node_id` if the change just
+    /// applied removed its file (a rename onto itself, a failed change
+    /// did not).
+    pub(crate) fn keep_orphan(&mut self, node_id: u64, orphan: Orphan) {
+        let gone = node_id
+            .checked_sub(1)
+            .is_some_and(|inode| matches!(self.reader().entry(inode), Ok(None)));
+        if gone {
+            self.orphans.insert(node_id, orphan);
+        }
     }
 
     pub(crate) fn opened(&mut self, node_id: u64) {

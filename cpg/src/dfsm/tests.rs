@@ -1703,6 +1703,44 @@ fn the_kept_keys_index_is_bounded_and_finds_every_kept_key() {
     );
 }
 
+/// Partitions in a row without a resync within a majority: the
+/// unconfirmed writes keep the recent ones' bounds (count and bytes), the
+/// oldest dropped first.
+#[test]
+fn the_unconfirmed_writes_are_bounded() {
+    let write = |tag: u8, bytes: usize| OwnWrite {
+        time: 5,
+        subtype: 1,
+        payload: {
+            let mut payload = vec![0; bytes.max(1)];
+            payload[0] = tag;
+            payload
+        },
+        before: Vec::new(),
+        after: Vec::new(),
+    };
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    for round in 0..3u8 {
+        for _ in 0..OWN_WRITES_KEPT / 2 + 1 {
+            core.own_recent.push_back(write(round, 1));
+        }
+        core.settle_own_writes(false);
+    }
+    assert_eq!(core.own_unconfirmed.len(), OWN_WRITES_KEPT);
+    assert_eq!(core.own_unconfirmed[0].payload[0], 1, "round 0 went first");
+    assert_eq!(core.own_unconfirmed.last().map(|w| w.payload[0]), Some(2));
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    for tag in 0..3u8 {
+        core.own_recent
+            .push_back(write(tag, OWN_WRITES_KEPT_BYTES / 2));
+        core.settle_own_writes(false);
+    }
+    let tags: Vec<u8> = core.own_unconfirmed.iter().map(|w| w.payload[0]).collect();
+    assert_eq!(tags, vec![1, 2], "exactly at the byte bound: two kept");
+}
+
 /// A re-sent own write whose message is not applied (here: its multicast
 /// failed) is unconfirmed again, to be checked at the next resync.
 #[test]

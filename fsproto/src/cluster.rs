@@ -1707,6 +1707,7 @@ impl PmxFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pmxcfs_testkit::logged;
     use proptest::prelude::*;
 
     /// A cluster-mode file system on a temporary store; dropping it closes
@@ -2821,35 +2822,6 @@ mod tests {
         assert_eq!(modes(&fs), vec!["leave", "start"]);
         assert!(fs.cpg_restart(Group::Dcdb));
         assert_eq!(modes(&fs), vec!["start", "start"]);
-    }
-
-    /// What this node's log says while `f` runs (info and above).
-    fn logged(f: impl FnOnce()) -> String {
-        #[derive(Clone, Default)]
-        struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .without_time()
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = buffer.0.lock().map(|b| b.clone()).unwrap_or_default();
-        String::from_utf8_lossy(&bytes).into_owned()
     }
 
     /// Which requests cluster mode takes: a write or a size change of a

@@ -248,4 +248,85 @@ mod tests {
             assert!(error.contains(reason), "{error} should mention {reason}");
         }
     }
+
+    #[test]
+    fn a_file_of_exactly_1_mib_is_loaded_and_one_byte_more_is_not() {
+        let file = |size: usize| Row {
+            data: Some(vec![b'x'; size]),
+            ..row(2, 0, Kind::File, "f")
+        };
+        assert!(validate(&[file(crate::entry::MAX_FILE_SIZE)]).is_ok());
+        let error = validate(&[file(crate::entry::MAX_FILE_SIZE + 1)]).expect_err("too large");
+        assert!(error.to_string().contains("larger than 1 MiB"), "{error}");
+    }
+
+    const ORIGIN: crate::Origin = crate::Origin {
+        writer: 0,
+        mtime: 1,
+    };
+
+    /// A store in `dir` that ran `ops` (each committed), then closed
+    /// (checkpointed, `checkpoint`) or dropped as in a crash.
+    fn store_after(dir: &std::path::Path, ops: &[crate::Op<'_>], checkpoint: bool) {
+        let store = Store::open(dir).expect("open");
+        let (mut session, mut permit) = store.session(crate::Durability::Relaxed).expect("session");
+        for op in ops {
+            session.writer(&mut permit).apply(op, ORIGIN).expect("op");
+            session.commit().expect("commit");
+        }
+        if checkpoint {
+            session.close().expect("close");
+        }
+    }
+
+    /// An import fills a new store only: not one whose tree was changed
+    /// back to a lone root (its version moved), not one whose changes are
+    /// still only in the journal; one that never changed is new, journal
+    /// file or not. The summary counts the entries and the file bytes.
+    #[test]
+    fn an_import_needs_a_store_that_never_changed() {
+        let rows = vec![
+            row(2, 0, Kind::Dir, "d"),
+            Row {
+                data: Some(b"12345".to_vec()),
+                ..row(3, 2, Kind::File, "f")
+            },
+            Row {
+                data: Some(b"678".to_vec()),
+                ..row(4, 0, Kind::File, "g")
+            },
+        ];
+        let refused = |dir: &std::path::Path| {
+            let store = Store::open(dir).expect("open");
+            let error = store.import_rows(&rows).expect_err("not empty");
+            assert!(
+                error.to_string().contains("empty data directory"),
+                "{error}"
+            );
+        };
+        let changed_back = tempfile::tempdir().expect("tempdir");
+        store_after(
+            changed_back.path(),
+            &[
+                crate::Op::Mkdir { path: b"x" },
+                crate::Op::Delete { path: b"x" },
+            ],
+            true,
+        );
+        refused(changed_back.path());
+        let journal_only = tempfile::tempdir().expect("tempdir");
+        store_after(
+            journal_only.path(),
+            &[crate::Op::Mkdir { path: b"x" }],
+            false,
+        );
+        refused(journal_only.path());
+
+        let untouched = tempfile::tempdir().expect("tempdir");
+        store_after(untouched.path(), &[], false);
+        let store = Store::open(untouched.path()).expect("open");
+        assert!(store.journal_path().exists(), "the session made a journal");
+        let summary = store.import_rows(&rows).expect("import");
+        assert_eq!((summary.entries, summary.bytes), (4, 8));
+    }
 }

@@ -55,3 +55,45 @@ pub mod fuzzing {
         crate::journal::parse_for_fuzzing(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Op, Origin, fuzzing, journal, op};
+
+    /// The fuzz targets' entry points answer what the decoders accept: a
+    /// payload the encoder wrote, not one with a write's flag out of range;
+    /// the good records of a journal, not what follows them.
+    #[test]
+    fn the_fuzz_entry_points_report_what_the_decoders_accept() {
+        let origin = Origin {
+            writer: 1,
+            mtime: 2,
+        };
+        let write = Op::Write {
+            path: b"f",
+            offset: 0,
+            data: b"x",
+            truncate: true,
+        };
+        let mut payload = Vec::new();
+        op::encode(&mut payload, &write, origin);
+        assert!(fuzzing::journal_payload(&payload));
+        // Byte 0 is the op's code, byte 1 its flag (truncate for a write).
+        assert_eq!(payload[1], 1);
+        let mut odd_flag = payload.clone();
+        odd_flag[1] = 2;
+        assert!(op::decode(&odd_flag).is_none(), "a write's flag is 0 or 1");
+        assert!(!fuzzing::journal_payload(&odd_flag));
+        assert!(!fuzzing::journal_payload(b"junk"));
+
+        let mut file = Vec::new();
+        assert_eq!(fuzzing::journal_file(&file), 0);
+        journal::encode_record(&mut file, 1, &payload);
+        let mut mkdir = Vec::new();
+        op::encode(&mut mkdir, &Op::Mkdir { path: b"d" }, origin);
+        journal::encode_record(&mut file, 2, &mkdir);
+        assert_eq!(fuzzing::journal_file(&file), 2);
+        file.extend_from_slice(b"torn tail");
+        assert_eq!(fuzzing::journal_file(&file), 2);
+    }
+}

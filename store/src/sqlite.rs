@@ -650,6 +650,95 @@ mod tests {
         );
     }
 
+    /// A database built by `setup` in a fresh directory; what reading it
+    /// logs at warning level.
+    fn warnings_reading(setup: &str) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.db");
+        let conn = Connection::open(&path).expect("create");
+        conn.execute_batch(setup).expect("setup");
+        drop(conn);
+        let (warnings, rows) =
+            pmxcfs_testkit::logged_at(tracing::Level::WARN, || read_rows(&path).expect("read"));
+        assert!(!rows.is_empty());
+        warnings
+    }
+
+    /// What an admin is warned of on import: a writer, mtime or type that
+    /// the C loader cuts to its low bits (each on its own), and a table not
+    /// declared as the C daemon declares it; nothing for the largest values
+    /// that fit or for the C daemon's own schema.
+    #[test]
+    fn read_warns_of_values_cut_to_their_low_bits_and_of_a_foreign_schema() {
+        let c_schema = |values: &str| {
+            format!(
+                "{C_SCHEMA_SQL}; INSERT INTO tree VALUES (2, 0, 2, 0, 1, 8, 'a', NULL); INSERT INTO tree VALUES {values};"
+            )
+        };
+        let max = u32::MAX;
+        assert_eq!(
+            warnings_reading(&c_schema(&format!(
+                "(3, 0, 3, {max}, {max}, 255, 'b', NULL)"
+            ))),
+            "",
+            "the largest values that fit"
+        );
+        let out_of_range = "keeping the low bits";
+        let over = u64::from(max) + 1;
+        for values in [
+            format!("(3, 0, 3, {over}, 1, 8, 'b', NULL)"),
+            format!("(3, 0, 3, 0, {over}, 8, 'b', NULL)"),
+            "(3, 0, 3, 0, 1, 256, 'b', NULL)".to_string(),
+        ] {
+            let warnings = warnings_reading(&c_schema(&values));
+            assert!(warnings.contains(out_of_range), "{values}: {warnings}");
+            assert!(!warnings.contains("not declared"), "{values}: {warnings}");
+        }
+        let loose = warnings_reading(
+            "CREATE TABLE tree (inode INTEGER PRIMARY KEY, parent, version, writer, \
+             mtime, type, name, data); INSERT INTO tree VALUES (2, 0, 2, 0, 1, 8, 'a', NULL);",
+        );
+        assert!(
+            loose.contains("not declared as the C daemon declares it"),
+            "{loose}"
+        );
+        assert!(!loose.contains(out_of_range), "{loose}");
+    }
+
+    #[test]
+    fn the_global_version_is_the_version_row_s() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.db");
+        let mut rows = sample();
+        rows[0].version = 4711;
+        write_rows(&path, &rows).expect("write");
+        assert_eq!(read_global_version(&path).expect("version"), 4711);
+        let without = dir.path().join("without.db");
+        write_rows(&without, &rows[1..]).expect("write");
+        let error = read_global_version(&without).expect_err("no version row");
+        assert!(error.to_string().contains("no version row"), "{error}");
+    }
+
+    /// The last step of an export: a file that appeared at the target in
+    /// the meantime is never replaced.
+    #[test]
+    fn the_final_rename_never_replaces_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (from, to) = (dir.path().join("new"), dir.path().join("config.db"));
+        std::fs::write(&from, b"export").expect("write");
+        std::fs::write(&to, b"appeared").expect("write");
+        let error = rename_no_replace(&from, &to).expect_err("target exists");
+        assert!(
+            error.to_string().contains("appeared while the export ran"),
+            "{error}"
+        );
+        assert_eq!(std::fs::read(&to).expect("read"), b"appeared");
+        std::fs::remove_file(&to).expect("remove");
+        rename_no_replace(&from, &to).expect("rename");
+        assert_eq!(std::fs::read(&to).expect("read"), b"export");
+        assert!(!from.exists());
+    }
+
     #[test]
     fn read_refuses_a_database_with_a_pending_wal() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -515,3 +515,95 @@ impl<'t> Reader<'t> {
         Ok((count, bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory written by another store format is refused, not
+    /// read as this one (both when opened for writing and for reading).
+    #[test]
+    fn a_store_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path()).expect("open");
+            let mut txn = store.env.write_txn().expect("txn");
+            store
+                .dbs
+                .meta
+                .put(&mut txn, META_FORMAT, &(FORMAT + 1).to_le_bytes())
+                .expect("put");
+            txn.commit().expect("commit");
+        }
+        for opened in [Store::open(dir.path()), Store::open_existing(dir.path())] {
+            match opened {
+                Err(StoreError::Corrupt(reason)) => assert!(reason.contains("format"), "{reason}"),
+                Err(other) => panic!("{other}"),
+                Ok(_) => panic!("another format was opened"),
+            }
+        }
+    }
+
+    /// A directory entry that names an inode whose own name or parent
+    /// differ is damage, reported as such (not followed).
+    #[test]
+    fn a_child_link_to_an_entry_of_another_name_or_parent_is_dangling() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        {
+            let (mut session, mut permit) =
+                store.session(crate::Durability::Relaxed).expect("session");
+            let origin = crate::Origin {
+                writer: 0,
+                mtime: 1,
+            };
+            let mut writer = session.writer(&mut permit);
+            writer
+                .apply(&crate::Op::Mkdir { path: b"d" }, origin)
+                .expect("mkdir");
+            writer
+                .apply(&crate::Op::Create { path: b"d/f" }, origin)
+                .expect("create");
+            session.close().expect("close");
+        }
+        let mut txn = store.env.write_txn().expect("txn");
+        let (dir_inode, file_inode) = {
+            let reader = Reader {
+                txn: &txn,
+                dbs: &store.dbs,
+            };
+            let dir_inode = reader.child_inode(ROOT_INODE, b"d").expect("read");
+            let file_inode = reader
+                .child_inode(dir_inode.expect("d"), b"f")
+                .expect("read");
+            (dir_inode.expect("d"), file_inode.expect("f"))
+        };
+        let file_link = file_inode.to_le_bytes();
+        // Same parent, another name; the right name in another directory.
+        for (parent, name) in [(dir_inode, &b"g"[..]), (ROOT_INODE, b"f")] {
+            store
+                .dbs
+                .children
+                .put(&mut txn, &dirent_key(parent, name), &file_link)
+                .expect("put");
+        }
+        let reader = Reader {
+            txn: &txn,
+            dbs: &store.dbs,
+        };
+        assert!(
+            reader
+                .child(dir_inode, b"f")
+                .expect("the real link")
+                .is_some()
+        );
+        for (parent, name) in [(dir_inode, &b"g"[..]), (ROOT_INODE, b"f")] {
+            match reader.child(parent, name) {
+                Err(StoreError::Corrupt(reason)) => {
+                    assert!(reason.contains("dangling"), "{reason}")
+                }
+                other => panic!("{:?}", other.map(|entry| entry.map(|e| e.meta.inode))),
+            }
+        }
+    }
+}

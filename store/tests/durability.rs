@@ -196,10 +196,14 @@ fn a_full_disk_keeps_exactly_the_acknowledged_changes() {
     let _unmount = Unmount(mountpoint.clone());
     let dir = mountpoint.join("data");
     let data = vec![b'x'; 60 * 1024];
+    // Freed later to make room again.
+    let ballast = mountpoint.join("ballast");
+    std::fs::write(&ballast, vec![0u8; 256 * 1024]).expect("ballast");
     let acknowledged;
     {
         let store = Store::open(&dir).expect("open");
         let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let signal = session.sync_signal();
         let mut last_ok = session.reader().checksum().expect("checksum");
         let mut failed = false;
         for step in 0..200u32 {
@@ -243,7 +247,37 @@ fn a_full_disk_keeps_exactly_the_acknowledged_changes() {
             .writer(&mut permit)
             .apply(&Op::Mkdir { path: b"later" }, origin(999));
         assert!(refused.is_err(), "no changes after a failed write");
-        acknowledged = last_ok;
+        assert_eq!(session.poison_errno(), Some(libc::ENOSPC), "a full disk");
+        assert!(
+            session.sync_job().is_none(),
+            "a poisoned session syncs nothing"
+        );
+
+        // Recovery needs 64 KiB of room: refused while the disk is full.
+        assert!(session.recover().is_err(), "the disk is still full");
+        assert!(session.is_poisoned());
+        assert_eq!(session.poison_errno(), Some(libc::ENOSPC));
+        std::fs::remove_file(&ballast).expect("free the ballast");
+        session.recover().expect("room again");
+        assert!(!session.is_poisoned());
+        assert_eq!(session.poison_errno(), None);
+        assert!(
+            std::sync::Arc::ptr_eq(&signal, &session.sync_signal()),
+            "the syncer keeps waiting on the same signal after the reopen"
+        );
+        assert_eq!(
+            session.reader().checksum().expect("checksum"),
+            last_ok,
+            "the recovered view is exactly the acknowledged changes"
+        );
+        session
+            .writer(&mut permit)
+            .apply(&Op::Mkdir { path: b"after" }, origin(1000))
+            .expect("changes are taken again");
+        session.commit().expect("commit");
+        session.sync().expect("sync");
+        assert!(session.is_synced());
+        acknowledged = session.reader().checksum().expect("checksum");
     }
     assert_eq!(checksum_after_reopen(&dir), acknowledged);
 }

@@ -1,7 +1,7 @@
 //! Basic life cycle of a store: apply, commit, kill (drop without
 //! checkpoint), reopen with journal replay, checkpoint.
 
-use pmxcfs_store::{Durability, Op, Origin, Store, StoreError};
+use pmxcfs_store::{CheckpointLimits, Durability, Op, Origin, Store, StoreError};
 
 const ORIGIN: Origin = Origin {
     writer: 0,
@@ -55,6 +55,11 @@ fn changes_survive_a_crash_through_the_journal() {
         let store = Store::open(dir.path()).expect("reopen");
         let (session, _permit) = store.session(Durability::Relaxed).expect("session");
         assert_eq!(session.recovery().replayed_records, 3);
+        assert_eq!(
+            session.stats().records_since_checkpoint,
+            3,
+            "the replayed records wait for the next checkpoint"
+        );
         let reader = session.reader();
         let file = reader
             .resolve(b"nodes/a.cfg")
@@ -249,4 +254,204 @@ fn store_facts_for_the_daemon() {
     assert_eq!(reader.path_of(file.meta.inode + 1000).expect("path"), None);
     // The root, a, a/b (the version row is not an entry).
     assert_eq!(reader.usage().expect("usage"), (3, 5));
+}
+
+/// What the syncer and the status report see: a session is synced until a
+/// change is applied, and after the commit (relaxed mode) until a sync or a
+/// background sync job finished; a failed background sync poisons it with
+/// the disk's errno. The stats count the journal and the checkpoints, and
+/// the checkpoint limits and the lock lifetime are the ones set.
+#[test]
+fn sync_state_stats_checkpoint_limits_and_lock_lifetime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+    session.set_clock(|| 1_000);
+    let mkdir = |session: &mut pmxcfs_store::Session<'_>,
+                 permit: &mut pmxcfs_store::ApplyPermit,
+                 path: &[u8]| {
+        session
+            .writer(permit)
+            .apply(&Op::Mkdir { path }, ORIGIN)
+            .expect("mkdir");
+    };
+    assert!(session.is_synced(), "nothing applied yet");
+    mkdir(&mut session, &mut permit, b"a");
+    assert!(!session.is_synced(), "applied, not committed");
+    session.commit().expect("commit");
+    assert!(!session.is_synced(), "committed, not synced");
+    session.sync().expect("sync");
+    assert!(session.is_synced());
+
+    mkdir(&mut session, &mut permit, b"b");
+    session.commit().expect("commit");
+    let job = session.sync_job().expect("unsynced bytes make a job");
+    assert!(session.sync_job().is_none(), "one job at a time");
+    job.run().expect("fdatasync");
+    session.sync_done(job, Ok(())).expect("done");
+    assert!(session.is_synced());
+    assert!(session.sync_job().is_none(), "nothing left to sync");
+
+    let stats = session.stats();
+    assert_eq!(stats.records_since_checkpoint, 2);
+    assert!(stats.journal_bytes > 0);
+    assert_eq!(stats.last_checkpoint, None);
+    assert!(!stats.poisoned);
+
+    session.set_checkpoint_limits(CheckpointLimits {
+        records_max: 3,
+        journal_bytes_max: u64::MAX,
+    });
+    mkdir(&mut session, &mut permit, b"c");
+    session.commit().expect("commit");
+    let stats = session.stats();
+    assert_eq!(
+        (
+            stats.records_since_checkpoint,
+            stats.journal_bytes,
+            stats.last_checkpoint
+        ),
+        (0, 0, Some(1_000)),
+        "the third record reached the record limit"
+    );
+    session.set_checkpoint_limits(CheckpointLimits {
+        records_max: u64::MAX,
+        journal_bytes_max: 1,
+    });
+    mkdir(&mut session, &mut permit, b"d");
+    session.commit().expect("commit");
+    assert_eq!(
+        session.stats().records_since_checkpoint,
+        0,
+        "one record passed the byte limit"
+    );
+    session.set_checkpoint_limits(CheckpointLimits::default());
+
+    session.set_lock_timeout_secs(5);
+    for path in [&b"priv"[..], b"priv/lock", b"priv/lock/x"] {
+        mkdir(&mut session, &mut permit, path);
+    }
+    session.commit().expect("commit");
+    assert_eq!(
+        session.stats().locks,
+        vec![(b"priv/lock/x".to_vec(), 1_005)]
+    );
+    session
+        .writer(&mut permit)
+        .apply(
+            &Op::Delete {
+                path: b"priv/lock/x",
+            },
+            ORIGIN,
+        )
+        .expect("unlock");
+    session.commit().expect("commit");
+    assert_eq!(session.stats().locks, vec![], "a deleted lock is forgotten");
+
+    mkdir(&mut session, &mut permit, b"e");
+    session.commit().expect("commit");
+    let job = session.sync_job().expect("job");
+    let failed = session.sync_done(job, Err(std::io::Error::from_raw_os_error(libc::EIO)));
+    assert!(failed.is_err());
+    assert!(session.is_poisoned() && session.stats().poisoned);
+    assert_eq!(session.poison_errno(), Some(libc::EIO));
+    assert!(
+        session.sync_job().is_none(),
+        "a poisoned session syncs nothing"
+    );
+    assert!(session.commit().is_err(), "and takes no changes");
+}
+
+/// `pmxcfs dump` opens a store that a daemon holds: read-only, the last
+/// checkpoint; a directory without a store is refused. A copy of the
+/// checkpoint reads the same tree.
+#[test]
+fn a_store_opened_for_reading_and_a_copy_of_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(Store::open_existing(dir.path()).is_err(), "nothing there");
+    let store = Store::open(dir.path()).expect("open");
+    let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+    session
+        .writer(&mut permit)
+        .apply(&Op::Mkdir { path: b"a" }, ORIGIN)
+        .expect("mkdir");
+    session.commit().expect("commit");
+    session.checkpoint().expect("checkpoint");
+    let expected = session.reader().checksum().expect("checksum");
+    let copy = tempfile::tempdir().expect("tempdir");
+    store
+        .copy_checkpoint_to(&copy.path().join("lmdb"))
+        .expect("copy");
+    // (LMDB opens an environment once per process: the reader of the
+    // store itself comes after the session, as it would in another process.)
+    drop(session);
+    drop(store);
+    for dir in [dir.path(), copy.path()] {
+        let reading = Store::open_existing(dir).expect("open for reading");
+        let snapshot = reading.snapshot().expect("snapshot");
+        assert_eq!(snapshot.reader().checksum().expect("checksum"), expected);
+        assert!(snapshot.reader().resolve(b"a").expect("resolve").is_some());
+    }
+}
+
+/// The guest index's version moves with every guest registered or
+/// removed (IPC clients poll it to know when to re-read the list).
+#[test]
+fn the_guest_list_version_moves_with_each_guest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+    let before = session.vmlist().version();
+    let mut writer = session.writer(&mut permit);
+    for path in [&b"nodes"[..], b"nodes/n1", b"nodes/n1/qemu-server"] {
+        writer.apply(&Op::Mkdir { path }, ORIGIN).expect("mkdir");
+    }
+    let config = &b"nodes/n1/qemu-server/100.conf"[..];
+    writer
+        .apply(&Op::Create { path: config }, ORIGIN)
+        .expect("create");
+    session.commit().expect("commit");
+    assert_eq!(session.vmlist().version(), before + 1);
+    assert!(session.vmlist().guests().contains_key(&100));
+    session
+        .writer(&mut permit)
+        .apply(&Op::Delete { path: config }, ORIGIN)
+        .expect("delete");
+    session.commit().expect("commit");
+    assert_eq!(session.vmlist().version(), before + 2);
+    assert!(session.vmlist().guests().is_empty());
+}
+
+/// At start the guest index is rebuilt from the tree: only configs under a
+/// directory with a node's name count, not under a file or a directory
+/// whose name no node can have.
+#[test]
+fn the_guest_index_is_rebuilt_from_node_directories_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open");
+    {
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut writer = session.writer(&mut permit);
+        for path in [
+            &b"nodes"[..],
+            b"nodes/n1",
+            b"nodes/n1/qemu-server",
+            b"nodes/-bad",
+            b"nodes/-bad/qemu-server",
+        ] {
+            writer.apply(&Op::Mkdir { path }, ORIGIN).expect("mkdir");
+        }
+        for path in [
+            &b"nodes/n1/qemu-server/100.conf"[..],
+            b"nodes/-bad/qemu-server/101.conf",
+            b"nodes/n2",
+        ] {
+            writer.apply(&Op::Create { path }, ORIGIN).expect("create");
+        }
+        session.commit().expect("commit");
+        session.close().expect("close");
+    }
+    let (session, _permit) = store.session(Durability::Relaxed).expect("session");
+    let vmids: Vec<u32> = session.vmlist().guests().keys().copied().collect();
+    assert_eq!(vmids, vec![100]);
 }

@@ -12,7 +12,7 @@ use common::battery::{Attr, attr, get, mkdirs, names_in, put, tree_operations_an
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1895,11 +1895,17 @@ fn slow_disk_run(transport: Option<&str>) {
     let mut worst_read = Duration::ZERO;
     let mut worst_write = Duration::ZERO;
     let mut k = 0u32;
+    let mut last_write_ack = None;
     while started.elapsed() < Duration::from_secs(3) {
         // A write leaves the journal unsynced: the timer starts a sync.
         let t = Instant::now();
         fs::write(daemon.path(&format!("w{}", k % 10)), format!("{k}")).expect("write");
         worst_write = worst_write.max(t.elapsed());
+        // The journal holds the write before it is acknowledged.
+        last_write_ack = Some((
+            monotonic_ns(),
+            fs::metadata(daemon.data_dir.join("journal")).expect("journal"),
+        ));
         k += 1;
         for _ in 0..5 {
             let t = Instant::now();
@@ -1908,41 +1914,41 @@ fn slow_disk_run(transport: Option<&str>) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let last_ack = monotonic_ns();
-    // A sync that covers the last write started after it, so it ends at
-    // least 400 ms after it; at worst it waited for one sync in flight
-    // (400 ms) and the 10 ms delay. The slack (1.5 s) is for a loaded
-    // machine: in `make test`, right after the fault campaign, the covering
-    // sync came later than 1 s twice (never when run alone); what the test
-    // guards is that the last write is synced with no later write to wake
-    // the syncer.
+    let (last_ack, journal) = last_write_ack.expect("at least one write");
+    // The sync that covers the last write is the first one of the journal
+    // at its size after that write (the shim logs what each sync covered);
+    // it ends at least 400 ms after the write, at worst after one sync in
+    // flight (400 ms) and the 10 ms delay. The slack (1.5 s) is for a
+    // loaded machine; what the test guards is that the last write is
+    // synced with no later write to wake the syncer.
     let bound = Duration::from_millis(400 + 400 + 10 + 1500);
-    let synced_after = || -> Vec<u64> {
+    let covering = || -> Option<Duration> {
         fs::read_to_string(&sync_log)
             .unwrap_or_default()
             .lines()
-            .filter_map(|line| line.parse::<u64>().ok())
-            .filter(|&at| at > last_ack)
-            .collect()
-    };
-    let covering_of = |synced: &[u64]| {
-        synced
-            .iter()
-            .map(|&at| Duration::from_nanos(at - last_ack))
-            .find(|&after| after >= Duration::from_millis(400))
+            .filter_map(|line| {
+                let mut fields = line.split(' ').map(str::parse::<u64>);
+                match (fields.next(), fields.next(), fields.next()) {
+                    (Some(Ok(at)), Some(Ok(ino)), Some(Ok(size))) => Some((at, ino, size)),
+                    _ => None,
+                }
+            })
+            .find(|&(_, ino, size)| ino == journal.ino() && size >= journal.len())
+            .map(|(at, _, _)| Duration::from_nanos(at.saturating_sub(last_ack)))
     };
     let waited = Instant::now();
-    while covering_of(&synced_after()).is_none() && waited.elapsed() < bound {
+    while covering().is_none() && waited.elapsed() < bound {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let synced_after = synced_after();
-    let covering = covering_of(&synced_after);
+    let covering = covering();
     eprintln!(
         "{transport:?}: {k} writes; worst read {worst_read:?}, worst write {worst_write:?}; last write synced after {covering:?}"
     );
     assert!(
         covering.is_some_and(|after| after < bound),
-        "the last acknowledged write was not synced in time: {covering:?} (syncs after it: {synced_after:?})"
+        "the last acknowledged write was not synced in time: {covering:?} (journal of {} bytes; syncs: {:?})",
+        journal.len(),
+        fs::read_to_string(&sync_log).unwrap_or_default()
     );
     assert!(k > 20, "writes went on during slow syncs: {k}");
     assert!(

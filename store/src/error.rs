@@ -124,4 +124,33 @@ mod tests {
             libc::ENOSPC
         );
     }
+
+    /// A refusal is a replicated answer to a request; a disk or database
+    /// failure is this node's trouble (the DCDB leaves the group on it).
+    #[test]
+    fn refusals_are_told_from_node_failures() {
+        for refusal in [
+            StoreError::NotFound,
+            StoreError::Exists,
+            StoreError::NotDirectory,
+            StoreError::NotEmpty,
+            StoreError::Access,
+            StoreError::TooBig,
+            StoreError::PathTooLong,
+            StoreError::Invalid("x"),
+        ] {
+            assert!(refusal.is_refusal(), "{refusal}");
+        }
+        for failure in [
+            StoreError::Poisoned,
+            StoreError::Corrupt("x".into()),
+            StoreError::Io {
+                path: PathBuf::from("/x"),
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            },
+            StoreError::Db(heed::Error::Mdb(heed::MdbError::MapFull)),
+        ] {
+            assert!(!failure.is_refusal(), "{failure}");
+        }
+    }
 }

@@ -1613,13 +1613,17 @@ fn the_own_write_list_is_bounded() {
         before: Vec::new(),
         after: Vec::new(),
     };
+    // Only a write dropped before its time says so (at debug level).
+    let bound_reached = "bound reached";
+    let logged = |f: &mut dyn FnMut()| pmxcfs_testkit::logged_at(tracing::Level::DEBUG, f).0;
     let mut d = dfsm(A, b"x");
     let core = &mut d.core;
     core.remember_own(write(100, 10));
     core.remember_own(write(100 + OWN_WRITES_KEPT_SECS, 20));
     assert_eq!(core.own_recent.len(), 2, "exactly the lifetime apart: kept");
-    core.remember_own(write(101 + OWN_WRITES_KEPT_SECS, 30));
+    let log = logged(&mut || core.remember_own(write(101 + OWN_WRITES_KEPT_SECS, 30)));
     assert_eq!(core.own_recent.len(), 2, "one second more: the first goes");
+    assert!(!log.contains(bound_reached), "it expired: {log}");
     assert_eq!(core.own_recent_bytes, 50);
     let mut d = dfsm(A, b"x");
     let core = &mut d.core;
@@ -1627,8 +1631,9 @@ fn the_own_write_list_is_bounded() {
         core.remember_own(write(5, 1));
     }
     assert_eq!(core.own_recent.len(), OWN_WRITES_KEPT);
-    core.remember_own(write(5, 7));
+    let log = logged(&mut || core.remember_own(write(5, 7)));
     assert_eq!(core.own_recent.len(), OWN_WRITES_KEPT, "the oldest went");
+    assert!(log.contains(bound_reached), "{log}");
     assert_eq!(core.own_recent_bytes, OWN_WRITES_KEPT - 1 + 7);
     let mut d = dfsm(A, b"x");
     let core = &mut d.core;
@@ -1656,15 +1661,21 @@ fn the_kept_keys_index_is_bounded_and_finds_every_kept_key() {
         before: vec![(key(i), None)],
         after: vec![(key(i), Some(1))],
     };
+    let bound = 4 * OWN_WRITES_KEPT + 64;
+    let mut largest = 0;
     for i in 0..10 * OWN_WRITES_KEPT {
         core.remember_own(write(i));
         assert!(
-            core.own_keys.len() <= 4 * OWN_WRITES_KEPT + 64,
+            core.own_keys.len() <= bound,
             "index of {} keys for {} writes",
             core.own_keys.len(),
             core.own_recent.len()
         );
+        largest = largest.max(core.own_keys.len());
     }
+    // The rebuild is amortized: it waits for the bound, not for every
+    // write that drops a key from the lists.
+    assert_eq!(largest, bound, "the index is rebuilt only at its bound");
     assert_eq!(core.own_recent.len(), OWN_WRITES_KEPT);
     let first_kept = 9 * OWN_WRITES_KEPT;
     for write in &core.own_recent {

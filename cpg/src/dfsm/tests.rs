@@ -1671,6 +1671,8 @@ fn the_kept_keys_index_is_bounded_and_finds_every_kept_key() {
             core.own_keys.len(),
             core.own_recent.len()
         );
+        // Every write has its own key: a superset holds at least as many.
+        assert!(core.own_keys.len() >= core.own_recent.len(), "write {i}");
         largest = largest.max(core.own_keys.len());
     }
     // The rebuild is amortized: it waits for the bound, not for every
@@ -1764,4 +1766,28 @@ fn a_re_sent_write_that_fails_is_checked_again() {
     assert!(c.core.own_resent.is_empty());
     assert_eq!(c.core.own_unconfirmed.len(), 1, "checked again later");
     assert_eq!(a.app().kv.get(&1), None);
+}
+
+/// A dropped re-send changes the kept list (the daemon rewrites its file
+/// of them), also when the re-send was taken for the file before.
+#[test]
+fn a_dropped_re_send_changes_the_kept_list() {
+    let mut d = dfsm(A, b"x");
+    d.core.own_resent.push((7, own(1, None, Some(1))));
+    let mut seen = 0;
+    assert_eq!(d.take_kept_if_changed(&mut seen), None, "as taken");
+    d.core.resend_dropped(8);
+    assert_eq!(
+        d.take_kept_if_changed(&mut seen),
+        None,
+        "not ours: nothing changed"
+    );
+    d.core.resend_dropped(7);
+    assert!(d.core.own_resent.is_empty());
+    assert_eq!(
+        d.take_kept_if_changed(&mut seen).map(|kept| kept.len()),
+        Some(1),
+        "unconfirmed again"
+    );
+    assert_eq!(d.core.own_unconfirmed.len(), 1);
 }

@@ -545,6 +545,28 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// The syncer sleeps until the journal goes unsynced (or shutdown):
+    /// `wait` does not return before a mark.
+    #[test]
+    fn the_signal_blocks_until_marked_or_closed() {
+        let signal = std::sync::Arc::new(SyncSignal::default());
+        let (done, returned) = std::sync::mpsc::channel();
+        let waiter = std::sync::Arc::clone(&signal);
+        let thread = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let _ = done.send(waiter.wait());
+            }
+        });
+        let pause = std::time::Duration::from_millis(100);
+        assert!(returned.recv_timeout(pause).is_err(), "nothing marked yet");
+        signal.mark();
+        assert_eq!(returned.recv_timeout(pause * 50), Ok(true), "marked");
+        assert!(returned.recv_timeout(pause).is_err(), "the mark was taken");
+        signal.close();
+        assert_eq!(returned.recv_timeout(pause * 50), Ok(false), "closed");
+        thread.join().expect("waiter");
+    }
+
     fn tempdir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "pmxcfs-journal-test-{}-{:?}",

@@ -1752,6 +1752,16 @@ fn the_unconfirmed_writes_are_bounded() {
     }
     let tags: Vec<u8> = core.own_unconfirmed.iter().map(|w| w.payload[0]).collect();
     assert_eq!(tags, vec![1, 2], "exactly at the byte bound: two kept");
+    // Several at once: as many of the oldest go as the bytes need.
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    for tag in 0..4u8 {
+        core.own_recent
+            .push_back(write(tag, OWN_WRITES_KEPT_BYTES / 2));
+    }
+    core.settle_own_writes(false);
+    let tags: Vec<u8> = core.own_unconfirmed.iter().map(|w| w.payload[0]).collect();
+    assert_eq!(tags, vec![2, 3], "two of four at once");
 }
 
 /// A re-sent own write whose message is not applied (here: its multicast

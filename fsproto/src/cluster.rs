@@ -19,10 +19,11 @@ use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
 use pmxcfs_cpg::wire::{
     DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, KVSTORE_PROTOCOL_VERSION, UnlockPayload,
 };
-use pmxcfs_store::{ApplyPermit, EntryRef, Op, Session, path};
+use pmxcfs_store::{ApplyPermit, EntryRef, Op, Session};
 
 use crate::fs::{Backend, Core, Invalidation, Orphan, PmxFs, now_secs, special_by_id};
 use crate::quorum::Proposal;
+use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::wire::*;
 
 /// The two CPG groups of a node, each with its DFSM.
@@ -796,52 +797,48 @@ impl Core {
             return Ok(None);
         }
         let path = self.path_of(node_id).map_err(Self::io_code)?;
-        if attr.valid & FATTR_MODE != 0 {
-            let wanted = if path::is_private(&path) {
-                0o600
+        let set = |flag: u32| attr.valid & flag != 0;
+        let request = SetattrRequest {
+            mode: set(FATTR_MODE).then_some(attr.mode),
+            uid: set(FATTR_UID).then_some(attr.uid),
+            gid: set(FATTR_GID).then_some(attr.gid),
+            size: set(FATTR_SIZE).then_some(attr.size),
+            mtime: if set(FATTR_MTIME_NOW) {
+                Some(MtimeRequest::Now)
+            } else if set(FATTR_MTIME) {
+                // The kernel's time_t, passed as its 64 bits.
+                Some(MtimeRequest::Seconds(attr.mtime as i64))
             } else {
-                0o640
-            };
-            if attr.mode & 0o7777 != wanted {
-                return Err(libc::EPERM);
+                None
+            },
+        };
+        let www_data_gid = self.config.www_data_gid;
+        let quorate = self.quorum.is_quorate();
+        let changes = rules::setattr_changes(&path, &request, www_data_gid, now_secs, || {
+            // Without quorum the request could not be sent anyway.
+            if !quorate {
+                return None;
             }
-        }
-        let uid_ok = attr.valid & FATTR_UID == 0 || attr.uid == 0;
-        let gid_ok = attr.valid & FATTR_GID == 0 || attr.gid == self.config.www_data_gid;
-        if !uid_ok || !gid_ok {
-            return Err(libc::EPERM);
-        }
+            let (session, permit) = self.parts();
+            session.writer(permit).lock_checksum(&path).ok().flatten()
+        })?;
         let mut ops = Vec::new();
-        let mut unlock_request = None;
-        if attr.valid & FATTR_SIZE != 0 {
-            if attr.size > pmxcfs_store::MAX_FILE_SIZE as u64 {
-                return Err(libc::EFBIG);
-            }
-            ops.push(OwnedOp::Write(path.clone(), attr.size, Vec::new(), true));
+        if let Some(size) = changes.size {
+            ops.push(OwnedOp::Write(path.clone(), size, Vec::new(), true));
         }
-        if attr.valid & (FATTR_MTIME | FATTR_MTIME_NOW) != 0 {
-            let mtime = if attr.valid & FATTR_MTIME_NOW != 0 {
-                now_secs()
-            } else {
-                u32::try_from(attr.mtime).unwrap_or(u32::MAX)
-            };
-            if mtime == 0 && path::is_lockdir(&path) && self.quorum.is_quorate() {
-                // An unlock request (spec filesystem.md §8): the lowest node
-                // decides; the MTIME that follows is refused (EACCES).
-                let (session, permit) = self.parts();
-                if let Ok(Some(checksum)) = session.writer(permit).lock_checksum(&path) {
-                    let mut payload = Vec::new();
-                    if (UnlockPayload {
-                        checksum,
-                        path: &path,
-                    })
-                    .encode(&mut payload)
-                    .is_ok()
-                    {
-                        unlock_request = Some(payload);
-                    }
-                }
-            }
+        // An unlock request (spec filesystem.md §8): the lowest node decides;
+        // the MTIME that follows is refused (EACCES).
+        let unlock_request = changes.unlock.and_then(|checksum| {
+            let mut payload = Vec::new();
+            (UnlockPayload {
+                checksum,
+                path: &path,
+            })
+            .encode(&mut payload)
+            .ok()
+            .map(|()| payload)
+        });
+        if let Some(mtime) = changes.mtime {
             ops.push(OwnedOp::Mtime(path, mtime));
         }
         Ok(Some(Plan {
@@ -868,9 +865,7 @@ impl Core {
             body + size_of::<CreateIn>()
         } else {
             let mknod = read_at::<MknodIn>(request, body).ok_or(libc::EINVAL)?;
-            if mknod.mode & libc::S_IFMT != libc::S_IFREG {
-                return Err(libc::ENOSYS);
-            }
+            rules::mknod_allowed(mknod.mode)?;
             body + size_of::<MknodIn>()
         };
         let (name, _) = name_at(request, name_at_offset).ok_or(libc::EINVAL)?;
@@ -960,9 +955,7 @@ impl Core {
     ) -> Result<Option<Plan>, i32> {
         let (newdir, names) = if rename2 {
             let rename = read_at::<Rename2In>(request, body).ok_or(libc::EINVAL)?;
-            if rename.flags != 0 {
-                return Err(libc::EINVAL);
-            }
+            rules::rename_flags_allowed(rename.flags)?;
             (rename.newdir, body + size_of::<Rename2In>())
         } else {
             let rename = read_at::<RenameIn>(request, body).ok_or(libc::EINVAL)?;

@@ -25,6 +25,7 @@ use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Op, Origin, Reader, Session, Sto
 
 use crate::cluster::Cluster;
 use crate::quorum::{Proposal, QuorumGate};
+use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::status::{Status, vmlist_text};
 
 const ROOT_ID: u64 = 1;
@@ -705,39 +706,38 @@ impl Core {
             return Ok(());
         }
         let path = self.path_of(node_id)?;
-        if valid.contains(SetattrValid::MODE) {
-            let wanted = if path::is_private(&path) {
-                0o600
+        let request = SetattrRequest {
+            mode: valid.contains(SetattrValid::MODE).then_some(attr.st_mode),
+            uid: valid.contains(SetattrValid::UID).then_some(attr.st_uid),
+            gid: valid.contains(SetattrValid::GID).then_some(attr.st_gid),
+            // A negative size is beyond the limit too.
+            size: valid
+                .contains(SetattrValid::SIZE)
+                .then_some(attr.st_size as u64),
+            mtime: if valid.contains(SetattrValid::MTIME_NOW) {
+                Some(MtimeRequest::Now)
+            } else if valid.contains(SetattrValid::MTIME) {
+                Some(MtimeRequest::Seconds(attr.st_mtime))
             } else {
-                0o640
-            };
-            if attr.st_mode & 0o7777 != wanted {
-                return Err(errno(libc::EPERM));
-            }
-        }
-        if valid.intersects(SetattrValid::UID | SetattrValid::GID) {
-            let uid_ok = !valid.contains(SetattrValid::UID) || attr.st_uid == 0;
-            let gid_ok =
-                !valid.contains(SetattrValid::GID) || attr.st_gid == self.config.www_data_gid;
-            if !uid_ok || !gid_ok {
-                return Err(errno(libc::EPERM));
-            }
-        }
-        if valid.contains(SetattrValid::SIZE) {
+                None
+            },
+        };
+        let www_data_gid = self.config.www_data_gid;
+        let changes = rules::setattr_changes(&path, &request, www_data_gid, now_secs, || {
+            let (session, permit) = self.parts();
+            session.writer(permit).lock_checksum(&path).ok().flatten()
+        })
+        .map_err(errno)?;
+        if let Some(size) = changes.size {
             self.propose(Op::Write {
                 path: &path,
-                offset: attr.st_size as u64,
+                offset: size,
                 data: &[],
                 truncate: true,
             })?;
         }
-        if valid.intersects(SetattrValid::MTIME | SetattrValid::MTIME_NOW) {
-            let mtime = if valid.contains(SetattrValid::MTIME_NOW) {
-                now_secs()
-            } else {
-                attr.st_mtime.clamp(0, i64::from(u32::MAX)) as u32
-            };
-            self.utime(node_id, &path, mtime)?;
+        if let Some(mtime) = changes.mtime {
+            self.utime(node_id, &path, mtime, changes.unlock)?;
         }
         Ok(())
     }
@@ -763,10 +763,19 @@ impl Core {
         Ok(())
     }
 
-    /// utimens: an mtime of 0 on a lock directory is an unlock request; in
-    /// local mode an expired lock is deleted right here (spec §8).
-    fn utime(&mut self, node_id: u64, path: &[u8], mtime: u32) -> io::Result<()> {
-        if mtime == 0 && path::is_lockdir(path) && self.lock_is_expired(path)? {
+    /// utimens: an unlock request (`unlock`: the lock directory's checksum,
+    /// see [`rules::setattr_changes`]) deletes an expired lock right here in
+    /// local mode (spec §8); anything else is an MTIME.
+    fn utime(
+        &mut self,
+        node_id: u64,
+        path: &[u8],
+        mtime: u32,
+        unlock: Option<[u8; 32]>,
+    ) -> io::Result<()> {
+        if let Some(checksum) = unlock
+            && self.lock_is_expired(path, checksum)
+        {
             self.propose(Op::Delete { path })?;
             tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
             // The kernel still has the directory cached: drop it.
@@ -787,15 +796,11 @@ impl Core {
         Ok(())
     }
 
-    /// `memdb_lock_expired` for an existing lock directory (local mode: this
-    /// node's clock decides).
-    fn lock_is_expired(&mut self, path: &[u8]) -> io::Result<bool> {
+    /// `memdb_lock_expired` for a lock directory of `checksum` (local mode:
+    /// this node's clock decides).
+    fn lock_is_expired(&mut self, path: &[u8], checksum: [u8; 32]) -> bool {
         let (session, permit) = self.parts();
-        let mut writer = session.writer(permit);
-        Ok(match writer.lock_checksum(path).map_err(store_error)? {
-            Some(checksum) => writer.lock_expired(path, checksum),
-            None => false,
-        })
+        session.writer(permit).lock_expired(path, checksum)
     }
 
     fn read(
@@ -1005,9 +1010,7 @@ impl FileSystem for PmxFs {
         _umask: u32,
     ) -> io::Result<Entry> {
         // Regular files only, as libfuse's fallback to create did for the C daemon.
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(errno(libc::ENOSYS));
-        }
+        rules::mknod_allowed(mode).map_err(errno)?;
         let mut core = self.core();
         let name = name.to_bytes();
         core.refuse_special(parent, name)?;
@@ -1054,9 +1057,7 @@ impl FileSystem for PmxFs {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
-        if flags != 0 {
-            return Err(errno(libc::EINVAL));
-        }
+        rules::rename_flags_allowed(flags).map_err(errno)?;
         let mut core = self.core();
         let (oldname, newname) = (oldname.to_bytes(), newname.to_bytes());
         core.refuse_special(olddir, oldname)?;

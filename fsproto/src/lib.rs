@@ -12,6 +12,7 @@ mod fs;
 mod notify_queue;
 mod quorum;
 pub mod report;
+mod rules;
 mod service;
 pub mod status;
 mod uring;

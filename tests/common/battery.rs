@@ -187,6 +187,13 @@ pub fn tree_operations_and_errnos_on(daemon: &impl Mount) {
         1000,
         "dir mtime after creating a child"
     );
+    // utimens keeps the low 32 bits of the seconds (C: `uint32_t mtime =
+    // tv_sec`), in both modes
+    let child = p("dir/child.cfg");
+    ok(utime(&child, 0, -1), "utime before 1970");
+    assert_eq!(attr(&child).mtime, i64::from(u32::MAX), "mtime -1");
+    ok(utime(&child, 0, (1 << 32) + 7), "utime after 2106");
+    assert_eq!(attr(&child).mtime, 7, "mtime 2^32 + 7");
 
     // rename directories: only empty ones
     mkdirs(daemon, &["e1", "e2"]);

@@ -1762,6 +1762,18 @@ fn the_unconfirmed_writes_are_bounded() {
     core.settle_own_writes(false);
     let tags: Vec<u8> = core.own_unconfirmed.iter().map(|w| w.payload[0]).collect();
     assert_eq!(tags, vec![2, 3], "two of four at once");
+    let mut d = dfsm(A, b"x");
+    let core = &mut d.core;
+    core.own_unconfirmed.push(write(8, 1));
+    let log = pmxcfs_testkit::logged_at(tracing::Level::WARN, || {
+        core.own_recent.push_back(write(9, 1));
+        core.settle_own_writes(false)
+    })
+    .0;
+    assert!(
+        !log.contains("bound of unconfirmed"),
+        "nothing dropped: {log}"
+    );
 }
 
 /// A re-sent own write whose message is not applied (here: its multicast
@@ -1776,6 +1788,51 @@ fn a_re_sent_write_that_fails_is_checked_again() {
     assert!(c.core.own_resent.is_empty());
     assert_eq!(c.core.own_unconfirmed.len(), 1, "checked again later");
     assert_eq!(a.app().kv.get(&1), None);
+}
+
+/// A later write drops the kept writes it supersedes and keeps the books:
+/// the recent writes' byte count, the kept list's change counter (only
+/// when an unconfirmed write went) and the key index (kept while any
+/// unconfirmed write is left).
+#[test]
+fn superseded_own_writes_go_and_the_books_follow() {
+    let write = |key: u8, bytes: usize| OwnWrite {
+        time: 5,
+        subtype: 1,
+        payload: vec![key; bytes],
+        before: vec![(vec![key], None)],
+        after: vec![(vec![key], Some(1))],
+    };
+    let mut d = dfsm(A, b"x");
+    d.core.remember_own(write(1, 10));
+    d.core.remember_own(write(2, 20));
+    d.core.forget_overwritten_own(&[vec![1]], true);
+    assert_eq!(d.core.own_recent.len(), 1);
+    assert_eq!(d.core.own_recent_bytes, 20);
+
+    d.core.remember_own(write(3, 5));
+    d.core.settle_own_writes(false);
+    assert_eq!(d.core.own_unconfirmed.len(), 2, "2 and 3");
+    let mut seen = 0;
+    assert!(d.take_kept_if_changed(&mut seen).is_some());
+    d.core.remember_own(write(4, 1));
+    d.core.forget_overwritten_own(&[vec![4]], false);
+    assert_eq!(
+        d.take_kept_if_changed(&mut seen),
+        None,
+        "no unconfirmed write went"
+    );
+    d.core.own_recent.clear();
+    d.core.forget_overwritten_own(&[vec![2]], false);
+    assert_eq!(
+        d.take_kept_if_changed(&mut seen).map(|kept| kept.len()),
+        Some(1),
+        "write 2 went"
+    );
+    assert!(
+        d.core.own_keys.contains(&vec![3]),
+        "write 3 is still kept: its key stays findable"
+    );
 }
 
 /// A dropped re-send changes the kept list (the daemon rewrites its file

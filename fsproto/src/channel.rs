@@ -15,9 +15,9 @@ use crate::notify_queue::{MAX_PENDING, NotifyQueue, Push};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
 
-use crate::fs::{Invalidation, PmxFs};
+use crate::fs::PmxFs;
 use crate::uring::{FLAGS2_OVER_IO_URING, Queues};
-use crate::wire::{InHeader, read_at};
+use crate::wire::{InHeader, encode_notification, read_at};
 
 const FUSE_INIT: u32 = 26;
 /// `fuse_init_in.flags2` after the 40-byte in header.
@@ -379,44 +379,6 @@ impl Channel {
     }
 }
 
-/// FUSE notification codes (fuse_notify_code).
-const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
-const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
-
-/// One notification message: `fuse_out_header` (len, error = code, unique 0)
-/// and the code's body (linux/fuse.h).
-pub(crate) fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64);
-    let code = match invalidation {
-        Invalidation::Inode { node_id } => {
-            body.extend_from_slice(&node_id.to_le_bytes());
-            body.extend_from_slice(&0i64.to_le_bytes()); // offset
-            body.extend_from_slice(&0i64.to_le_bytes()); // length 0: all pages
-            FUSE_NOTIFY_INVAL_INODE
-        }
-        Invalidation::Attributes { node_id } => {
-            body.extend_from_slice(&node_id.to_le_bytes());
-            body.extend_from_slice(&(-1i64).to_le_bytes()); // offset < 0: attributes only
-            body.extend_from_slice(&0i64.to_le_bytes());
-            FUSE_NOTIFY_INVAL_INODE
-        }
-        Invalidation::Entry { parent, name } => {
-            body.extend_from_slice(&parent.to_le_bytes());
-            body.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            body.extend_from_slice(&0u32.to_le_bytes()); // flags
-            body.extend_from_slice(name);
-            body.push(0);
-            FUSE_NOTIFY_INVAL_ENTRY
-        }
-    };
-    let mut message = Vec::with_capacity(16 + body.len());
-    message.extend_from_slice(&((16 + body.len()) as u32).to_le_bytes());
-    message.extend_from_slice(&code.to_le_bytes());
-    message.extend_from_slice(&0u64.to_le_bytes());
-    message.extend_from_slice(&body);
-    message
-}
-
 /// The thread that writes notifications to /dev/fuse. It ends when the
 /// channel closes the queue (after writing what it holds); a write the kernel
 /// never finishes (connection already gone) ends with the process.
@@ -443,29 +405,4 @@ fn spawn_notifier(fd: RawFd, sent: Arc<AtomicU64>) -> Result<Arc<NotifyQueue>, C
             reason: format!("cannot start the notifier thread: {error}"),
         })?;
     Ok(queue)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notifications_have_the_kernel_layout() {
-        let entry = encode_notification(&Invalidation::Entry {
-            parent: 7,
-            name: b"lock-a".to_vec(),
-        });
-        assert_eq!(entry.len(), 16 + 16 + 7);
-        assert_eq!(&entry[0..4], &(39u32).to_le_bytes());
-        assert_eq!(&entry[4..8], &3i32.to_le_bytes());
-        assert_eq!(&entry[16..24], &7u64.to_le_bytes());
-        assert_eq!(&entry[24..28], &6u32.to_le_bytes());
-        assert_eq!(&entry[32..], b"lock-a\0");
-        let attributes = encode_notification(&Invalidation::Attributes { node_id: 9 });
-        assert_eq!(&attributes[24..32], &(-1i64).to_le_bytes());
-        let inode = encode_notification(&Invalidation::Inode { node_id: 9 });
-        assert_eq!(inode.len(), 40);
-        assert_eq!(&inode[4..8], &2i32.to_le_bytes());
-        assert_eq!(&inode[16..24], &9u64.to_le_bytes());
-    }
 }

@@ -21,7 +21,7 @@ use pmxcfs_cpg::wire::{
 };
 use pmxcfs_store::{ApplyPermit, EntryRef, Op, Session};
 
-use crate::fs::{Backend, Core, Invalidation, Orphan, PmxFs, now_secs, special_by_id};
+use crate::fs::{Backend, Core, Orphan, PmxFs, now_secs, special_by_id};
 use crate::quorum::Proposal;
 use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::wire::*;

@@ -27,6 +27,7 @@ use crate::cluster::Cluster;
 use crate::quorum::{Proposal, QuorumGate};
 use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::status::{Status, vmlist_text};
+use crate::wire::Invalidation;
 
 const ROOT_ID: u64 = 1;
 const SPECIAL_BASE: u64 = 1 << 62;
@@ -118,23 +119,6 @@ pub(crate) fn now_secs() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs() as u32)
-}
-
-/// A kernel cache entry to drop after the current reply was sent.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Invalidation {
-    Entry {
-        parent: u64,
-        name: Vec<u8>,
-    },
-    /// Attributes and cached pages.
-    Inode {
-        node_id: u64,
-    },
-    /// Attributes only (modes change with quorum).
-    Attributes {
-        node_id: u64,
-    },
 }
 
 /// Static facts of this node.

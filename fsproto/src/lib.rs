@@ -20,9 +20,10 @@ mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
 pub use cluster::Group;
-pub use fs::{Config, Health, Invalidation, PmxFs};
+pub use fs::{Config, Health, PmxFs};
 pub use pmxcfs_cpg::dfsm::{MemberId, Message as DfsmMessage};
 pub use quorum::{Proposal, Quorate, QuorumGate};
 pub use service::IpcService;
 pub use status::{ClusterInfo, ClusterNode};
 pub use uring::enable as enable_uring;
+pub use wire::Invalidation;

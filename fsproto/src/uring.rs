@@ -35,10 +35,9 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::channel::encode_notification;
 use crate::fs::PmxFs;
 use crate::notify_queue::NotifyQueue;
-use crate::wire::{InHeader, OutHeader, read_at};
+use crate::wire::{InHeader, OutHeader, encode_notification, read_at};
 
 pub const ENABLE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 /// `FUSE_OVER_IO_URING` in the INIT reply's `flags2` (bit 41 of the flags).

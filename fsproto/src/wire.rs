@@ -257,6 +257,83 @@ pub fn reply(unique: u64, parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// A kernel cache entry to drop after the current reply was sent (a FUSE
+/// notification).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Invalidation {
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    /// Attributes and cached pages.
+    Inode {
+        node_id: u64,
+    },
+    /// Attributes only (modes change with quorum).
+    Attributes {
+        node_id: u64,
+    },
+}
+
+/// FUSE notification codes (fuse_notify_code).
+const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
+const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
+
+/// `fuse_notify_inval_inode_out`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct NotifyInvalInodeOut {
+    pub ino: u64,
+    /// Negative: attributes only.
+    pub off: i64,
+    /// 0: all pages from `off`.
+    pub len: i64,
+}
+const _: () = assert!(size_of::<NotifyInvalInodeOut>() == 24);
+
+/// `fuse_notify_inval_entry_out`, followed by the name and its NUL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct NotifyInvalEntryOut {
+    pub parent: u64,
+    pub namelen: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<NotifyInvalEntryOut>() == 16);
+
+/// One notification message: the out header (unique 0, the code in the
+/// error field) and the code's body.
+pub fn encode_notification(invalidation: &Invalidation) -> Vec<u8> {
+    let inode = |node_id: u64, off: i64| NotifyInvalInodeOut {
+        ino: node_id,
+        off,
+        len: 0,
+    };
+    let (code, mut message) = match invalidation {
+        Invalidation::Inode { node_id } => (
+            FUSE_NOTIFY_INVAL_INODE,
+            reply(0, &[bytemuck::bytes_of(&inode(*node_id, 0))]),
+        ),
+        Invalidation::Attributes { node_id } => (
+            FUSE_NOTIFY_INVAL_INODE,
+            reply(0, &[bytemuck::bytes_of(&inode(*node_id, -1))]),
+        ),
+        Invalidation::Entry { parent, name } => {
+            let body = NotifyInvalEntryOut {
+                parent: *parent,
+                namelen: name.len() as u32,
+                flags: 0,
+            };
+            (
+                FUSE_NOTIFY_INVAL_ENTRY,
+                reply(0, &[bytemuck::bytes_of(&body), name, &[0]]),
+            )
+        }
+    };
+    message[4..8].copy_from_slice(&code.to_le_bytes());
+    message
+}
+
 /// An error reply (`errno` positive).
 pub fn reply_error(unique: u64, errno: i32) -> Vec<u8> {
     let header = OutHeader {
@@ -270,6 +347,31 @@ pub fn reply_error(unique: u64, errno: i32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_have_the_kernel_layout() {
+        let entry = encode_notification(&Invalidation::Entry {
+            parent: 7,
+            name: b"lock-a".to_vec(),
+        });
+        assert_eq!(entry.len(), 16 + 16 + 7);
+        assert_eq!(&entry[0..4], &(39u32).to_le_bytes());
+        assert_eq!(&entry[4..8], &3i32.to_le_bytes());
+        assert_eq!(&entry[8..16], &0u64.to_le_bytes());
+        assert_eq!(&entry[16..24], &7u64.to_le_bytes());
+        assert_eq!(&entry[24..28], &6u32.to_le_bytes());
+        assert_eq!(&entry[28..32], &0u32.to_le_bytes());
+        assert_eq!(&entry[32..], b"lock-a\0");
+        let attributes = encode_notification(&Invalidation::Attributes { node_id: 9 });
+        assert_eq!(attributes.len(), 40);
+        assert_eq!(&attributes[24..32], &(-1i64).to_le_bytes());
+        let inode = encode_notification(&Invalidation::Inode { node_id: 9 });
+        assert_eq!(inode.len(), 40);
+        assert_eq!(&inode[0..4], &40u32.to_le_bytes());
+        assert_eq!(&inode[4..8], &2i32.to_le_bytes());
+        assert_eq!(&inode[16..24], &9u64.to_le_bytes());
+        assert_eq!(&inode[24..40], &[0; 16]);
+    }
 
     #[test]
     fn replies_have_the_kernel_layout() {

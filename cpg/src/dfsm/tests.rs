@@ -1835,6 +1835,27 @@ fn superseded_own_writes_go_and_the_books_follow() {
     );
 }
 
+/// A confchg drops queue 2: only this node's own messages in it can be
+/// re-sends of its kept writes (counts are per sender).
+#[test]
+fn a_dropped_sync_queue_drops_only_this_node_s_re_sends() {
+    let mut lone = dfsm(A, b"x");
+    lone.on_confchg(&[A], &[A], 1);
+    assert_eq!(lone.core.mode, Mode::Synced);
+    lone.send_normal(1, vec![3, 1], 2).expect("send");
+    let message = multicasts(&actions(&mut lone))[0].clone();
+    lone.core.own_resent.push((5, own(1, None, Some(1))));
+    for (sender, kept) in [(B, 1), (A, 0)] {
+        lone.core.sync_queue.push(QueuedMessage {
+            sender,
+            count: 5,
+            msg: message.clone(),
+        });
+        lone.core.drop_sync_queue();
+        assert_eq!(lone.core.own_resent.len(), kept, "{sender:?}");
+    }
+}
+
 /// A dropped re-send changes the kept list (the daemon rewrites its file
 /// of them), also when the re-send was taken for the file before.
 #[test]

@@ -25,6 +25,7 @@ use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Op, Origin, Reader, Session, Sto
 
 use crate::cluster::Cluster;
 use crate::quorum::{Proposal, QuorumGate};
+use crate::report::{MemberReport, Report};
 use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::status::{Status, vmlist_text};
 use crate::wire::Invalidation;
@@ -1231,6 +1232,49 @@ impl FileSystem for PmxFs {
     fn access(&self, _ctx: &Context, inode: u64, _mask: u32) -> io::Result<()> {
         // default_permissions: the kernel checks modes; existence only here.
         self.core().getattr(inode).map(|_| ())
+    }
+}
+
+impl PmxFs {
+    /// What `pmxcfs status` shows of the file system side.
+    pub fn report(&self) -> Report {
+        let core = self.core();
+        let session = core.session();
+        let global_version = session.reader().root().map_or(0, |root| root.meta.version);
+        let store = session.stats();
+        let (members, groups, parked, waiting, outgoing) = match &core.backend {
+            Backend::Local { .. } => (
+                vec![MemberReport {
+                    name: core.status.nodename.clone(),
+                    nodeid: 0,
+                    online: true,
+                    ip: core.status.node_ip.clone(),
+                }],
+                Vec::new(),
+                0,
+                0,
+                0,
+            ),
+            Backend::Cluster(cluster) => (
+                core.status.member_reports(),
+                cluster.group_reports(),
+                cluster.parked_count(),
+                cluster.waiting_count(),
+                cluster.outgoing_count(),
+            ),
+        };
+        Report {
+            nodename: core.status.nodename.clone(),
+            cluster: matches!(core.backend, Backend::Cluster(_)),
+            quorate: core.quorum.is_quorate(),
+            members,
+            groups,
+            parked,
+            waiting,
+            outgoing,
+            global_version,
+            store,
+        }
     }
 }
 

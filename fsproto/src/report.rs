@@ -1,10 +1,9 @@
 //! What `pmxcfs status` shows of the file system side: members, the two
 //! DFSM groups, parked and outgoing requests, the store's journal and lock
-//! table. Plain data; the daemon adds IPC and RRD and writes it out.
+//! table. Plain data (`PmxFs::report` fills it in); the daemon adds IPC and
+//! RRD and writes it out.
 
 use pmxcfs_store::SessionStats;
-
-use crate::fs::{Backend, PmxFs};
 
 #[derive(Clone, Debug)]
 pub struct MemberReport {
@@ -46,46 +45,4 @@ pub struct Report {
     pub outgoing: usize,
     pub global_version: u64,
     pub store: SessionStats,
-}
-
-impl PmxFs {
-    pub fn report(&self) -> Report {
-        let core = self.core();
-        let session = core.session();
-        let global_version = session.reader().root().map_or(0, |root| root.meta.version);
-        let store = session.stats();
-        let (members, groups, parked, waiting, outgoing) = match &core.backend {
-            Backend::Local { .. } => (
-                vec![MemberReport {
-                    name: core.status.nodename.clone(),
-                    nodeid: 0,
-                    online: true,
-                    ip: core.status.node_ip.clone(),
-                }],
-                Vec::new(),
-                0,
-                0,
-                0,
-            ),
-            Backend::Cluster(cluster) => (
-                core.status.member_reports(),
-                cluster.group_reports(),
-                cluster.parked_count(),
-                cluster.waiting_count(),
-                cluster.outgoing_count(),
-            ),
-        };
-        Report {
-            nodename: core.status.nodename.clone(),
-            cluster: matches!(core.backend, Backend::Cluster(_)),
-            quorate: core.quorum.is_quorate(),
-            members,
-            groups,
-            parked,
-            waiting,
-            outgoing,
-            global_version,
-            store,
-        }
-    }
 }

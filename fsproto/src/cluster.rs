@@ -10,7 +10,6 @@
 //! corosync handle and no file descriptor.
 
 use std::collections::HashMap;
-use std::io;
 
 use pmxcfs_cpg::dcdb::{Dcdb, RemovedFile};
 use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Votes, WriteGate};
@@ -21,6 +20,7 @@ use pmxcfs_cpg::wire::{
 };
 use pmxcfs_store::{ApplyPermit, EntryRef, Op, Session};
 
+use crate::error::FsError;
 use crate::fs::{Backend, Core, Orphan, PmxFs, now_secs, special_by_id};
 use crate::quorum::Proposal;
 use crate::rules::{self, MtimeRequest, SetattrRequest};
@@ -139,7 +139,7 @@ fn reply_unique(reply: &[u8]) -> u64 {
 }
 
 /// The DCDB message of an operation (spec/filesystem.md §6.3).
-fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
+fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), FsError> {
     let plain = |path| FusePayload {
         offset: 0,
         flags: 0,
@@ -167,7 +167,7 @@ fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
             DcdbType::Write,
             FusePayload {
                 // Beyond 4 GiB is beyond the 1 MiB limit anyway.
-                offset: u32::try_from(offset).map_err(|_| libc::EFBIG)?,
+                offset: u32::try_from(offset).map_err(|_| FsError::TooBig)?,
                 flags: u32::from(truncate),
                 data,
                 ..plain(path)
@@ -182,7 +182,7 @@ fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), i32> {
         ),
     };
     let mut out = Vec::with_capacity(32 + payload.path.len() + payload.data.len());
-    payload.encode(&mut out).map_err(|_| libc::EINVAL)?;
+    payload.encode(&mut out).map_err(|_| FsError::Invalid)?;
     Ok((kind, out))
 }
 
@@ -374,11 +374,11 @@ impl Cluster {
 
     /// Multicasts one proposal; only a value that passed the quorum gate
     /// can be sent.
-    fn send(&mut self, proposal: Proposal<'_>) -> Result<u64, i32> {
+    fn send(&mut self, proposal: Proposal<'_>) -> Result<u64, FsError> {
         let (kind, payload) = encode_op(proposal.op())?;
         self.dfsm
             .send_normal(kind as u16, payload, now_secs())
-            .map_err(|_| libc::EACCES)
+            .map_err(|_| FsError::Denied)
     }
 }
 
@@ -603,7 +603,7 @@ impl Core {
 
     /// The plan of a mutating request (`None`: not one of ours).
     #[allow(clippy::type_complexity)]
-    fn plan(&mut self, header: &InHeader, request: &[u8]) -> Option<Result<Option<Plan>, i32>> {
+    fn plan(&mut self, header: &InHeader, request: &[u8]) -> Option<Result<Option<Plan>, FsError>> {
         let body = size_of::<InHeader>();
         Some(match header.opcode {
             FUSE_WRITE => self.plan_write(header.nodeid, request, body),
@@ -619,19 +619,15 @@ impl Core {
         })
     }
 
-    fn reply_now(&mut self, unique: u64, code: i32) {
+    fn reply_now(&mut self, unique: u64, error: FsError) {
         if let Some(cluster) = self.cluster() {
-            cluster.replies.push(reply_error(unique, code));
+            cluster.replies.push(reply_error(unique, error.errno()));
         }
-    }
-
-    fn io_code(error: io::Error) -> i32 {
-        error.raw_os_error().unwrap_or(libc::EIO)
     }
 
     /// Sends the plan's messages (after the quorum gate) and parks the
     /// request until their results arrive.
-    fn start(&mut self, unique: u64, plan: Plan, request: &[u8]) -> Result<(), i32> {
+    fn start(&mut self, unique: u64, plan: Plan, request: &[u8]) -> Result<(), FsError> {
         if plan.ops.is_empty() {
             // Nothing to change (an open of an existing file through
             // CREATE): answered from the tree as it is.
@@ -654,21 +650,21 @@ impl Core {
         if let Some(code) = self.session().poison_errno() {
             // This node's disk failed a write (full?): it takes no writes
             // until the store recovers (at the group's rejoin).
-            return Err(code);
+            return Err(FsError::from_errno(code));
         }
         let Some(cluster) = self.cluster() else {
-            return Err(libc::EIO);
+            return Err(FsError::Io);
         };
         let gate = cluster.dfsm.write_gate();
         if gate != WriteGate::Open || !cluster.waiting.is_empty() || cluster.backlogged() {
             if gate == WriteGate::Error {
-                return Err(libc::EACCES);
+                return Err(FsError::Denied);
             }
             if cluster.waiting.len() >= MAX_WAITING {
                 tracing::warn!(
                     "{MAX_WAITING} writes already wait for the cluster group; refusing with EAGAIN"
                 );
-                return Err(libc::EAGAIN);
+                return Err(FsError::Again);
             }
             cluster.waiting.push_back(Waiting {
                 unique,
@@ -685,7 +681,7 @@ impl Core {
     fn resume(&mut self, waiting: Waiting) {
         let unique = waiting.unique;
         let Some(header) = read_at::<InHeader>(&waiting.request, 0) else {
-            return self.reply_now(unique, libc::EIO);
+            return self.reply_now(unique, FsError::Io);
         };
         match self.plan(&header, &waiting.request) {
             Some(Ok(Some(plan))) if plan.ops.is_empty() => {
@@ -699,20 +695,20 @@ impl Core {
                     self.reply_now(unique, code);
                 }
             }
-            Some(Ok(None)) | None => self.reply_now(unique, libc::EIO),
+            Some(Ok(None)) | None => self.reply_now(unique, FsError::Io),
             Some(Err(code)) => self.reply_now(unique, code),
         }
     }
 
     /// Sends a plan whose request passed the write gate and parks it until
     /// the results arrive.
-    fn send_plan(&mut self, unique: u64, plan: Plan) -> Result<(), i32> {
+    fn send_plan(&mut self, unique: u64, plan: Plan) -> Result<(), FsError> {
         let mut counts = Vec::with_capacity(plan.ops.len());
         for op in &plan.ops {
             let proof = self.quorum.check()?;
             let proposal = Proposal::new(op.as_op(), proof);
             let Some(cluster) = self.cluster() else {
-                return Err(libc::EIO);
+                return Err(FsError::Io);
             };
             if counts.is_empty()
                 && let Some(payload) = &plan.unlock_request
@@ -734,7 +730,7 @@ impl Core {
             }
         }
         let Some(cluster) = self.cluster() else {
-            return Err(libc::EIO);
+            return Err(FsError::Io);
         };
         for count in &counts {
             cluster.by_count.insert(*count, unique);
@@ -763,18 +759,18 @@ impl Core {
         node_id: u64,
         request: &[u8],
         body: usize,
-    ) -> Result<Option<Plan>, i32> {
+    ) -> Result<Option<Plan>, FsError> {
         if !self.tree_node(node_id) {
             return Ok(None);
         }
-        let write = read_at::<WriteIn>(request, body).ok_or(libc::EINVAL)?;
+        let write = read_at::<WriteIn>(request, body).ok_or(FsError::Invalid)?;
         let start = body + size_of::<WriteIn>();
         let data = request
             .get(start..start + write.size as usize)
-            .ok_or(libc::EINVAL)?;
-        let path = self.path_of(node_id).map_err(Self::io_code)?;
+            .ok_or(FsError::Invalid)?;
+        let path = self.path_of(node_id).map_err(FsError::from)?;
         if write.offset.saturating_add(data.len() as u64) > pmxcfs_store::MAX_FILE_SIZE as u64 {
-            return Err(libc::EFBIG);
+            return Err(FsError::TooBig);
         }
         Ok(Some(Plan {
             ops: vec![OwnedOp::Write(path, write.offset, data.to_vec(), false)],
@@ -789,14 +785,14 @@ impl Core {
         node_id: u64,
         request: &[u8],
         body: usize,
-    ) -> Result<Option<Plan>, i32> {
-        let attr = read_at::<SetattrIn>(request, body).ok_or(libc::EINVAL)?;
+    ) -> Result<Option<Plan>, FsError> {
+        let attr = read_at::<SetattrIn>(request, body).ok_or(FsError::Invalid)?;
         if !self.tree_node(node_id)
             || attr.valid & (FATTR_SIZE | FATTR_MTIME | FATTR_MTIME_NOW) == 0
         {
             return Ok(None);
         }
-        let path = self.path_of(node_id).map_err(Self::io_code)?;
+        let path = self.path_of(node_id).map_err(FsError::from)?;
         let set = |flag: u32| attr.valid & flag != 0;
         let request = SetattrRequest {
             mode: set(FATTR_MODE).then_some(attr.mode),
@@ -849,9 +845,9 @@ impl Core {
         }))
     }
 
-    fn child(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>, i32> {
-        self.refuse_special(parent, name).map_err(Self::io_code)?;
-        self.child_path(parent, name).map_err(Self::io_code)
+    fn child(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        self.refuse_special(parent, name).map_err(FsError::from)?;
+        self.child_path(parent, name).map_err(FsError::from)
     }
 
     fn plan_create(
@@ -860,18 +856,18 @@ impl Core {
         request: &[u8],
         body: usize,
         open: bool,
-    ) -> Result<Option<Plan>, i32> {
+    ) -> Result<Option<Plan>, FsError> {
         let name_at_offset = if open {
             body + size_of::<CreateIn>()
         } else {
-            let mknod = read_at::<MknodIn>(request, body).ok_or(libc::EINVAL)?;
+            let mknod = read_at::<MknodIn>(request, body).ok_or(FsError::Invalid)?;
             rules::mknod_allowed(mknod.mode)?;
             body + size_of::<MknodIn>()
         };
-        let (name, _) = name_at(request, name_at_offset).ok_or(libc::EINVAL)?;
+        let (name, _) = name_at(request, name_at_offset).ok_or(FsError::Invalid)?;
         let path = self.child(parent, name)?;
         if open {
-            let create = read_at::<CreateIn>(request, body).ok_or(libc::EINVAL)?;
+            let create = read_at::<CreateIn>(request, body).ok_or(FsError::Invalid)?;
             let flags = create.flags as i32;
             // The kernel sends CREATE when its dentry says "no such file"; a
             // change from another node (or a resync) may have created it
@@ -881,7 +877,7 @@ impl Core {
                 && let Some(entry) = self.reader().resolve(&path).ok().flatten()
             {
                 if entry.meta.kind != pmxcfs_store::Kind::File {
-                    return Err(libc::EISDIR);
+                    return Err(FsError::IsDirectory);
                 }
                 let name = name.to_vec();
                 let ops = if flags & libc::O_TRUNC != 0 {
@@ -915,8 +911,8 @@ impl Core {
         parent: u64,
         request: &[u8],
         body: usize,
-    ) -> Result<Option<Plan>, i32> {
-        let (name, _) = name_at(request, body + size_of::<MkdirIn>()).ok_or(libc::EINVAL)?;
+    ) -> Result<Option<Plan>, FsError> {
+        let (name, _) = name_at(request, body + size_of::<MkdirIn>()).ok_or(FsError::Invalid)?;
         let path = self.child(parent, name)?;
         Ok(Some(Plan {
             ops: vec![OwnedOp::Mkdir(path)],
@@ -934,8 +930,8 @@ impl Core {
         parent: u64,
         request: &[u8],
         body: usize,
-    ) -> Result<Option<Plan>, i32> {
-        let (name, _) = name_at(request, body).ok_or(libc::EINVAL)?;
+    ) -> Result<Option<Plan>, FsError> {
+        let (name, _) = name_at(request, body).ok_or(FsError::Invalid)?;
         let path = self.child(parent, name)?;
         let victim = self.open_file_at(&path);
         Ok(Some(Plan {
@@ -952,17 +948,17 @@ impl Core {
         request: &[u8],
         body: usize,
         rename2: bool,
-    ) -> Result<Option<Plan>, i32> {
+    ) -> Result<Option<Plan>, FsError> {
         let (newdir, names) = if rename2 {
-            let rename = read_at::<Rename2In>(request, body).ok_or(libc::EINVAL)?;
+            let rename = read_at::<Rename2In>(request, body).ok_or(FsError::Invalid)?;
             rules::rename_flags_allowed(rename.flags)?;
             (rename.newdir, body + size_of::<Rename2In>())
         } else {
-            let rename = read_at::<RenameIn>(request, body).ok_or(libc::EINVAL)?;
+            let rename = read_at::<RenameIn>(request, body).ok_or(FsError::Invalid)?;
             (rename.newdir, body + size_of::<RenameIn>())
         };
-        let (oldname, next) = name_at(request, names).ok_or(libc::EINVAL)?;
-        let (newname, _) = name_at(request, next).ok_or(libc::EINVAL)?;
+        let (oldname, next) = name_at(request, names).ok_or(FsError::Invalid)?;
+        let (newname, _) = name_at(request, next).ok_or(FsError::Invalid)?;
         let from = self.child(olddir, oldname)?;
         let to = self.child(newdir, newname)?;
         let victim = self.open_file_at(&to);
@@ -1110,7 +1106,7 @@ impl Core {
                 reply(unique, &[bytemuck::bytes_of(&out)])
             }),
         };
-        answer.unwrap_or_else(|error| reply_error(unique, Self::io_code(error)))
+        answer.unwrap_or_else(|error| reply_error(unique, FsError::from(error).errno()))
     }
 
     /// Sends the waiting requests, oldest first, while the write gate is
@@ -1165,7 +1161,7 @@ impl Core {
                         WAIT_FOR_GATE.as_secs()
                     );
                 }
-                self.reply_now(waiting.unique, libc::EACCES);
+                self.reply_now(waiting.unique, FsError::Denied);
             }
         }
         if let Some(cluster) = self.cluster() {

@@ -24,6 +24,7 @@ use fuse_backend_rs::api::filesystem::{
 use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Op, Origin, Reader, Session, StoreError, path};
 
 use crate::cluster::Cluster;
+use crate::error::FsError;
 use crate::quorum::{Proposal, QuorumGate};
 use crate::report::{MemberReport, Report};
 use crate::rules::{self, MtimeRequest, SetattrRequest};
@@ -93,7 +94,9 @@ pub(crate) fn special_by_id(node_id: u64) -> Option<Special> {
 
 /// The store inode of a tree node id (node id 0 does not exist).
 pub(crate) fn store_inode(node_id: u64) -> io::Result<u64> {
-    node_id.checked_sub(1).ok_or_else(|| errno(libc::ENOENT))
+    node_id
+        .checked_sub(1)
+        .ok_or_else(|| io::Error::from(FsError::NotFound))
 }
 
 /// A request names a node id whose entry no longer exists: another node
@@ -102,18 +105,12 @@ pub(crate) fn store_inode(node_id: u64) -> io::Result<u64> {
 /// up again (`LOOKUP_REVAL`) for open, stat, unlink, rename, ..., so the
 /// caller sees the current tree instead of a spurious ENOENT.
 pub(crate) fn gone() -> io::Error {
-    errno(libc::ESTALE)
+    io::Error::from(FsError::Stale)
 }
 
-pub(crate) fn errno(code: i32) -> io::Error {
-    io::Error::from_raw_os_error(code)
-}
-
+/// A store error for the FUSE server (a failure of the store is logged).
 pub(crate) fn store_error(error: StoreError) -> io::Error {
-    if !error.is_refusal() {
-        tracing::error!(%error, "store failure");
-    }
-    errno(error.errno())
+    FsError::Store(error).into()
 }
 
 pub(crate) fn now_secs() -> u32 {
@@ -390,7 +387,7 @@ impl Core {
     /// The path of a tree node id (`None` for specials and gone entries).
     pub(crate) fn path_of(&self, node_id: u64) -> io::Result<Vec<u8>> {
         if node_id >= SPECIAL_BASE {
-            return Err(errno(libc::EACCES));
+            return Err(io::Error::from(FsError::Denied));
         }
         self.reader()
             .path_of(store_inode(node_id)?)
@@ -530,17 +527,17 @@ impl Core {
             return self.entry_out(node_id);
         }
         if parent >= SPECIAL_BASE {
-            return Err(errno(libc::ENOTDIR));
+            return Err(io::Error::from(FsError::NotDirectory));
         }
         // What C nodes' kernels answer (no such name can exist here).
         if name.len() > NAME_BYTES_MAX {
-            return Err(errno(libc::ENAMETOOLONG));
+            return Err(io::Error::from(FsError::NameTooLong));
         }
         let child = self
             .reader()
             .child_inode(store_inode(parent)?, name)
             .map_err(store_error)?
-            .ok_or_else(|| errno(libc::ENOENT))?;
+            .ok_or_else(|| io::Error::from(FsError::NotFound))?;
         self.remember(parent, name, child + 1);
         self.entry_out(child + 1)
     }
@@ -561,7 +558,7 @@ impl Core {
             // Cluster mode intercepts every mutating request before it gets
             // here (the channel); applying locally would diverge.
             tracing::error!(?op, "local apply in cluster mode refused");
-            return Err(errno(libc::EIO));
+            return Err(io::Error::from(FsError::Io));
         };
         if session.is_poisoned() {
             // The disk failed a write (full?): try again at most once a
@@ -574,7 +571,7 @@ impl Core {
                 }
             }
             if let Some(code) = session.poison_errno() {
-                return Err(errno(code));
+                return Err(FsError::from_errno(code).into());
             }
         }
         let result = session.writer(permit).apply(&op, origin);
@@ -655,7 +652,7 @@ impl Core {
 
     /// The quorum gate, then apply.
     fn propose(&mut self, op: Op<'_>) -> io::Result<u32> {
-        let proof = self.quorum.check().map_err(errno)?;
+        let proof = self.quorum.check().map_err(io::Error::from)?;
         self.apply(Proposal::new(op, proof))
     }
 
@@ -663,10 +660,10 @@ impl Core {
     /// names longer than the C nodes' kernels allow (ENAMETOOLONG).
     pub(crate) fn refuse_special(&self, parent: u64, name: &[u8]) -> io::Result<()> {
         if parent >= SPECIAL_BASE || (parent == ROOT_ID && special_by_name(name).is_some()) {
-            return Err(errno(libc::EACCES));
+            return Err(io::Error::from(FsError::Denied));
         }
         if name.len() > NAME_BYTES_MAX {
-            return Err(errno(libc::ENAMETOOLONG));
+            return Err(io::Error::from(FsError::NameTooLong));
         }
         Ok(())
     }
@@ -681,7 +678,7 @@ impl Core {
                 let size = usize::try_from(attr.st_size)
                     .ok()
                     .filter(|size| *size <= pmxcfs_store::MAX_FILE_SIZE)
-                    .ok_or_else(|| errno(libc::EFBIG))?;
+                    .ok_or_else(|| io::Error::from(FsError::TooBig))?;
                 orphan.data.resize(size, 0);
                 orphan.stat.st_size = size as i64;
             }
@@ -712,7 +709,7 @@ impl Core {
             let (session, permit) = self.parts();
             session.writer(permit).lock_checksum(&path).ok().flatten()
         })
-        .map_err(errno)?;
+        .map_err(io::Error::from)?;
         if let Some(size) = changes.size {
             self.propose(Op::Write {
                 path: &path,
@@ -736,14 +733,14 @@ impl Core {
         if valid.contains(SetattrValid::SIZE) {
             // truncate works only on a file with a write handler (.debug).
             if special != Special::Virtual(Virtual::Debug) {
-                return Err(errno(libc::EIO));
+                return Err(io::Error::from(FsError::Io));
             }
         }
         if valid.contains(SetattrValid::MODE) && attr.st_mode & 0o7777 != 0o640 {
-            return Err(errno(libc::EPERM));
+            return Err(io::Error::from(FsError::NotPermitted));
         }
         if valid.intersects(SetattrValid::MTIME | SetattrValid::MTIME_NOW | SetattrValid::ATIME) {
-            return Err(errno(libc::EACCES));
+            return Err(io::Error::from(FsError::Denied));
         }
         Ok(())
     }
@@ -815,7 +812,7 @@ impl Core {
             .map_err(store_error)?
             .ok_or_else(gone)?;
         if entry.meta.kind != Kind::File {
-            return Err(errno(libc::EISDIR));
+            return Err(io::Error::from(FsError::IsDirectory));
         }
         copy(entry.data, w)
     }
@@ -830,7 +827,7 @@ impl Core {
                 .ok()
                 .and_then(|start| start.checked_add(data.len()))
                 .filter(|end| *end <= pmxcfs_store::MAX_FILE_SIZE)
-                .ok_or_else(|| errno(libc::EFBIG))?;
+                .ok_or_else(|| io::Error::from(FsError::TooBig))?;
             if orphan.data.len() < end {
                 orphan.data.resize(end, 0);
             }
@@ -850,12 +847,12 @@ impl Core {
 
     fn write_special(&mut self, special: Special, offset: u64, data: &[u8]) -> io::Result<usize> {
         if special != Special::Virtual(Virtual::Debug) || offset != 0 || data.len() < 2 {
-            return Err(errno(libc::EIO));
+            return Err(io::Error::from(FsError::Io));
         }
         match &data[..2] {
             b"0\n" => self.status.debug = false,
             b"1\n" => self.status.debug = true,
-            _ => return Err(errno(libc::EIO)),
+            _ => return Err(io::Error::from(FsError::Io)),
         }
         tracing::info!(
             debug = self.status.debug,
@@ -867,7 +864,7 @@ impl Core {
 
     fn readdir_entries(&self, node_id: u64) -> io::Result<Vec<(u64, u32, Vec<u8>)>> {
         if node_id >= SPECIAL_BASE {
-            return Err(errno(libc::ENOTDIR));
+            return Err(io::Error::from(FsError::NotDirectory));
         }
         let mut entries = vec![
             (node_id, libc::DT_UNKNOWN as u32, b".".to_vec()),
@@ -981,7 +978,7 @@ impl FileSystem for PmxFs {
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
         match special_by_id(inode) {
             Some(special @ Special::Link(_)) => Ok(self.core().special_content(special)),
-            _ => Err(errno(libc::EINVAL)),
+            _ => Err(io::Error::from(FsError::Invalid)),
         }
     }
 
@@ -995,7 +992,7 @@ impl FileSystem for PmxFs {
         _umask: u32,
     ) -> io::Result<Entry> {
         // Regular files only, as libfuse's fallback to create did for the C daemon.
-        rules::mknod_allowed(mode).map_err(errno)?;
+        rules::mknod_allowed(mode).map_err(io::Error::from)?;
         let mut core = self.core();
         let name = name.to_bytes();
         core.refuse_special(parent, name)?;
@@ -1042,7 +1039,7 @@ impl FileSystem for PmxFs {
         newname: &CStr,
         flags: u32,
     ) -> io::Result<()> {
-        rules::rename_flags_allowed(flags).map_err(errno)?;
+        rules::rename_flags_allowed(flags).map_err(io::Error::from)?;
         let mut core = self.core();
         let (oldname, newname) = (oldname.to_bytes(), newname.to_bytes());
         core.refuse_special(olddir, oldname)?;
@@ -1067,7 +1064,7 @@ impl FileSystem for PmxFs {
         if let Some(special) = special_by_id(inode) {
             return match special {
                 Special::Virtual(_) => Ok((None, OpenOptions::DIRECT_IO, None)),
-                Special::Link(_) => Err(errno(libc::ELOOP)),
+                Special::Link(_) => Err(io::Error::from(FsError::Loop)),
             };
         }
         let mut core = core;
@@ -1163,7 +1160,7 @@ impl FileSystem for PmxFs {
         let mut core = self.core();
         let (stat, _) = core.getattr(inode)?;
         if stat.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            return Err(errno(libc::ENOTDIR));
+            return Err(io::Error::from(FsError::NotDirectory));
         }
         let handle = core.next_handle;
         core.next_handle += 1;
@@ -1198,7 +1195,7 @@ impl FileSystem for PmxFs {
             core.listings.insert(handle, listing);
         }
         let Some(entries) = core.listings.get(&handle) else {
-            return Err(errno(libc::EBADF));
+            return Err(io::Error::from(FsError::BadHandle));
         };
         for (index, (ino, type_, name)) in entries.iter().enumerate().skip(offset as usize) {
             let added = add_entry(DirEntry {

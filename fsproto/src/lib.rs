@@ -8,6 +8,7 @@
 
 mod channel;
 mod cluster;
+mod error;
 mod fs;
 mod notify_queue;
 mod quorum;
@@ -20,6 +21,7 @@ mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
 pub use cluster::Group;
+pub use error::FsError;
 pub use fs::{Config, Health, PmxFs};
 pub use pmxcfs_cpg::dfsm::{MemberId, Message as DfsmMessage};
 pub use quorum::{Proposal, Quorate, QuorumGate};

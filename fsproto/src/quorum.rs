@@ -10,6 +10,8 @@
 
 use pmxcfs_store::Op;
 
+use crate::error::FsError;
+
 /// Proof that the quorum gate was passed for one proposal.
 #[derive(Debug)]
 pub struct Quorate {
@@ -37,11 +39,11 @@ impl QuorumGate {
     }
 
     /// EACCES when not quorate, as the C daemon answers every write then.
-    pub fn check(&self) -> Result<Quorate, i32> {
+    pub fn check(&self) -> Result<Quorate, FsError> {
         if self.quorate {
             Ok(Quorate { _private: () })
         } else {
-            Err(libc::EACCES)
+            Err(FsError::Denied)
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use pmxcfs_store::path;
 
+use crate::error::FsError;
+
 /// A SETATTR of a tree entry, as either transport decoded it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SetattrRequest {
@@ -47,22 +49,22 @@ pub(crate) fn setattr_changes(
     www_data_gid: u32,
     now: impl FnOnce() -> u32,
     lock_checksum: impl FnOnce() -> Option<[u8; 32]>,
-) -> Result<SetattrChanges, i32> {
+) -> Result<SetattrChanges, FsError> {
     if let Some(mode) = request.mode {
         let wanted = if path::is_private(path) { 0o600 } else { 0o640 };
         if mode & 0o7777 != wanted {
-            return Err(libc::EPERM);
+            return Err(FsError::NotPermitted);
         }
     }
     if request.uid.is_some_and(|uid| uid != 0) || request.gid.is_some_and(|gid| gid != www_data_gid)
     {
-        return Err(libc::EPERM);
+        return Err(FsError::NotPermitted);
     }
     if request
         .size
         .is_some_and(|size| size > pmxcfs_store::MAX_FILE_SIZE as u64)
     {
-        return Err(libc::EFBIG);
+        return Err(FsError::TooBig);
     }
     let mtime = request.mtime.map(|mtime| match mtime {
         MtimeRequest::Now => now(),
@@ -81,20 +83,20 @@ pub(crate) fn setattr_changes(
 }
 
 /// MKNOD makes regular files only (C: ENOSYS for anything else).
-pub(crate) fn mknod_allowed(mode: u32) -> Result<(), i32> {
+pub(crate) fn mknod_allowed(mode: u32) -> Result<(), FsError> {
     if mode & libc::S_IFMT == libc::S_IFREG {
         Ok(())
     } else {
-        Err(libc::ENOSYS)
+        Err(FsError::NotSupported)
     }
 }
 
 /// RENAME2 without flags only (no RENAME_NOREPLACE/EXCHANGE: EINVAL).
-pub(crate) fn rename_flags_allowed(flags: u32) -> Result<(), i32> {
+pub(crate) fn rename_flags_allowed(flags: u32) -> Result<(), FsError> {
     if flags == 0 {
         Ok(())
     } else {
-        Err(libc::EINVAL)
+        Err(FsError::Invalid)
     }
 }
 
@@ -107,6 +109,7 @@ mod tests {
 
     fn changes(path: &[u8], request: SetattrRequest) -> Result<SetattrChanges, i32> {
         setattr_changes(path, &request, WWW_DATA, || 1_234, || Some([7; 32]))
+            .map_err(|error| error.errno())
     }
 
     #[test]
@@ -180,16 +183,20 @@ mod tests {
             || 1,
             || None,
         );
-        assert_eq!(no_lock.map(|c| c.unlock), Ok(None));
+        assert_eq!(no_lock.map(|c| c.unlock).ok(), Some(None));
     }
 
     #[test]
     fn mknod_and_rename_flags() {
-        assert_eq!(mknod_allowed(libc::S_IFREG | 0o640), Ok(()));
-        assert_eq!(mknod_allowed(libc::S_IFIFO | 0o640), Err(libc::ENOSYS));
-        assert_eq!(rename_flags_allowed(0), Ok(()));
+        let errno = |result: Result<(), FsError>| result.map_err(|error| error.errno());
+        assert_eq!(errno(mknod_allowed(libc::S_IFREG | 0o640)), Ok(()));
         assert_eq!(
-            rename_flags_allowed(libc::RENAME_NOREPLACE),
+            errno(mknod_allowed(libc::S_IFIFO | 0o640)),
+            Err(libc::ENOSYS)
+        );
+        assert_eq!(errno(rename_flags_allowed(0)), Ok(()));
+        assert_eq!(
+            errno(rename_flags_allowed(libc::RENAME_NOREPLACE)),
             Err(libc::EINVAL)
         );
     }

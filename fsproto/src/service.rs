@@ -14,6 +14,7 @@ use pmxcfs_ipc::token;
 use pmxcfs_store::Kind;
 use smallvec::SmallVec;
 
+use crate::error::FsError;
 use crate::fs::{Core, PmxFs, now_secs};
 use crate::status::vmlist_text;
 
@@ -40,13 +41,14 @@ impl Handler for IpcService<'_> {
     ) -> Result<(), i32> {
         let mut core = self.fs.core();
         core.answer(client, request, out)
+            .map_err(|error| error.errno())
     }
 }
 
-fn status_errno(error: StatusError) -> i32 {
+fn status_error(error: StatusError) -> FsError {
     match error {
-        StatusError::TooBig => libc::EFBIG,
-        StatusError::NotStorable => libc::ENOMEM,
+        StatusError::TooBig => FsError::TooBig,
+        StatusError::NotStorable => FsError::NoMemory,
     }
 }
 
@@ -56,7 +58,7 @@ impl Core {
         client: &Client,
         request: Request<'_>,
         out: &mut Vec<u8>,
-    ) -> Result<(), i32> {
+    ) -> Result<(), FsError> {
         match request {
             Request::FsVersion => out.extend_from_slice(self.version_text().as_bytes()),
             Request::ClusterInfo => out.extend_from_slice(
@@ -80,7 +82,7 @@ impl Core {
                 };
                 let (value, _) = table
                     .and_then(|table| table.get(name))
-                    .ok_or(libc::ENOENT)?;
+                    .ok_or(FsError::NotFound)?;
                 out.extend_from_slice(value);
             }
             Request::GetConfig { path } => out.extend_from_slice(&self.tree_file(path)?),
@@ -105,17 +107,17 @@ impl Core {
             }
             Request::GuestConfigProperty { vmid, property } => {
                 self.check_vmid(vmid)?;
-                let property = property?;
+                let property = property.map_err(FsError::from_errno)?;
                 self.guest_properties(vmid, &[property], out)?;
             }
             Request::GuestConfigProperties { vmid, properties } => {
                 self.check_vmid(vmid)?;
-                let properties = properties?;
+                let properties = properties.map_err(FsError::from_errno)?;
                 self.guest_properties(vmid, &properties, out)?;
             }
             Request::VerifyToken { token } => {
                 let config = self.tree_file(b"priv/token.cfg").ok();
-                token::verify(config.as_deref(), token)?;
+                token::verify(config.as_deref(), token).map_err(FsError::from_errno)?;
             }
         }
         Ok(())
@@ -123,10 +125,10 @@ impl Core {
 
     /// SET_STATUS (spec/status.md §2.1): stored here, and in cluster mode
     /// multicast whether or not it was storable (but not when too big).
-    fn set_status(&mut self, name: &[u8], data: &[u8]) -> Result<(), i32> {
+    fn set_status(&mut self, name: &[u8], data: &[u8]) -> Result<(), FsError> {
         let stored = self.tables_mut().set_local(name, data, now_secs());
         if stored == Err(StatusError::TooBig) {
-            return Err(libc::EFBIG);
+            return Err(FsError::TooBig);
         }
         if let Ok(Stored::NodeIp(true)) = stored {
             self.status.node_ip = self.tables().node_ip().map(str::to_owned);
@@ -136,7 +138,7 @@ impl Core {
             Some(payload) => self.send_kvstore(KvstoreType::Update, payload),
             None => tracing::debug!("status key too long to multicast"),
         }
-        stored.map(|_| ()).map_err(status_errno)
+        stored.map(|_| ()).map_err(status_error)
     }
 
     /// LOG_CLUSTER_MSG (spec/status.md §5.1): inserted here (duplicate
@@ -174,7 +176,7 @@ impl Core {
 
     /// A file of the tree (memdb only: no plugin symlinks); ENOENT for
     /// missing entries and directories.
-    fn tree_file(&self, path: &[u8]) -> Result<Vec<u8>, i32> {
+    fn tree_file(&self, path: &[u8]) -> Result<Vec<u8>, FsError> {
         let start = path
             .iter()
             .position(|byte| *byte != b'/')
@@ -182,21 +184,26 @@ impl Core {
         let reader = self.reader();
         match reader.resolve(&path[start..]) {
             Ok(Some(entry)) if entry.meta.kind == Kind::File => Ok(entry.data.to_vec()),
-            _ => Err(libc::ENOENT),
+            _ => Err(FsError::NotFound),
         }
     }
 
     /// vmid 0 is "all"; another one must be a known guest.
-    fn check_vmid(&self, vmid: u32) -> Result<(), i32> {
+    fn check_vmid(&self, vmid: u32) -> Result<(), FsError> {
         if vmid >= 100 && self.session().vmlist().get(vmid).is_none() {
-            return Err(libc::ENOENT);
+            return Err(FsError::NotFound);
         }
         Ok(())
     }
 
     /// Ops 11 and 13 (spec/status.md §6.4). One guest: its config must be
     /// readable (EIO otherwise); all guests: unreadable ones are skipped.
-    fn guest_properties(&self, vmid: u32, props: &[&[u8]], out: &mut Vec<u8>) -> Result<(), i32> {
+    fn guest_properties(
+        &self,
+        vmid: u32,
+        props: &[&[u8]],
+        out: &mut Vec<u8>,
+    ) -> Result<(), FsError> {
         let vmlist = self.session().vmlist();
         let path_of = |vmid: u32, guest: &pmxcfs_store::Guest| {
             let mut path = b"nodes/".to_vec();
@@ -211,7 +218,7 @@ impl Core {
             if let Some(guest) = vmlist.get(vmid) {
                 let config = self
                     .tree_file(&path_of(vmid, guest))
-                    .map_err(|_| libc::EIO)?;
+                    .map_err(|_| FsError::Io)?;
                 configs.push((vmid, config));
             }
         } else {

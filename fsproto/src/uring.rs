@@ -35,9 +35,10 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use crate::error::FsError;
 use crate::fs::PmxFs;
 use crate::notify_queue::NotifyQueue;
-use crate::wire::{InHeader, OutHeader, encode_notification, read_at};
+use crate::wire::{InHeader, OutHeader, encode_notification, read_at, reply_error};
 
 pub const ENABLE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 /// `FUSE_OVER_IO_URING` in the INIT reply's `flags2` (bit 41 of the flags).
@@ -517,12 +518,7 @@ fn serve(
     }
     if length < size_of::<OutHeader>() {
         // No reply: answer EIO so the entry comes back.
-        let out = OutHeader {
-            len: 16,
-            error: -libc::EIO,
-            unique,
-        };
-        return fill_reply(entry, bytemuck::bytes_of(&out));
+        return fill_reply(entry, &reply_error(unique, FsError::Io.errno()));
     }
     fill_reply(entry, &reply[..length])
 }

@@ -1157,3 +1157,41 @@ impl<'s> Writer<'_, 's> {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk failure poisons the session with its errno: ENOSPC for a
+    /// full disk whichever layer saw it (the journal, LMDB's I/O, a full
+    /// LMDB map), EIO for anything else.
+    #[test]
+    fn a_poisoned_session_says_which_errno() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let (mut session, _permit) = store.session(Durability::Relaxed).expect("session");
+        let io = |errno| std::io::Error::from_raw_os_error(errno);
+        let cases = [
+            (StoreError::io("/x", io(libc::ENOSPC)), libc::ENOSPC),
+            (StoreError::io("/x", io(libc::EROFS)), libc::EROFS),
+            (
+                StoreError::Db(heed::Error::Io(io(libc::ENOSPC))),
+                libc::ENOSPC,
+            ),
+            (
+                StoreError::Db(heed::Error::Io(io(libc::EDQUOT))),
+                libc::EDQUOT,
+            ),
+            (
+                StoreError::Db(heed::Error::Mdb(heed::MdbError::MapFull)),
+                libc::ENOSPC,
+            ),
+            (StoreError::Corrupt("x".into()), libc::EIO),
+        ];
+        for (error, errno) in cases {
+            session.poison(&error);
+            assert!(session.is_poisoned());
+            assert_eq!(session.poison_errno(), Some(errno), "{error}");
+        }
+    }
+}

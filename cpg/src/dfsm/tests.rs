@@ -1856,6 +1856,25 @@ fn a_dropped_sync_queue_drops_only_this_node_s_re_sends() {
     }
 }
 
+/// The local member is known once the CPG connection is up: it can be set
+/// in mode START only. The leader is the lowest node id of the
+/// configuration.
+#[test]
+fn the_local_member_is_set_only_before_the_first_configuration() {
+    let mut d = dfsm(A, b"x");
+    assert!(d.set_local(B));
+    assert_eq!(d.local(), B);
+    d.on_confchg(&[B], &[B], 1);
+    assert_eq!(d.lowest_nodeid(), 2);
+    assert!(!d.set_local(C), "a configuration came");
+    assert_eq!(d.local(), B);
+    let debug = format!("{d:?}");
+    assert!(
+        debug.starts_with("Dfsm") && debug.contains("core"),
+        "{debug}"
+    );
+}
+
 /// A dropped re-send changes the kept list (the daemon rewrites its file
 /// of them), also when the re-send was taken for the file before.
 #[test]

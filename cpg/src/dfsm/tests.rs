@@ -1875,6 +1875,20 @@ fn the_local_member_is_set_only_before_the_first_configuration() {
     );
 }
 
+/// A configuration is logged with its members once this member is in it
+/// (not the ones it sees while it has not joined yet).
+#[test]
+fn members_are_logged_once_this_member_is_in() {
+    let mut d = dfsm(A, b"x");
+    let members = |d: &mut Dfsm<Toy>, all: &[MemberId], joined: &[MemberId], at| {
+        pmxcfs_testkit::logged_at(tracing::Level::INFO, || d.on_confchg(all, joined, at)).0
+    };
+    let log = members(&mut d, &[B], &[B], 1);
+    assert!(!log.contains("members:"), "not joined yet: {log}");
+    let log = members(&mut d, &[A, B], &[A], 2);
+    assert!(log.contains("members:"), "{log}");
+}
+
 /// A dropped re-send changes the kept list (the daemon rewrites its file
 /// of them), also when the re-send was taken for the file before.
 #[test]

@@ -151,6 +151,28 @@ fn records_older_than_the_checkpoint_are_not_applied_twice() {
             .expect("mkdir");
         session.commit().expect("commit");
     }
+    // A write applies again without a refusal (and would bump versions):
+    // only the checkpoint's sequence number keeps it from being replayed.
+    for step in 3..5u32 {
+        let mut writer = session.writer(&mut permit);
+        if step == 3 {
+            writer
+                .apply(&Op::Create { path: b"f0/file" }, origin(step))
+                .expect("create");
+        }
+        writer
+            .apply(
+                &Op::Write {
+                    path: b"f0/file",
+                    offset: 0,
+                    data: b"same",
+                    truncate: false,
+                },
+                origin(step),
+            )
+            .expect("write");
+        session.commit().expect("commit");
+    }
     let journal_before = std::fs::read(dir.join("journal")).expect("journal");
     session.checkpoint().expect("checkpoint");
     let expected = session.reader().checksum().expect("checksum");

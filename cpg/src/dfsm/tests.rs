@@ -1889,6 +1889,92 @@ fn members_are_logged_once_this_member_is_in() {
     assert!(log.contains("members:"), "{log}");
 }
 
+/// A member that left from SYNCED (write safety) still applies the NORMAL
+/// messages delivered before its confchg (the others count it as synced
+/// until then); in any other error mode, or having left from another
+/// mode, it applies nothing, and a state message is never taken as one.
+#[test]
+fn only_a_member_that_left_from_synced_applies_until_its_confchg() {
+    let (mut a, mut b, _c) = synced_three();
+    b.send_normal(1, vec![5, 1], 3).expect("send");
+    let normal = multicasts(&actions(&mut b))[0].clone();
+    let cases = [
+        (Mode::Leave, true, true),
+        (Mode::Leave, false, false),
+        (Mode::Error, true, false),
+    ];
+    for (mode, leaving_synced, applied) in cases {
+        a.app_mut().delivered.clear();
+        a.core.mode = mode;
+        a.core.leaving_synced = leaving_synced;
+        a.on_deliver(B, normal.clone(), 3);
+        assert_eq!(
+            a.app().delivered.len(),
+            usize::from(applied),
+            "{mode:?}, left from synced: {leaving_synced}"
+        );
+    }
+    a.app_mut().delivered.clear();
+    a.core.mode = Mode::Leave;
+    a.core.leaving_synced = true;
+    let state = Message {
+        body: MessageBody::VerifyRequest {
+            epoch: Epoch::default(),
+            csum_id: 1,
+        },
+        ..normal
+    };
+    a.on_deliver(B, state, 3);
+    assert!(a.app().delivered.is_empty(), "a state message");
+}
+
+/// Only another member's later write of a key supersedes a kept own
+/// write: not an own write of that key that failed.
+#[test]
+fn a_failed_own_write_supersedes_nothing() {
+    let (mut a, mut b, _c) = synced_three();
+    let write = |d: &mut Dfsm<Toy>, from: &mut Dfsm<Toy>, payload: Vec<u8>, at| {
+        from.send_normal(1, payload, at).expect("send");
+        let message = multicasts(&actions(from))[0].clone();
+        d.on_deliver(from.local(), message, at);
+    };
+    a.send_normal(1, vec![4, 1], 3).expect("send");
+    let message = multicasts(&actions(&mut a))[0].clone();
+    a.on_deliver(A, message, 3);
+    assert_eq!(a.core.own_recent.len(), 1);
+    a.app_mut().result = -17; // EEXIST
+    a.send_normal(1, vec![4, 2], 4).expect("send");
+    let message = multicasts(&actions(&mut a))[0].clone();
+    a.on_deliver(A, message, 4);
+    assert_eq!(
+        a.core.own_recent.len(),
+        1,
+        "the failed one supersedes nothing"
+    );
+    a.app_mut().result = 0;
+    write(&mut a, &mut b, vec![4, 3], 5);
+    assert!(a.core.own_recent.is_empty(), "another member's later write");
+}
+
+/// A re-sent own write that is processed leaves the re-sent list, which
+/// changes the kept list (the daemon rewrites its file).
+#[test]
+fn a_processed_re_send_changes_the_kept_list() {
+    let (mut a, _b, _c) = synced_three();
+    let count = a.send_normal(1, vec![6, 1], 3).expect("send");
+    let message = multicasts(&actions(&mut a))[0].clone();
+    a.core.own_resent.push((count, own(6, None, Some(1))));
+    let mut seen = 0;
+    assert_eq!(a.take_kept_if_changed(&mut seen), None);
+    a.on_deliver(A, message, 3);
+    assert!(a.core.own_resent.is_empty());
+    assert_eq!(
+        a.take_kept_if_changed(&mut seen).map(|kept| kept.len()),
+        Some(0),
+        "nothing kept for the file any more"
+    );
+}
+
 /// A dropped re-send changes the kept list (the daemon rewrites its file
 /// of them), also when the re-send was taken for the file before.
 #[test]

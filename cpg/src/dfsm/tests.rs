@@ -1216,12 +1216,42 @@ fn an_own_write_the_majority_lacks_is_sent_again_after_the_heal() {
     assert_eq!(c.core.own_unconfirmed.len(), 1, "kept while in a minority");
     // The resync erased it on C (the majority never had it).
     c.app_mut().kv.clear();
-    let sent = heal(&mut a, &mut b, &mut c);
+    let mut seen = 0;
+    let _ = c.take_kept_if_changed(&mut seen);
+    let (log, sent) =
+        pmxcfs_testkit::logged_at(tracing::Level::INFO, || heal(&mut a, &mut b, &mut c));
     assert_eq!(normal_payloads(&sent), vec![vec![1, 9]], "sent again once");
     assert!(c.core.own_unconfirmed.is_empty());
+    assert!(
+        log.contains("lacked=1") && log.contains("superseded=0"),
+        "{log}"
+    );
+    assert!(
+        c.take_kept_if_changed(&mut seen).is_some(),
+        "the check changed the kept list"
+    );
     for d in [&a, &b, &c] {
         assert_eq!(d.app().kv.get(&1), Some(&9), "{} holds it", d.local());
     }
+}
+
+/// The majority changed the key of a cut-off own write since: the write is
+/// superseded (as if it had come first), not sent again.
+#[test]
+fn an_own_write_whose_key_the_majority_changed_is_superseded() {
+    let (mut a, mut b, mut c) = synced_three();
+    own_write_then_cut(&mut a, &mut b, &mut c);
+    // The resync brings the majority's value of the key.
+    c.app_mut().kv.clear();
+    c.app_mut().kv.insert(1, 7);
+    let (log, sent) =
+        pmxcfs_testkit::logged_at(tracing::Level::INFO, || heal(&mut a, &mut b, &mut c));
+    assert!(sent.is_empty(), "{sent:?}");
+    assert!(
+        log.contains("lacked=0") && log.contains("superseded=1"),
+        "{log}"
+    );
+    assert!(c.core.own_unconfirmed.is_empty() && c.core.own_resent.is_empty());
 }
 
 #[test]
@@ -1229,9 +1259,14 @@ fn an_own_write_the_majority_holds_is_not_sent_again() {
     let (mut a, mut b, mut c) = synced_three();
     own_write_then_cut(&mut a, &mut b, &mut c);
     // The majority had got it after all (the resync kept it).
-    let sent = heal(&mut a, &mut b, &mut c);
+    let (log, sent) =
+        pmxcfs_testkit::logged_at(tracing::Level::INFO, || heal(&mut a, &mut b, &mut c));
     assert!(sent.is_empty(), "{sent:?}");
     assert!(c.core.own_unconfirmed.is_empty());
+    assert!(log.contains("all held by the majority"), "{log}");
+    // Held: recent again, with its payload counted.
+    assert_eq!(c.core.own_recent.len(), 1);
+    assert_eq!(c.core.own_recent_bytes, c.core.own_recent[0].payload.len());
 }
 
 #[test]

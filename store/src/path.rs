@@ -202,6 +202,13 @@ mod tests {
         assert_eq!(GuestType::Qemu.label(), "qemu");
         assert_eq!(GuestType::Openvz.label(), "openvz");
         assert_eq!(GuestType::Lxc.label(), "lxc");
+        for guest_type in [GuestType::Qemu, GuestType::Openvz, GuestType::Lxc] {
+            assert_eq!(
+                GuestType::from_dir_name(guest_type.dir_name().as_bytes()),
+                Some(guest_type),
+                "the directory of its configs"
+            );
+        }
     }
     use super::*;
 

@@ -1921,7 +1921,7 @@ fn members_are_logged_once_this_member_is_in() {
     let log = members(&mut d, &[B], &[B], 1);
     assert!(!log.contains("members:"), "not joined yet: {log}");
     let log = members(&mut d, &[A, B], &[A], 2);
-    assert!(log.contains("members:"), "{log}");
+    assert!(log.contains(&format!("members: {A}, {B}")), "{log}");
 }
 
 /// A member that left from SYNCED (write safety) still applies the NORMAL

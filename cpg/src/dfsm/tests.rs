@@ -1259,8 +1259,18 @@ fn an_own_write_the_majority_holds_is_not_sent_again() {
     let (mut a, mut b, mut c) = synced_three();
     own_write_then_cut(&mut a, &mut b, &mut c);
     // The majority had got it after all (the resync kept it).
+    let mut seen = 0;
+    assert_eq!(
+        c.take_kept_if_changed(&mut seen).map(|kept| kept.len()),
+        Some(1)
+    );
     let (log, sent) =
         pmxcfs_testkit::logged_at(tracing::Level::INFO, || heal(&mut a, &mut b, &mut c));
+    assert_eq!(
+        c.take_kept_if_changed(&mut seen).map(|kept| kept.len()),
+        Some(0),
+        "held: nothing to keep on disk any more"
+    );
     assert!(sent.is_empty(), "{sent:?}");
     assert!(c.core.own_unconfirmed.is_empty());
     assert!(log.contains("all held by the majority"), "{log}");

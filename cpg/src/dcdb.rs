@@ -859,6 +859,77 @@ mod tests {
             None
         );
         assert_eq!(app.write_footprint(DcdbType::Write as u16, b"\x01"), None);
+        // The keys another member's write changes: the same paths, without
+        // their states (what lets the DFSM skip its walk of the kept writes).
+        let keys = |app: &mut Dcdb<'_, '_>, kind: DcdbType, payload: &[u8]| {
+            app.write_keys(kind as u16, payload)
+        };
+        assert_eq!(
+            keys(&mut app, DcdbType::Write, &write),
+            Some(vec![b"a".to_vec()])
+        );
+        assert_eq!(
+            keys(&mut app, DcdbType::Rename, &rename),
+            Some(vec![b"a".to_vec(), b"b".to_vec()])
+        );
+        assert_eq!(keys(&mut app, DcdbType::Unlock, &unlock), None);
+        assert_eq!(keys(&mut app, DcdbType::Mkdir, &lock_dir), None);
+        assert_eq!(keys(&mut app, DcdbType::Rename, &into_lock), None);
+        assert_eq!(keys(&mut app, DcdbType::Write, b"\x01"), None);
+    }
+
+    /// A rename that fails may still have changed the tree (C removes the
+    /// target before it finds the source directory not empty): the other
+    /// nodes' kernels must hear of both paths. Another failed write changed
+    /// nothing and is not reported.
+    #[test]
+    fn a_failed_rename_that_removed_its_target_is_a_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut app = Dcdb::new(&mut session, &mut permit);
+        for op in [
+            Op::Mkdir { path: b"s" },
+            Op::Create { path: b"s/child" },
+            Op::Create { path: b"t" },
+        ] {
+            app.writer().apply(&op, ORIGIN).expect("set up");
+        }
+        let fuse = |path: &'static [u8], to: Option<&'static [u8]>| crate::wire::FusePayload {
+            offset: 0,
+            flags: 0,
+            path,
+            to,
+            data: b"",
+        };
+        let sender = MemberId::new(2, 20);
+        let result = app
+            .apply_fuse(DcdbType::Rename, &fuse(b"s", Some(b"t")), ORIGIN, sender, 5)
+            .expect("a refusal is a result");
+        assert!(result < 0, "{result}");
+        assert!(
+            app.session()
+                .reader()
+                .resolve(b"t")
+                .expect("read")
+                .is_none()
+        );
+        let paths: Vec<Vec<u8>> = app.drain_changed().into_iter().map(|c| c.path).collect();
+        assert_eq!(paths, vec![b"s".to_vec(), b"t".to_vec()]);
+        let result = app
+            .apply_fuse(
+                DcdbType::Create,
+                &fuse(b"missing/x", None),
+                ORIGIN,
+                sender,
+                6,
+            )
+            .expect("a refusal is a result");
+        assert!(result < 0, "{result}");
+        assert!(
+            app.drain_changed().is_empty(),
+            "a failed create changed nothing"
+        );
     }
 
     #[test]

@@ -932,6 +932,23 @@ mod tests {
         );
     }
 
+    /// The quorum flag as set; what the log and `Debug` say of members and
+    /// of the application.
+    #[test]
+    fn quorum_flag_member_names_and_debug() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let mut app = Dcdb::new(&mut session, &mut permit);
+        for quorate in [true, false] {
+            app.set_quorate(quorate);
+            assert_eq!(app.is_quorate(), quorate);
+        }
+        assert_eq!(fmt_member(MemberId::new(3, 4711)), "3/4711");
+        let debug = format!("{app:?}");
+        assert!(debug.contains("quorate: false"), "{debug}");
+    }
+
     #[test]
     fn the_leader_is_the_newest_state_and_the_first_among_equals() {
         let blob = |version, mtime| {

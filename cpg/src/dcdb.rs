@@ -663,6 +663,15 @@ mod tests {
     use crate::wire::{IndexEntry, UpdateEntry, encode_index};
     use pmxcfs_store::{Durability, Op, Store};
 
+    /// A DCDB application owning the session of a fresh store (leaked: it
+    /// has to outlive that session); the directory goes with the guard.
+    fn fresh_app() -> (tempfile::TempDir, Dcdb<'static, 'static>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store").leak();
+        let (session, permit) = store.session(Durability::Relaxed).expect("session");
+        (dir, Dcdb::owned(session, permit))
+    }
+
     const ORIGIN: Origin = Origin {
         writer: 1,
         mtime: 1_700_000_000,
@@ -678,10 +687,7 @@ mod tests {
     /// its own index.
     #[test]
     fn the_leader_sends_exactly_what_each_member_lacks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
-        let mut app = Dcdb::new(&mut session, &mut permit);
+        let (_dir, mut app) = fresh_app();
         for op in [
             Op::Mkdir { path: b"nodes" },
             Op::Create { path: b"nodes/a" },
@@ -743,10 +749,7 @@ mod tests {
     /// checksum, which any change moves.
     #[test]
     fn the_verify_checksum_is_the_trees() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
-        let mut app = Dcdb::new(&mut session, &mut permit);
+        let (_dir, mut app) = fresh_app();
         let mut sums = Vec::new();
         for op in [
             Op::Mkdir { path: b"nodes" },
@@ -766,10 +769,7 @@ mod tests {
     /// are not kept.
     #[test]
     fn a_footprint_is_the_state_of_the_paths_a_message_changes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
-        let mut app = Dcdb::new(&mut session, &mut permit);
+        let (_dir, mut app) = fresh_app();
         let payload = |path: &[u8], to: Option<&[u8]>, data: &[u8], offset: u32| {
             let mut out = Vec::new();
             crate::wire::FusePayload {
@@ -884,10 +884,7 @@ mod tests {
     /// nothing and is not reported.
     #[test]
     fn a_failed_rename_that_removed_its_target_is_a_change() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
-        let mut app = Dcdb::new(&mut session, &mut permit);
+        let (_dir, mut app) = fresh_app();
         for op in [
             Op::Mkdir { path: b"s" },
             Op::Create { path: b"s/child" },
@@ -936,10 +933,7 @@ mod tests {
     /// of the application.
     #[test]
     fn quorum_flag_member_names_and_debug() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
-        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
-        let mut app = Dcdb::new(&mut session, &mut permit);
+        let (_dir, mut app) = fresh_app();
         for quorate in [true, false] {
             app.set_quorate(quorate);
             assert_eq!(app.is_quorate(), quorate);
@@ -947,6 +941,8 @@ mod tests {
         assert_eq!(fmt_member(MemberId::new(3, 4711)), "3/4711");
         let debug = format!("{app:?}");
         assert!(debug.contains("quorate: false"), "{debug}");
+        let (session, _permit) = app.into_parts().expect("it owned its session");
+        assert!(!session.is_poisoned());
     }
 
     #[test]

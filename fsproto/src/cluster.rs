@@ -815,8 +815,7 @@ impl Core {
             if !quorate {
                 return None;
             }
-            let (session, permit) = self.parts();
-            session.writer(permit).lock_checksum(&path).ok().flatten()
+            self.lock_checksum(&path)
         })?;
         let mut ops = Vec::new();
         if let Some(size) = changes.size {

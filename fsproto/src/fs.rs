@@ -706,8 +706,7 @@ impl Core {
         };
         let www_data_gid = self.config.www_data_gid;
         let changes = rules::setattr_changes(&path, &request, www_data_gid, now_secs, || {
-            let (session, permit) = self.parts();
-            session.writer(permit).lock_checksum(&path).ok().flatten()
+            self.lock_checksum(&path)
         })
         .map_err(io::Error::from)?;
         if let Some(size) = changes.size {
@@ -776,6 +775,20 @@ impl Core {
         }
         self.propose(Op::Mtime { path, mtime })?;
         Ok(())
+    }
+
+    /// The checksum of the lock directory at `path` (what an unlock request
+    /// names), `None` for anything else. A store failure is logged and
+    /// counts as none (the MTIME that follows meets it again).
+    pub(crate) fn lock_checksum(&mut self, path: &[u8]) -> Option<[u8; 32]> {
+        let (session, permit) = self.parts();
+        session
+            .writer(permit)
+            .lock_checksum(path)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot read a lock directory's checksum");
+                None
+            })
     }
 
     /// `memdb_lock_expired` for a lock directory of `checksum` (local mode:

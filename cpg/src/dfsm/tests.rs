@@ -1788,25 +1788,35 @@ fn the_unconfirmed_writes_are_bounded() {
     assert_eq!(core.own_unconfirmed.len(), OWN_WRITES_KEPT);
     assert_eq!(core.own_unconfirmed[0].payload[0], 1, "round 0 went first");
     assert_eq!(core.own_unconfirmed.last().map(|w| w.payload[0]), Some(2));
-    let mut d = dfsm(A, b"x");
-    let core = &mut d.core;
-    for tag in 0..3u8 {
-        core.own_recent
-            .push_back(write(tag, OWN_WRITES_KEPT_BYTES / 2));
-        core.settle_own_writes(false);
-    }
-    let tags: Vec<u8> = core.own_unconfirmed.iter().map(|w| w.payload[0]).collect();
-    assert_eq!(tags, vec![1, 2], "exactly at the byte bound: two kept");
+    // Writes of half the byte bound, tagged 0, 1, ..., settled in batches
+    // of the given sizes: the tags left unconfirmed.
+    let halves = |batches: &[u8]| {
+        let mut d = dfsm(A, b"x");
+        let mut tag = 0;
+        for &size in batches {
+            for _ in 0..size {
+                d.core
+                    .own_recent
+                    .push_back(write(tag, OWN_WRITES_KEPT_BYTES / 2));
+                tag += 1;
+            }
+            d.core.settle_own_writes(false);
+        }
+        let tags: Vec<u8> = d
+            .core
+            .own_unconfirmed
+            .iter()
+            .map(|w| w.payload[0])
+            .collect();
+        tags
+    };
+    assert_eq!(
+        halves(&[1, 1, 1]),
+        vec![1, 2],
+        "exactly at the byte bound: two kept"
+    );
     // Several at once: as many of the oldest go as the bytes need.
-    let mut d = dfsm(A, b"x");
-    let core = &mut d.core;
-    for tag in 0..4u8 {
-        core.own_recent
-            .push_back(write(tag, OWN_WRITES_KEPT_BYTES / 2));
-    }
-    core.settle_own_writes(false);
-    let tags: Vec<u8> = core.own_unconfirmed.iter().map(|w| w.payload[0]).collect();
-    assert_eq!(tags, vec![2, 3], "two of four at once");
+    assert_eq!(halves(&[4]), vec![2, 3], "two of four at once");
     let mut d = dfsm(A, b"x");
     let core = &mut d.core;
     core.own_unconfirmed.push(write(8, 1));

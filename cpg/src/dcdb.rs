@@ -42,6 +42,9 @@ pub struct Change {
     /// ([`Dcdb::watch`]: open on this node) and the change may remove it
     /// (a delete, the target of a rename): its handles keep reading it.
     pub removed: Option<RemovedFile>,
+    /// Whether C counts it in the path's `.version` counter
+    /// (`record_memdb_change`): every change made but a mkdir.
+    pub counted: bool,
 }
 
 /// A watched file as it was before a change that may remove it.
@@ -65,6 +68,7 @@ fn change(
         parent_before,
         inode_before,
         removed: None,
+        counted: true,
     }
 }
 
@@ -281,24 +285,62 @@ impl<'a, 's> Dcdb<'a, 's> {
             },
             DcdbType::UnlockRequest | DcdbType::Unlock => return Err(AppError::LEAVE),
         };
+        self.apply_op(&op, origin, sender, count)
+            .or_else(|error| Self::store_result(&error))
+    }
+
+    /// Applies one change made by `origin`: the one apply of every tree
+    /// change, a delivered DCDB message's (cluster mode) and a request's in
+    /// local mode. The change is in the open transaction (the caller
+    /// commits); the paths it touched are kept for
+    /// [`Dcdb::drain_changed`] as (`sender`, `count`). A refusal is the
+    /// result (a negative errno); Err is a failure of the store (this
+    /// node's disk), which the caller reports.
+    pub fn apply_op(
+        &mut self,
+        op: &Op<'_>,
+        origin: Origin,
+        sender: MemberId,
+        count: u64,
+    ) -> Result<i32, StoreError> {
+        let (path, to) = match *op {
+            Op::Rename { from, to } => (from, Some(to)),
+            Op::Create { path }
+            | Op::Mkdir { path }
+            | Op::Delete { path }
+            | Op::Write { path, .. }
+            | Op::Mtime { path, .. } => (path, None),
+        };
         let before_from = self.resolve_before(path);
-        let to = fuse.to.filter(|_| kind == DcdbType::Rename);
         let before_to = to.map_or((None, None), |to| self.resolve_before(to));
-        let removed = match kind {
-            DcdbType::Delete => self.copy_if_watched(before_from.1),
-            DcdbType::Rename => self.copy_if_watched(before_to.1),
+        let removed = match op {
+            Op::Delete { .. } => self.copy_if_watched(before_from.1),
+            Op::Rename { .. } => self.copy_if_watched(before_to.1),
             _ => None,
         };
-        let result = match self.writer().apply(&op, origin) {
+        let result = match self.writer().apply(op, origin) {
             Ok(count) => i32::try_from(count).unwrap_or(i32::MAX),
-            Err(error) => Self::store_result(&error)?,
+            Err(error) if error.is_refusal() => -error.errno(),
+            Err(error) => return Err(error),
         };
-        if result >= 0 || kind == DcdbType::Rename {
+        if result >= 0 || to.is_some() {
+            // C's `.version` counters: every change made but a mkdir; a
+            // failed rename counts when it removed its target (the C
+            // quirk), as C records the rename before that failure.
+            let counted = match (op, to) {
+                (Op::Mkdir { .. }, _) => false,
+                (_, Some(to)) if result < 0 => {
+                    before_to.1.is_some() && self.resolve_before(to).1.is_none()
+                }
+                _ => true,
+            };
             let mut from_change = change(sender, count, path, before_from);
+            from_change.counted = counted;
             match to {
                 Some(to) => {
                     self.changed.push(from_change);
                     let mut to_change = change(sender, count, to, before_to);
+                    to_change.counted = counted;
                     to_change.removed = removed;
                     self.changed.push(to_change);
                 }
@@ -911,8 +953,37 @@ mod tests {
                 .expect("read")
                 .is_none()
         );
-        let paths: Vec<Vec<u8>> = app.drain_changed().into_iter().map(|c| c.path).collect();
-        assert_eq!(paths, vec![b"s".to_vec(), b"t".to_vec()]);
+        let changes: Vec<(Vec<u8>, bool)> = app
+            .drain_changed()
+            .into_iter()
+            .map(|c| (c.path, c.counted))
+            .collect();
+        assert_eq!(
+            changes,
+            vec![(b"s".to_vec(), true), (b"t".to_vec(), true)],
+            "C counts both sides: it records the rename before the failure"
+        );
+        // A failed rename that removed nothing: changes for the caches,
+        // not counted (C refused it before recording).
+        app.writer()
+            .apply(&Op::Mkdir { path: b"u" }, ORIGIN)
+            .expect("set up");
+        app.writer()
+            .apply(&Op::Create { path: b"u/child" }, ORIGIN)
+            .expect("set up");
+        let result = app
+            .apply_fuse(DcdbType::Rename, &fuse(b"s", Some(b"u")), ORIGIN, sender, 7)
+            .expect("a refusal is a result");
+        assert!(result < 0, "{result}");
+        let counted: Vec<bool> = app.drain_changed().into_iter().map(|c| c.counted).collect();
+        assert_eq!(counted, vec![false, false]);
+        // A mkdir changes the tree but no `.version` counter (as in C).
+        let result = app
+            .apply_fuse(DcdbType::Mkdir, &fuse(b"v", None), ORIGIN, sender, 8)
+            .expect("applied");
+        assert!(result >= 0);
+        let counted: Vec<bool> = app.drain_changed().into_iter().map(|c| c.counted).collect();
+        assert_eq!(counted, vec![false]);
         let result = app
             .apply_fuse(
                 DcdbType::Create,

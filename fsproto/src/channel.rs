@@ -1,9 +1,11 @@
 //! The mount and the request path between /dev/fuse buffers and `PmxFs`.
 //!
 //! The reactor reads raw requests from the /dev/fuse fd into owned buffers;
-//! `Channel::serve` hands one buffer to fuse-backend-rs's `Server`, which
-//! calls `PmxFs` and writes the reply to the fd before returning. Kernel cache
-//! invalidations collected meanwhile are written after the reply.
+//! `Channel::serve` gives a mutating request to the mutation path
+//! (`PmxFs::intercept`; its reply is written by `Channel::flush`) and any
+//! other to fuse-backend-rs's `Server`, which calls `PmxFs` and writes the
+//! reply to the fd before returning. Kernel cache invalidations collected
+//! meanwhile go to the notifier thread after the reply.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -56,8 +58,6 @@ pub struct Channel {
     invalidations_sent: Arc<AtomicU64>,
     /// The kernel's id of this FUSE connection (for /sys/fs/fuse/connections).
     connection: Option<u64>,
-    /// Cluster mode: mutating requests are parked (see `PmxFs::intercept`).
-    cluster: bool,
     /// FUSE over io_uring wanted (offered at INIT, queues started after it).
     uring: bool,
     queues: Option<Queues>,
@@ -167,7 +167,6 @@ impl Channel {
             None
         };
         Ok(Channel {
-            cluster,
             uring,
             queues: None,
             loop_wake,
@@ -206,7 +205,7 @@ impl Channel {
 
     /// Serves one request read from /dev/fuse (`request` = the bytes read).
     pub fn serve(&mut self, request: &mut [u8]) -> Result<(), ChannelError> {
-        if self.cluster && self.fs.intercept(request) {
+        if self.fs.intercept(request) {
             self.flush();
             return Ok(());
         }

@@ -11,19 +11,19 @@
 
 use std::collections::HashMap;
 
-use pmxcfs_cpg::dcdb::{Dcdb, RemovedFile};
+use pmxcfs_cpg::dcdb::Dcdb;
 use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Votes, WriteGate};
 use pmxcfs_cpg::frame;
 use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
 use pmxcfs_cpg::wire::{
     DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, KVSTORE_PROTOCOL_VERSION, UnlockPayload,
 };
-use pmxcfs_store::{ApplyPermit, EntryRef, Op, Session};
+use pmxcfs_store::{ApplyPermit, Op, Session};
 
 use crate::error::FsError;
-use crate::fs::{Backend, Core, Orphan, PmxFs, now_secs, special_by_id};
+use crate::fs::{Backend, Core, PmxFs, now_secs};
+use crate::mutation::{Outcome, OwnedOp, Plan, ReplyKind};
 use crate::quorum::Proposal;
-use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::wire::*;
 
 /// The two CPG groups of a node, each with its DFSM.
@@ -57,85 +57,15 @@ impl Group {
 /// after their 10 s TTL).
 const KNOWN_MAX: usize = 1 << 20;
 
-/// What a parked request answers with once all its messages are applied.
-#[derive(Debug)]
-enum ReplyKind {
-    Write {
-        node_id: u64,
-    },
-    Entry {
-        parent: u64,
-        name: Vec<u8>,
-    },
-    Create {
-        parent: u64,
-        name: Vec<u8>,
-    },
-    Empty,
-    /// A rename: the kernel moves its dentry to (`newdir`, `newname`).
-    Renamed {
-        newdir: u64,
-        newname: Vec<u8>,
-        to: Vec<u8>,
-    },
-    Attr {
-        node_id: u64,
-    },
-}
-
+/// A request whose first message is sent: answered once its last one has
+/// its result, or at its first failure.
 #[derive(Debug)]
 struct Parked {
-    pending: u32,
-    /// First failure (positive errno), 0 if none yet.
-    error: i32,
-    /// Result of the last message (a WRITE's byte count).
-    value: i32,
+    outcome: Outcome,
     reply: ReplyKind,
-    /// An open file the change may remove: kept for its handles.
-    victim: Option<(u64, Orphan)>,
-}
-
-/// The changes one request asks for, before the quorum gate.
-struct Plan {
-    ops: Vec<OwnedOp>,
-    unlock_request: Option<Vec<u8>>,
-    reply: ReplyKind,
-    victim: Option<(u64, Orphan)>,
-}
-
-enum OwnedOp {
-    Create(Vec<u8>),
-    Mkdir(Vec<u8>),
-    Delete(Vec<u8>),
-    Rename(Vec<u8>, Vec<u8>),
-    Write(Vec<u8>, u64, Vec<u8>, bool),
-    Mtime(Vec<u8>, u32),
-}
-
-impl OwnedOp {
-    fn as_op(&self) -> Op<'_> {
-        match self {
-            OwnedOp::Create(path) => Op::Create { path },
-            OwnedOp::Mkdir(path) => Op::Mkdir { path },
-            OwnedOp::Delete(path) => Op::Delete { path },
-            OwnedOp::Rename(from, to) => Op::Rename { from, to },
-            OwnedOp::Write(path, offset, data, truncate) => Op::Write {
-                path,
-                offset: *offset,
-                data,
-                truncate: *truncate,
-            },
-            OwnedOp::Mtime(path, mtime) => Op::Mtime {
-                path,
-                mtime: *mtime,
-            },
-        }
-    }
-}
-
-/// The `unique` of an encoded reply (bytes 8..16 of its header).
-fn reply_unique(reply: &[u8]) -> u64 {
-    read_at::<u64>(reply, 8).unwrap_or(0)
+    /// Ops not sent yet, in order: each goes out after the previous one
+    /// succeeded.
+    rest: std::collections::VecDeque<OwnedOp>,
 }
 
 /// The DCDB message of an operation (spec/filesystem.md §6.3).
@@ -227,10 +157,6 @@ pub(crate) struct Cluster {
     parked: HashMap<u64, Parked>,
     by_count: HashMap<u64, u64>,
     outgoing: Vec<(Group, Message)>,
-    replies: Vec<Vec<u8>>,
-    /// FUSE uniques of taken requests that came through an io_uring queue
-    /// (its index): their replies are committed by that queue.
-    uring_origin: HashMap<u64, u16>,
     leave: [bool; 2],
     /// Node ids handed to the kernel with the (parent, name) they were
     /// looked up under: what a resync must invalidate.
@@ -277,8 +203,6 @@ impl Cluster {
             parked: HashMap::new(),
             by_count: HashMap::new(),
             outgoing: Vec::new(),
-            replies: Vec::new(),
-            uring_origin: HashMap::new(),
             leave: [false; 2],
             known: HashMap::new(),
             corosync_conf: None,
@@ -542,12 +466,34 @@ impl Core {
         }
     }
 
-    /// A file became open on this node, or no longer is: other nodes'
-    /// deletes and renames over it keep a copy for its handles (cluster
-    /// mode; local mode keeps the victims of its own changes).
+    /// A change of corosync.conf is copied to /etc/corosync by the daemon
+    /// (cluster mode).
+    pub(crate) fn note_corosync_conf(&mut self, change: &pmxcfs_cpg::dcdb::Change) {
+        let relative = change.path.strip_prefix(b"/").unwrap_or(&change.path);
+        if relative != b"corosync.conf" {
+            return;
+        }
+        if let Some(cluster) = self.cluster() {
+            let own = change.sender == cluster.dfsm.local();
+            cluster.corosync_conf = Some(cluster.corosync_conf.unwrap_or(false) || own);
+        }
+    }
+
+    /// A file became open on this node, or no longer is: deletes and
+    /// renames over it (this node's or another's) keep a copy for its
+    /// handles.
     pub(crate) fn watch_open(&mut self, node_id: u64, open: bool) {
-        if let (Some(cluster), Some(inode)) = (self.cluster(), node_id.checked_sub(1)) {
-            cluster.dfsm.app_mut().watch(inode, open);
+        if let Some(inode) = node_id.checked_sub(1) {
+            self.dcdb_mut().watch(inode, open);
+        }
+    }
+
+    /// The DCDB application, which applies every change: local mode's, or
+    /// the tree group's.
+    pub(crate) fn dcdb_mut(&mut self) -> &mut Dcdb<'static, 'static> {
+        match &mut self.backend {
+            Backend::Local(local) => &mut local.dcdb,
+            Backend::Cluster(cluster) => cluster.dfsm.app_mut(),
         }
     }
 
@@ -561,92 +507,15 @@ impl Core {
         }
     }
 
-    /// Handles a mutating request in cluster mode: `true` if it was taken
-    /// (parked, or answered with an error in `replies`), `false` if the
-    /// server should handle it.
-    pub(crate) fn intercept(&mut self, request: &[u8], queue: Option<u16>) -> bool {
-        if self.cluster().is_none() {
-            return false;
-        }
-        let Some(header) = read_at::<InHeader>(request, 0) else {
-            return false;
-        };
-        let taken = self.intercept_header(&header, request);
-        if taken
-            && let Some(qid) = queue
-            && let Some(cluster) = self.cluster()
-        {
-            cluster.uring_origin.insert(header.unique, qid);
-        }
-        taken
-    }
-
-    fn intercept_header(&mut self, header: &InHeader, request: &[u8]) -> bool {
-        let Some(plan) = self.plan(header, request) else {
-            return false;
-        };
-        let unique = header.unique;
-        match plan {
-            Ok(None) => false,
-            Ok(Some(plan)) => {
-                if let Err(code) = self.start(unique, plan, request) {
-                    self.reply_now(unique, code);
-                }
-                true
-            }
-            Err(code) => {
-                self.reply_now(unique, code);
-                true
-            }
-        }
-    }
-
-    /// The plan of a mutating request (`None`: not one of ours).
-    #[allow(clippy::type_complexity)]
-    fn plan(&mut self, header: &InHeader, request: &[u8]) -> Option<Result<Option<Plan>, FsError>> {
-        let body = size_of::<InHeader>();
-        Some(match header.opcode {
-            FUSE_WRITE => self.plan_write(header.nodeid, request, body),
-            FUSE_SETATTR => self.plan_setattr(header.nodeid, request, body),
-            FUSE_CREATE => self.plan_create(header.nodeid, request, body, true),
-            FUSE_MKNOD => self.plan_create(header.nodeid, request, body, false),
-            FUSE_MKDIR => self.plan_mkdir(header.nodeid, request, body),
-            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.nodeid, request, body),
-            FUSE_RENAME | FUSE_RENAME2 => {
-                self.plan_rename(header.nodeid, request, body, header.opcode == FUSE_RENAME2)
-            }
-            _ => return None,
-        })
-    }
-
-    fn reply_now(&mut self, unique: u64, error: FsError) {
-        if let Some(cluster) = self.cluster() {
-            cluster.replies.push(reply_error(unique, error.errno()));
-        }
-    }
-
-    /// Sends the plan's messages (after the quorum gate) and parks the
-    /// request until their results arrive.
-    fn start(&mut self, unique: u64, plan: Plan, request: &[u8]) -> Result<(), FsError> {
-        if plan.ops.is_empty() {
-            // Nothing to change (an open of an existing file through
-            // CREATE): answered from the tree as it is.
-            let answer = self.build_reply(
-                unique,
-                Parked {
-                    pending: 0,
-                    error: 0,
-                    value: 0,
-                    reply: plan.reply,
-                    victim: None,
-                },
-            );
-            if let Some(cluster) = self.cluster() {
-                cluster.replies.push(answer);
-            }
-            return Ok(());
-        }
-        self.quorum.check()?;
+    /// Cluster mode's replicator: the plan's messages are sent once the
+    /// write gate is open (the request waits for it, within bounds), and the
+    /// request is parked until their results arrive.
+    pub(crate) fn propose(
+        &mut self,
+        unique: u64,
+        plan: Plan,
+        request: &[u8],
+    ) -> Result<(), FsError> {
         if let Some(code) = self.session().poison_errno() {
             // This node's disk failed a write (full?): it takes no writes
             // until the store recovers (at the group's rejoin).
@@ -685,7 +554,7 @@ impl Core {
         };
         match self.plan(&header, &waiting.request) {
             Some(Ok(Some(plan))) if plan.ops.is_empty() => {
-                // Answered from the tree (start does that before any gate).
+                // Answered from the tree (`start` does that before any gate).
                 if let Err(code) = self.start(unique, plan, &waiting.request) {
                     self.reply_now(unique, code);
                 }
@@ -703,274 +572,67 @@ impl Core {
     /// Sends a plan whose request passed the write gate and parks it until
     /// the results arrive.
     fn send_plan(&mut self, unique: u64, plan: Plan) -> Result<(), FsError> {
-        let mut counts = Vec::with_capacity(plan.ops.len());
-        for op in &plan.ops {
-            let proof = self.quorum.check()?;
-            let proposal = Proposal::new(op.as_op(), proof);
-            let Some(cluster) = self.cluster() else {
-                return Err(FsError::Io);
-            };
-            if counts.is_empty()
-                && let Some(payload) = &plan.unlock_request
-            {
-                // Unlock request first, without a result (C: async).
-                let _ = cluster.dfsm.send_normal_async(
-                    DcdbType::UnlockRequest as u16,
-                    payload.clone(),
-                    now_secs(),
-                );
-            }
-            match cluster.send(proposal) {
-                Ok(count) => counts.push(count),
-                Err(code) if counts.is_empty() => {
-                    self.pump();
-                    return Err(code);
-                }
-                Err(_) => break,
-            }
+        // An unlock request (spec filesystem.md §8) goes first, without a
+        // result (C: async); the lowest node decides, and the MTIME that
+        // follows is refused (EACCES).
+        let unlock_request = plan.unlock.and_then(|checksum| {
+            let path = plan.ops.iter().find_map(|op| match op {
+                OwnedOp::Mtime(path, _) => Some(path),
+                _ => None,
+            })?;
+            let mut payload = Vec::new();
+            (UnlockPayload { checksum, path })
+                .encode(&mut payload)
+                .ok()
+                .map(|()| payload)
+        });
+        if let Some(payload) = unlock_request
+            && let Some(cluster) = self.cluster()
+        {
+            let _ =
+                cluster
+                    .dfsm
+                    .send_normal_async(DcdbType::UnlockRequest as u16, payload, now_secs());
         }
+        // One message at a time: the next op is sent once the previous one
+        // succeeded (`finish`), so that a request stops at its first
+        // failure in both modes, as C's did (libfuse ran a SETATTR's
+        // truncate and utimens one after the other).
+        let mut ops = std::collections::VecDeque::from(plan.ops);
+        let Some(first) = ops.pop_front() else {
+            return Err(FsError::Io);
+        };
+        let count = match self.send_op(&first) {
+            Ok(count) => count,
+            Err(code) => {
+                self.pump();
+                return Err(code);
+            }
+        };
         let Some(cluster) = self.cluster() else {
             return Err(FsError::Io);
         };
-        for count in &counts {
-            cluster.by_count.insert(*count, unique);
-        }
+        cluster.by_count.insert(count, unique);
         cluster.parked.insert(
             unique,
             Parked {
-                pending: counts.len() as u32,
-                error: 0,
-                value: 0,
+                outcome: Outcome::default(),
                 reply: plan.reply,
-                victim: plan.victim,
+                rest: ops,
             },
         );
         self.pump();
         Ok(())
     }
 
-    /// Tree node (not special, not an orphan) or pass to the server.
-    fn tree_node(&self, node_id: u64) -> bool {
-        special_by_id(node_id).is_none() && !self.orphans.contains_key(&node_id)
-    }
-
-    fn plan_write(
-        &mut self,
-        node_id: u64,
-        request: &[u8],
-        body: usize,
-    ) -> Result<Option<Plan>, FsError> {
-        if !self.tree_node(node_id) {
-            return Ok(None);
-        }
-        let write = read_at::<WriteIn>(request, body).ok_or(FsError::Invalid)?;
-        let start = body + size_of::<WriteIn>();
-        let data = request
-            .get(start..start + write.size as usize)
-            .ok_or(FsError::Invalid)?;
-        let path = self.path_of(node_id).map_err(FsError::from)?;
-        if write.offset.saturating_add(data.len() as u64) > pmxcfs_store::MAX_FILE_SIZE as u64 {
-            return Err(FsError::TooBig);
-        }
-        Ok(Some(Plan {
-            ops: vec![OwnedOp::Write(path, write.offset, data.to_vec(), false)],
-            unlock_request: None,
-            reply: ReplyKind::Write { node_id },
-            victim: None,
-        }))
-    }
-
-    fn plan_setattr(
-        &mut self,
-        node_id: u64,
-        request: &[u8],
-        body: usize,
-    ) -> Result<Option<Plan>, FsError> {
-        let attr = read_at::<SetattrIn>(request, body).ok_or(FsError::Invalid)?;
-        if !self.tree_node(node_id)
-            || attr.valid & (FATTR_SIZE | FATTR_MTIME | FATTR_MTIME_NOW) == 0
-        {
-            return Ok(None);
-        }
-        let path = self.path_of(node_id).map_err(FsError::from)?;
-        let set = |flag: u32| attr.valid & flag != 0;
-        let request = SetattrRequest {
-            mode: set(FATTR_MODE).then_some(attr.mode),
-            uid: set(FATTR_UID).then_some(attr.uid),
-            gid: set(FATTR_GID).then_some(attr.gid),
-            size: set(FATTR_SIZE).then_some(attr.size),
-            mtime: if set(FATTR_MTIME_NOW) {
-                Some(MtimeRequest::Now)
-            } else if set(FATTR_MTIME) {
-                // The kernel's time_t, passed as its 64 bits.
-                Some(MtimeRequest::Seconds(attr.mtime as i64))
-            } else {
-                None
-            },
+    /// Multicasts one op of a plan, past the quorum gate: its count.
+    fn send_op(&mut self, op: &OwnedOp) -> Result<u64, FsError> {
+        let proof = self.quorum.check()?;
+        let proposal = Proposal::new(op.as_op(), proof);
+        let Some(cluster) = self.cluster() else {
+            return Err(FsError::Io);
         };
-        let www_data_gid = self.config.www_data_gid;
-        let quorate = self.quorum.is_quorate();
-        let changes = rules::setattr_changes(&path, &request, www_data_gid, now_secs, || {
-            // Without quorum the request could not be sent anyway.
-            if !quorate {
-                return None;
-            }
-            self.lock_checksum(&path)
-        })?;
-        let mut ops = Vec::new();
-        if let Some(size) = changes.size {
-            ops.push(OwnedOp::Write(path.clone(), size, Vec::new(), true));
-        }
-        // An unlock request (spec filesystem.md §8): the lowest node decides;
-        // the MTIME that follows is refused (EACCES).
-        let unlock_request = changes.unlock.and_then(|checksum| {
-            let mut payload = Vec::new();
-            (UnlockPayload {
-                checksum,
-                path: &path,
-            })
-            .encode(&mut payload)
-            .ok()
-            .map(|()| payload)
-        });
-        if let Some(mtime) = changes.mtime {
-            ops.push(OwnedOp::Mtime(path, mtime));
-        }
-        Ok(Some(Plan {
-            ops,
-            unlock_request,
-            reply: ReplyKind::Attr { node_id },
-            victim: None,
-        }))
-    }
-
-    fn child(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        self.refuse_special(parent, name).map_err(FsError::from)?;
-        self.child_path(parent, name).map_err(FsError::from)
-    }
-
-    fn plan_create(
-        &mut self,
-        parent: u64,
-        request: &[u8],
-        body: usize,
-        open: bool,
-    ) -> Result<Option<Plan>, FsError> {
-        let name_at_offset = if open {
-            body + size_of::<CreateIn>()
-        } else {
-            let mknod = read_at::<MknodIn>(request, body).ok_or(FsError::Invalid)?;
-            rules::mknod_allowed(mknod.mode)?;
-            body + size_of::<MknodIn>()
-        };
-        let (name, _) = name_at(request, name_at_offset).ok_or(FsError::Invalid)?;
-        let path = self.child(parent, name)?;
-        if open {
-            let create = read_at::<CreateIn>(request, body).ok_or(FsError::Invalid)?;
-            let flags = create.flags as i32;
-            // The kernel sends CREATE when its dentry says "no such file"; a
-            // change from another node (or a resync) may have created it
-            // since. Without O_EXCL that is an open of the existing file
-            // (truncated for O_TRUNC), not EEXIST (C answers EEXIST).
-            if flags & libc::O_EXCL == 0
-                && let Some(entry) = self.reader().resolve(&path).ok().flatten()
-            {
-                if entry.meta.kind != pmxcfs_store::Kind::File {
-                    return Err(FsError::IsDirectory);
-                }
-                let name = name.to_vec();
-                let ops = if flags & libc::O_TRUNC != 0 {
-                    vec![OwnedOp::Write(path, 0, Vec::new(), true)]
-                } else {
-                    Vec::new()
-                };
-                return Ok(Some(Plan {
-                    ops,
-                    unlock_request: None,
-                    reply: ReplyKind::Create { parent, name },
-                    victim: None,
-                }));
-            }
-        }
-        let name = name.to_vec();
-        Ok(Some(Plan {
-            ops: vec![OwnedOp::Create(path)],
-            unlock_request: None,
-            reply: if open {
-                ReplyKind::Create { parent, name }
-            } else {
-                ReplyKind::Entry { parent, name }
-            },
-            victim: None,
-        }))
-    }
-
-    fn plan_mkdir(
-        &mut self,
-        parent: u64,
-        request: &[u8],
-        body: usize,
-    ) -> Result<Option<Plan>, FsError> {
-        let (name, _) = name_at(request, body + size_of::<MkdirIn>()).ok_or(FsError::Invalid)?;
-        let path = self.child(parent, name)?;
-        Ok(Some(Plan {
-            ops: vec![OwnedOp::Mkdir(path)],
-            unlock_request: None,
-            reply: ReplyKind::Entry {
-                parent,
-                name: name.to_vec(),
-            },
-            victim: None,
-        }))
-    }
-
-    fn plan_delete(
-        &mut self,
-        parent: u64,
-        request: &[u8],
-        body: usize,
-    ) -> Result<Option<Plan>, FsError> {
-        let (name, _) = name_at(request, body).ok_or(FsError::Invalid)?;
-        let path = self.child(parent, name)?;
-        let victim = self.open_file_at(&path);
-        Ok(Some(Plan {
-            ops: vec![OwnedOp::Delete(path)],
-            unlock_request: None,
-            reply: ReplyKind::Empty,
-            victim,
-        }))
-    }
-
-    fn plan_rename(
-        &mut self,
-        olddir: u64,
-        request: &[u8],
-        body: usize,
-        rename2: bool,
-    ) -> Result<Option<Plan>, FsError> {
-        let (newdir, names) = if rename2 {
-            let rename = read_at::<Rename2In>(request, body).ok_or(FsError::Invalid)?;
-            rules::rename_flags_allowed(rename.flags)?;
-            (rename.newdir, body + size_of::<Rename2In>())
-        } else {
-            let rename = read_at::<RenameIn>(request, body).ok_or(FsError::Invalid)?;
-            (rename.newdir, body + size_of::<RenameIn>())
-        };
-        let (oldname, next) = name_at(request, names).ok_or(FsError::Invalid)?;
-        let (newname, _) = name_at(request, next).ok_or(FsError::Invalid)?;
-        let from = self.child(olddir, oldname)?;
-        let to = self.child(newdir, newname)?;
-        let victim = self.open_file_at(&to);
-        Ok(Some(Plan {
-            ops: vec![OwnedOp::Rename(from, to.clone())],
-            unlock_request: None,
-            reply: ReplyKind::Renamed {
-                newdir,
-                newname: newname.to_vec(),
-                to,
-            },
-            victim,
-        }))
+        cluster.send(proposal)
     }
 
     /// One message's result arrived.
@@ -987,125 +649,35 @@ impl Core {
         let Some(parked) = cluster.parked.get_mut(&unique) else {
             return;
         };
-        parked.pending = parked.pending.saturating_sub(1);
-        if result < 0 && parked.error == 0 {
-            parked.error = -result;
+        parked.outcome.record(result);
+        if parked.outcome.error == 0
+            && let Some(next) = parked.rest.pop_front()
+        {
+            match self.send_op(&next) {
+                Ok(count) => {
+                    if let Some(cluster) = self.cluster() {
+                        cluster.by_count.insert(count, unique);
+                    }
+                    return;
+                }
+                Err(code) => {
+                    if let Some(parked) = self
+                        .cluster()
+                        .and_then(|cluster| cluster.parked.get_mut(&unique))
+                    {
+                        parked.outcome.record(-code.errno());
+                    }
+                }
+            }
         }
-        parked.value = result;
-        if parked.pending > 0 {
+        let Some(cluster) = self.cluster() else {
             return;
-        }
+        };
         let Some(parked) = cluster.parked.remove(&unique) else {
             return;
         };
-        let reply = self.build_reply(unique, parked);
-        if let Some(cluster) = self.cluster() {
-            cluster.replies.push(reply);
-        }
-    }
-
-    /// An open file the change removed keeps serving its handles.
-    fn keep_victim(&mut self, victim: Option<(u64, Orphan)>) {
-        if let Some((node_id, orphan)) = victim {
-            self.keep_orphan(node_id, orphan);
-        }
-    }
-
-    /// A file open on this node that a delivered change removed (another
-    /// node's delete or rename over it): its handles keep reading and
-    /// stat'ing the copy taken before the change, as with a local unlink,
-    /// instead of failing with ESTALE.
-    fn keep_removed(&mut self, node_id: u64, path: &[u8], removed: RemovedFile) {
-        if !self.open_counts.contains_key(&node_id) || self.orphans.contains_key(&node_id) {
-            return;
-        }
-        let entry = EntryRef {
-            meta: removed.meta,
-            flags: 0,
-            name: &removed.name,
-            data: &removed.data,
-        };
-        let stat = self.orphan_stat(&entry, path);
-        self.keep_orphan(
-            node_id,
-            Orphan {
-                stat,
-                data: removed.data,
-            },
-        );
-    }
-
-    fn build_reply(&mut self, unique: u64, parked: Parked) -> Vec<u8> {
-        if parked.error != 0 {
-            if let ReplyKind::Write { node_id } | ReplyKind::Attr { node_id } = parked.reply {
-                // The kernel may have cached what it tried to write.
-                self.invalidations.push(Invalidation::Inode { node_id });
-            }
-            return reply_error(unique, parked.error);
-        }
-        let answer = match parked.reply {
-            ReplyKind::Write { .. } => {
-                let out = WriteOut {
-                    size: parked.value.max(0) as u32,
-                    padding: 0,
-                };
-                Ok(reply(unique, &[bytemuck::bytes_of(&out)]))
-            }
-            ReplyKind::Entry { parent, name } => self.lookup(parent, &name).map(|entry| {
-                let out = EntryOut::new(
-                    entry.inode,
-                    &entry.attr,
-                    entry.entry_timeout,
-                    entry.attr_timeout,
-                );
-                reply(unique, &[bytemuck::bytes_of(&out)])
-            }),
-            ReplyKind::Create { parent, name } => self.lookup(parent, &name).map(|entry| {
-                self.opened(entry.inode);
-                let out = EntryOut::new(
-                    entry.inode,
-                    &entry.attr,
-                    entry.entry_timeout,
-                    entry.attr_timeout,
-                );
-                let open = OpenOut {
-                    fh: 0,
-                    open_flags: FOPEN_KEEP_CACHE,
-                    padding: 0,
-                };
-                reply(
-                    unique,
-                    &[bytemuck::bytes_of(&out), bytemuck::bytes_of(&open)],
-                )
-            }),
-            ReplyKind::Renamed {
-                newdir,
-                newname,
-                to,
-            } => {
-                // Keep the dentry known under the name the kernel now has
-                // (a resync must find it).
-                if let Ok(Some(moved)) = self.reader().resolve(&to) {
-                    self.remember(newdir, &newname, moved.meta.inode + 1);
-                }
-                self.keep_victim(parked.victim);
-                Ok(reply(unique, &[]))
-            }
-            ReplyKind::Empty => {
-                self.keep_victim(parked.victim);
-                Ok(reply(unique, &[]))
-            }
-            ReplyKind::Attr { node_id } => self.getattr(node_id).map(|(stat, ttl)| {
-                let out = AttrOut {
-                    attr_valid: ttl.as_secs(),
-                    attr_valid_nsec: ttl.subsec_nanos(),
-                    dummy: 0,
-                    attr: Attr::from_stat(&stat),
-                };
-                reply(unique, &[bytemuck::bytes_of(&out)])
-            }),
-        };
-        answer.unwrap_or_else(|error| reply_error(unique, FsError::from(error).errno()))
+        let reply = self.build_reply(unique, parked.outcome, parked.reply);
+        self.replies.push(reply);
     }
 
     /// Sends the waiting requests, oldest first, while the write gate is
@@ -1208,43 +780,13 @@ impl Core {
         let changed = cluster.dfsm.app_mut().drain_changed();
         let resynced = cluster.dfsm.app_mut().take_resynced();
         let answered_ok = std::mem::take(&mut cluster.answered_ok);
-        for change in changed {
-            if let (Some(removed), Some(inode)) = (change.removed, change.inode_before) {
-                self.keep_removed(inode + 1, &change.path, removed);
-            }
-            let path = change.path;
-            self.status.record_change(&path);
-            let relative = path.strip_prefix(b"/").unwrap_or(&path);
-            let own = change.sender == local;
-            if relative == b"corosync.conf"
-                && let Some(cluster) = self.cluster()
-            {
-                cluster.corosync_conf = Some(cluster.corosync_conf.unwrap_or(false) || own);
-            }
-            // Only a change this kernel made and was told succeeded is known
-            // to it; everything else (other nodes, the UNLOCK of an expired
-            // lock, an aborted request applied after all, a failed rename
-            // that removed its target) is invalidated.
-            if !(own && answered_ok.contains(&change.count)) {
-                // What the path named before the change (it may live
-                // elsewhere now, e.g. renamed away in the same batch) and
-                // what it names now.
-                if let Some(dir) = change.parent_before {
-                    let name = path.rsplit(|byte| *byte == b'/').next().unwrap_or(&path);
-                    self.invalidations.push(Invalidation::Entry {
-                        parent: dir + 1,
-                        name: name.to_vec(),
-                    });
-                    self.invalidations
-                        .push(Invalidation::Inode { node_id: dir + 1 });
-                }
-                if let Some(inode) = change.inode_before {
-                    self.invalidations
-                        .push(Invalidation::Inode { node_id: inode + 1 });
-                }
-                self.invalidate_path(&path);
-            }
-        }
+        // Only a change this kernel made and was told succeeded is known to
+        // it; everything else (other nodes, the UNLOCK of an expired lock,
+        // an aborted request applied after all, a failed rename that
+        // removed its target) is invalidated.
+        self.absorb_changes(changed, |change| {
+            change.sender == local && answered_ok.contains(&change.count)
+        });
         if resynced {
             self.status.record_reload();
             self.invalidate_known(true);
@@ -1257,7 +799,7 @@ impl Core {
 
     /// Drops the kernel's view of `path`: its dentry, its data and
     /// attributes, and its directory's listing.
-    fn invalidate_path(&mut self, path: &[u8]) {
+    pub(crate) fn invalidate_path(&mut self, path: &[u8]) {
         let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {
             Some(slash) => (&path[..slash], &path[slash + 1..]),
             None => (&b""[..], path),
@@ -1321,75 +863,6 @@ impl PmxFs {
     /// Whether this file system runs in cluster mode.
     pub fn is_cluster(&self) -> bool {
         matches!(self.core().backend, Backend::Cluster(_))
-    }
-
-    /// A mutating request in cluster mode: taken (parked or refused; see
-    /// [`PmxFs::take_replies`]) or `false` for the normal server path.
-    pub fn intercept(&self, request: &[u8]) -> bool {
-        self.core().intercept(request, None)
-    }
-
-    /// [`PmxFs::intercept`] for a request of io_uring queue `qid`: its
-    /// reply comes from [`PmxFs::take_uring_replies`].
-    pub(crate) fn intercept_from_queue(&self, request: &[u8], qid: u16) -> bool {
-        self.core().intercept(request, Some(qid))
-    }
-
-    /// Replies to write to /dev/fuse (answers of parked requests that came
-    /// through /dev/fuse).
-    pub fn take_replies(&self) -> Vec<Vec<u8>> {
-        let mut core = self.core();
-        let Some(cluster) = core.cluster() else {
-            return Vec::new();
-        };
-        if cluster.uring_origin.is_empty() {
-            return std::mem::take(&mut cluster.replies);
-        }
-        let (queued, dev): (Vec<Vec<u8>>, Vec<Vec<u8>>) = std::mem::take(&mut cluster.replies)
-            .into_iter()
-            .partition(|reply| cluster.uring_origin.contains_key(&reply_unique(reply)));
-        cluster.replies = queued;
-        dev
-    }
-
-    /// The io_uring queues that have replies waiting.
-    pub(crate) fn queues_with_replies(&self) -> Vec<u16> {
-        let mut core = self.core();
-        let Some(cluster) = core.cluster() else {
-            return Vec::new();
-        };
-        if cluster.uring_origin.is_empty() {
-            return Vec::new();
-        }
-        let mut qids: Vec<u16> = cluster
-            .replies
-            .iter()
-            .filter_map(|reply| cluster.uring_origin.get(&reply_unique(reply)).copied())
-            .collect();
-        qids.sort_unstable();
-        qids.dedup();
-        qids
-    }
-
-    /// The replies for requests queue `qid` took, with their unique.
-    pub(crate) fn take_uring_replies(&self, qid: u16) -> Vec<(u64, Vec<u8>)> {
-        let mut core = self.core();
-        let Some(cluster) = core.cluster() else {
-            return Vec::new();
-        };
-        let mut mine = Vec::new();
-        let mut rest = Vec::new();
-        for reply in std::mem::take(&mut cluster.replies) {
-            let unique = reply_unique(&reply);
-            if cluster.uring_origin.get(&unique) == Some(&qid) {
-                cluster.uring_origin.remove(&unique);
-                mine.push((unique, reply));
-            } else {
-                rest.push(reply);
-            }
-        }
-        cluster.replies = rest;
-        mine
     }
 
     /// Messages to multicast, in order, with their group and bytes.
@@ -1695,6 +1168,7 @@ impl PmxFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mutation::reply_unique;
     use pmxcfs_testkit::logged;
     use proptest::prelude::*;
 
@@ -1725,30 +1199,36 @@ mod tests {
         cluster_fs_as(1)
     }
 
-    /// A cluster-mode file system of node `id` (member `id/id`).
-    fn cluster_fs_as(id: u32) -> TestFs {
+    fn config(nodename: &str) -> crate::fs::Config {
+        crate::fs::Config {
+            nodename: nodename.into(),
+            www_data_gid: 33,
+        }
+    }
+
+    /// The file system `make` builds on a temporary store.
+    fn test_fs(make: impl FnOnce(pmxcfs_store::Session<'static>, ApplyPermit) -> PmxFs) -> TestFs {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = pmxcfs_store::Store::open(dir.path()).expect("store").leak();
         let (session, permit) = store
             .session(pmxcfs_store::Durability::Relaxed)
             .expect("session");
-        let fs = PmxFs::new_cluster(
-            session,
-            permit,
-            crate::fs::Config {
-                nodename: format!("node{id}"),
-                www_data_gid: 33,
-            },
-            None,
-        );
-        fs.cpg_connected(Group::Dcdb, MemberId::new(id, id));
-        fs.cpg_connected(Group::Kvstore, MemberId::new(id, id));
-        fs.set_quorate(true);
         TestFs {
-            fs: Some(fs),
+            fs: Some(make(session, permit)),
             store,
             _dir: dir,
         }
+    }
+
+    /// A cluster-mode file system of node `id` (member `id/id`).
+    fn cluster_fs_as(id: u32) -> TestFs {
+        let fs = test_fs(|session, permit| {
+            PmxFs::new_cluster(session, permit, config(&format!("node{id}")), None)
+        });
+        fs.cpg_connected(Group::Dcdb, MemberId::new(id, id));
+        fs.cpg_connected(Group::Kvstore, MemberId::new(id, id));
+        fs.set_quorate(true);
+        fs
     }
 
     const MUTATING: [u32; 9] = [
@@ -1793,6 +1273,254 @@ mod tests {
                     prop_assert_eq!(reply_unique(&reply), unique);
                 }
             }
+        }
+    }
+
+    /// A local-mode file system on a temporary store.
+    fn local_fs() -> TestFs {
+        test_fs(|session, permit| PmxFs::new(session, permit, config("node1")))
+    }
+
+    /// One mutating request of the mode comparison, on names of a small
+    /// pool (two of them `.version`-tracked) in the root or in `ha/`.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Create(bool, usize, bool),
+        Mknod(bool, usize),
+        Mkdir(bool, usize),
+        Unlink(bool, usize),
+        Rmdir(bool, usize),
+        Rename(bool, usize, bool, usize),
+        Write(bool, usize, u64, Vec<u8>),
+        Truncate(bool, usize, u64),
+        Mtime(bool, usize, u32),
+        /// Size and mtime in one request (two changes).
+        TruncateAndMtime(bool, usize, u64, u32),
+        Chmod(bool, usize, u32),
+    }
+
+    const POOL: [&[u8]; 4] = [b"storage.cfg", b"user.cfg", b"ha", b"x"];
+
+    fn step() -> impl Strategy<Value = Step> {
+        let name = 0..POOL.len();
+        let place = any::<bool>();
+        prop_oneof![
+            (place.clone(), name.clone(), any::<bool>())
+                .prop_map(|(p, n, e)| Step::Create(p, n, e)),
+            (place.clone(), name.clone()).prop_map(|(p, n)| Step::Mknod(p, n)),
+            (place.clone(), name.clone()).prop_map(|(p, n)| Step::Mkdir(p, n)),
+            (place.clone(), name.clone()).prop_map(|(p, n)| Step::Unlink(p, n)),
+            (place.clone(), name.clone()).prop_map(|(p, n)| Step::Rmdir(p, n)),
+            (place.clone(), name.clone(), place.clone(), name.clone())
+                .prop_map(|(p, n, q, m)| Step::Rename(p, n, q, m)),
+            (
+                place.clone(),
+                name.clone(),
+                0u64..40,
+                proptest::collection::vec(any::<u8>(), 0..24)
+            )
+                .prop_map(|(p, n, o, d)| Step::Write(p, n, o, d)),
+            (place.clone(), name.clone(), 0u64..40).prop_map(|(p, n, s)| Step::Truncate(p, n, s)),
+            (place.clone(), name.clone(), any::<u32>()).prop_map(|(p, n, t)| Step::Mtime(p, n, t)),
+            (place.clone(), name.clone(), 0u64..40, any::<u32>())
+                .prop_map(|(p, n, s, t)| Step::TruncateAndMtime(p, n, s, t)),
+            (
+                place,
+                name,
+                prop_oneof![Just(0o640u32), Just(0o600), Just(0o755)]
+            )
+                .prop_map(|(p, n, m)| Step::Chmod(p, n, m)),
+        ]
+    }
+
+    /// Node id of `ha` (or of the root) in `fs`, and of a name under it.
+    fn node_of(fs: &TestFs, in_ha: bool, name: Option<&[u8]>) -> u64 {
+        let mut core = fs.core();
+        let dir = if in_ha {
+            core.lookup(1, b"ha")
+                .map_or(u64::MAX >> 2, |entry| entry.inode)
+        } else {
+            1
+        };
+        match name {
+            None => dir,
+            Some(name) => core
+                .lookup(dir, name)
+                .map_or(u64::MAX >> 2, |entry| entry.inode),
+        }
+    }
+
+    /// The reply's errno to `step` in `fs`.
+    fn run_step(fs: &TestFs, step: &Step) -> i32 {
+        let name = |n: usize| POOL[n];
+        let setattr = |p: bool, n: usize, attr: SetattrIn| {
+            let node = node_of(fs, p, Some(name(n)));
+            errno_of(&call(fs, FUSE_SETATTR, node, bytemuck::bytes_of(&attr)))
+        };
+        match step.clone() {
+            Step::Create(p, n, excl) => {
+                let create = CreateIn {
+                    flags: (libc::O_CREAT | libc::O_WRONLY | if excl { libc::O_EXCL } else { 0 })
+                        as u32,
+                    mode: libc::S_IFREG | 0o644,
+                    ..CreateIn::default()
+                };
+                let dir = node_of(fs, p, None);
+                let reply = call(fs, FUSE_CREATE, dir, &with_name(&create, &[name(n)]));
+                let errno = errno_of(&reply);
+                if errno == 0 {
+                    // The handle the create opened.
+                    fs.core()
+                        .released(read_at::<EntryOut>(&reply, 16).expect("entry").nodeid);
+                }
+                errno
+            }
+            Step::Mknod(p, n) => {
+                let mknod = MknodIn {
+                    mode: libc::S_IFREG | 0o644,
+                    ..MknodIn::default()
+                };
+                let dir = node_of(fs, p, None);
+                errno_of(&call(fs, FUSE_MKNOD, dir, &with_name(&mknod, &[name(n)])))
+            }
+            Step::Mkdir(p, n) => {
+                let dir = node_of(fs, p, None);
+                errno_of(&call(
+                    fs,
+                    FUSE_MKDIR,
+                    dir,
+                    &with_name(&MkdirIn::default(), &[name(n)]),
+                ))
+            }
+            Step::Unlink(p, n) | Step::Rmdir(p, n) => {
+                let opcode = if matches!(step, Step::Unlink(..)) {
+                    FUSE_UNLINK
+                } else {
+                    FUSE_RMDIR
+                };
+                let dir = node_of(fs, p, None);
+                let mut body = name(n).to_vec();
+                body.push(0);
+                errno_of(&call(fs, opcode, dir, &body))
+            }
+            Step::Rename(p, n, q, m) => {
+                let (from, to) = (node_of(fs, p, None), node_of(fs, q, None));
+                let body = with_name(&RenameIn { newdir: to }, &[name(n), name(m)]);
+                errno_of(&call(fs, FUSE_RENAME, from, &body))
+            }
+            Step::Write(p, n, offset, data) => {
+                let node = node_of(fs, p, Some(name(n)));
+                errno_of(&call(fs, FUSE_WRITE, node, &write_body(offset, &data)))
+            }
+            Step::Truncate(p, n, size) => setattr(
+                p,
+                n,
+                SetattrIn {
+                    valid: FATTR_SIZE,
+                    size,
+                    ..SetattrIn::default()
+                },
+            ),
+            Step::Mtime(p, n, mtime) => setattr(
+                p,
+                n,
+                SetattrIn {
+                    valid: FATTR_MTIME,
+                    mtime: u64::from(mtime),
+                    ..SetattrIn::default()
+                },
+            ),
+            Step::TruncateAndMtime(p, n, size, mtime) => setattr(
+                p,
+                n,
+                SetattrIn {
+                    valid: FATTR_SIZE | FATTR_MTIME,
+                    size,
+                    mtime: u64::from(mtime),
+                    ..SetattrIn::default()
+                },
+            ),
+            Step::Chmod(p, n, mode) => setattr(
+                p,
+                n,
+                SetattrIn {
+                    valid: FATTR_MODE,
+                    mode: libc::S_IFREG | mode,
+                    ..SetattrIn::default()
+                },
+            ),
+        }
+    }
+
+    /// Every entry of the tree: path, kind, data, inode, version, mtime.
+    fn tree_of(fs: &TestFs) -> Vec<(Vec<u8>, bool, Vec<u8>, u64, u64, u32)> {
+        fn walk(
+            reader: &pmxcfs_store::Reader<'_>,
+            inode: u64,
+            prefix: &[u8],
+            out: &mut Vec<(Vec<u8>, bool, Vec<u8>, u64, u64, u32)>,
+        ) {
+            let mut children = Vec::new();
+            reader
+                .for_each_child(inode, |child| {
+                    let mut path = prefix.to_vec();
+                    path.extend_from_slice(child.name);
+                    children.push((path, child.meta.kind, child.data.to_vec(), child.meta));
+                    true
+                })
+                .expect("children");
+            for (path, kind, data, meta) in children {
+                let dir = kind == pmxcfs_store::Kind::Dir;
+                out.push((
+                    path.clone(),
+                    dir,
+                    data,
+                    meta.inode,
+                    meta.version,
+                    meta.mtime,
+                ));
+                if dir {
+                    let mut prefix = path;
+                    prefix.push(b'/');
+                    walk(reader, meta.inode, &prefix, out);
+                }
+            }
+        }
+        let core = fs.core();
+        let mut out = Vec::new();
+        walk(&core.reader(), 0, b"", &mut out);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        /// Local mode applies at once what cluster mode applies on
+        /// delivery, through the same plan and the same apply: for any
+        /// sequence of changes both answer each with the same errno and
+        /// end with the same tree and the same `.version` counters.
+        #[test]
+        fn local_and_cluster_mode_answer_and_change_alike(
+            steps in proptest::collection::vec(step(), 1..24),
+        ) {
+            let local = local_fs();
+            let cluster = cluster_fs();
+            let me = MemberId::new(1, 1);
+            cluster.cpg_confchg(Group::Dcdb, &[me], &[me]);
+            for (index, step) in steps.iter().enumerate() {
+                let (a, b) = (run_step(&local, step), run_step(&cluster, step));
+                prop_assert_eq!(a, b, "step {} {:?}", index, step);
+            }
+            let strip = |tree: Vec<(Vec<u8>, bool, Vec<u8>, u64, u64, u32)>| {
+                // The mtime is each mode's clock (a message's time in cluster
+                // mode) unless a step set it.
+                tree.into_iter()
+                    .map(|(path, dir, data, inode, version, _)| (path, dir, data, inode, version))
+                    .collect::<Vec<_>>()
+            };
+            prop_assert_eq!(strip(tree_of(&local)), strip(tree_of(&cluster)));
+            let counters = |fs: &TestFs| *fs.core().status.counters();
+            prop_assert_eq!(counters(&local), counters(&cluster));
         }
     }
 
@@ -1987,20 +1715,37 @@ mod tests {
             gid: 33,
             ..SetattrIn::default()
         };
-        // Mode, owner or group alone: not a cluster write (served locally).
+        // Mode, owner or group alone: checked, answered from the tree at
+        // once, no message.
         for valid in [FATTR_MODE, FATTR_UID, FATTR_GID] {
-            assert_eq!(
-                setattr(
-                    file,
-                    SetattrIn {
-                        valid,
-                        mode: 0o640,
-                        ..SetattrIn::default()
-                    }
-                ),
-                None
+            let attr = SetattrIn {
+                valid,
+                mode: 0o640,
+                gid: 33,
+                ..SetattrIn::default()
+            };
+            let mut request = bytemuck::bytes_of(&InHeader {
+                len: (40 + size_of::<SetattrIn>()) as u32,
+                opcode: FUSE_SETATTR,
+                unique: 77,
+                nodeid: file,
+                ..InHeader::default()
+            })
+            .to_vec();
+            request.extend_from_slice(bytemuck::bytes_of(&attr));
+            assert!(fs.intercept(&request));
+            assert!(
+                fs.take_outgoing().is_empty(),
+                "valid {valid:#x}: no message"
             );
+            assert_eq!(errors(&fs.take_replies()), vec![0], "valid {valid:#x}");
         }
+        let wrong_owner = SetattrIn {
+            valid: FATTR_UID,
+            uid: 1,
+            ..SetattrIn::default()
+        };
+        assert_eq!(setattr(file, wrong_owner), Some(libc::EPERM));
         let text = |path: &[u8]| fs.read_tree_file(path).map(|d| d.len());
         assert_eq!(setattr(file, size(9, FATTR_MODE)), Some(0));
         assert_eq!(text(b"f"), Some(9));
@@ -2744,7 +2489,7 @@ mod tests {
     /// A request of several messages (a truncation with an mtime) is
     /// answered once, after the last of them.
     #[test]
-    fn a_request_of_two_messages_is_answered_after_both() {
+    fn a_request_of_two_messages_sends_one_after_the_other_and_is_answered_after_both() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
         fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
@@ -2772,11 +2517,14 @@ mod tests {
         request.extend_from_slice(bytemuck::bytes_of(&attr));
         assert!(fs.intercept(&request));
         let outgoing = fs.take_outgoing();
-        assert_eq!(outgoing.len(), 2, "truncate, then mtime");
+        assert_eq!(outgoing.len(), 1, "the truncate first");
         fs.cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
         assert!(fs.take_replies().is_empty(), "one message still pending");
-        fs.cpg_deliver(Group::Dcdb, me, &outgoing[1].2);
+        let outgoing = fs.take_outgoing();
+        assert_eq!(outgoing.len(), 1, "the mtime once the truncate succeeded");
+        fs.cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
         assert_eq!(errors(&fs.take_replies()), vec![0]);
+        assert!(fs.take_outgoing().is_empty());
         let core = fs.core();
         let entry = core.reader().resolve(b"f").expect("read").expect("f");
         assert_eq!((entry.data.len(), entry.meta.mtime), (0, 77));
@@ -2986,23 +2734,7 @@ mod tests {
         fs.set_node_ip(Some("10.1.2.3".into()));
         assert_eq!(fs.core().status.node_ip.as_deref(), Some("10.1.2.3"));
         assert!(fs.is_cluster());
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = pmxcfs_store::Store::open(dir.path()).expect("store").leak();
-        let (session, permit) = store
-            .session(pmxcfs_store::Durability::Relaxed)
-            .expect("session");
-        let local = PmxFs::new(
-            session,
-            permit,
-            crate::fs::Config {
-                nodename: "solo".into(),
-                www_data_gid: 33,
-            },
-        );
-        assert!(!local.is_cluster());
-        drop(local);
-        // SAFETY: the file system (and its session) is gone.
-        unsafe { pmxcfs_store::Store::reclaim(store) };
+        assert!(!local_fs().is_cluster());
     }
 
     /// Status updates held while the send backlog is over its bound go out

@@ -6,8 +6,9 @@
 //! `i + 1` (store inodes are stable across renames), and the ten special
 //! entries live above `SPECIAL_BASE`.
 //!
-//! Mutations become a `Proposal` (they need a `Quorate` proof) and are
-//! applied through the store's `Writer`; in local mode at once.
+//! Changes of the tree do not come here: `mutation.rs` takes them before
+//! the server (one path for both modes). This serves reads, and changes of
+//! the special files and of removed files that are still open.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
@@ -15,19 +16,18 @@ use std::io;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuse_backend_rs::abi::fuse_abi::{
-    CreateIn, FsOptions, OpenOptions, SetattrValid, stat64, statvfs64,
-};
+use fuse_backend_rs::abi::fuse_abi::{FsOptions, OpenOptions, SetattrValid, stat64, statvfs64};
 use fuse_backend_rs::api::filesystem::{
     Context, DirEntry, Entry, FileSystem, ZeroCopyReader, ZeroCopyWriter,
 };
-use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Op, Origin, Reader, Session, StoreError, path};
+use pmxcfs_cpg::dcdb::Dcdb;
+use pmxcfs_store::{ApplyPermit, EntryRef, Kind, Reader, Session, StoreError, path};
 
 use crate::cluster::Cluster;
 use crate::error::FsError;
-use crate::quorum::{Proposal, QuorumGate};
+use crate::mutation::{Local, Replies};
+use crate::quorum::QuorumGate;
 use crate::report::{MemberReport, Report};
-use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::status::{Status, vmlist_text};
 use crate::wire::Invalidation;
 
@@ -154,22 +154,20 @@ impl Health {
     }
 }
 
-/// Where changes are applied: at once (local mode), or by the DFSM on
-/// delivery (cluster mode; the DCDB application owns the session).
+/// The replicator of changes: local mode applies them at once, cluster
+/// mode by the DFSM on delivery (`mutation.rs`); in both the DCDB
+/// application owns the session.
 /// One per process: the size difference of the variants does not matter.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
-    Local {
-        session: Session<'static>,
-        permit: ApplyPermit,
-    },
+    Local(Local),
     Cluster(Box<Cluster>),
 }
 
 pub(crate) struct Core {
-    /// Local mode: when a poisoned store may be tried again.
-    pub(crate) recover_after: Option<std::time::Instant>,
     pub(crate) backend: Backend,
+    /// Answers of taken (mutating) requests, for the channel and queues.
+    pub(crate) replies: Replies,
     pub(crate) quorum: QuorumGate,
     pub(crate) status: Status,
     pub(crate) config: Config,
@@ -205,7 +203,7 @@ impl PmxFs {
     /// Local mode: always quorate, changes applied at once.
     pub fn new(session: Session<'static>, permit: ApplyPermit, config: Config) -> PmxFs {
         Self::with_backend(
-            Backend::Local { session, permit },
+            Backend::Local(Local::new(Dcdb::owned(session, permit))),
             QuorumGate::local(),
             config,
         )
@@ -242,8 +240,8 @@ impl PmxFs {
     fn assemble(backend: Backend, quorum: QuorumGate, status: Status, config: Config) -> PmxFs {
         PmxFs {
             core: Mutex::new(Core {
-                recover_after: None,
                 backend,
+                replies: Replies::default(),
                 quorum,
                 status,
                 config,
@@ -270,7 +268,7 @@ impl PmxFs {
         let core = self.core();
         let quorate = core.quorum.is_quorate();
         match &core.backend {
-            Backend::Local { .. } => Health {
+            Backend::Local(_) => Health {
                 cluster: false,
                 quorate,
                 synced: true,
@@ -350,7 +348,11 @@ impl PmxFs {
             .into_inner()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let session = match core.backend {
-            Backend::Local { session, .. } => session,
+            Backend::Local(local) => match local.dcdb.into_parts() {
+                Some((session, _permit)) => session,
+                // Dcdb::owned always holds its parts.
+                None => unreachable!("local mode's DCDB owns its session"),
+            },
             Backend::Cluster(cluster) => cluster.into_session(),
         };
         session.close()
@@ -360,14 +362,14 @@ impl PmxFs {
 impl Core {
     pub(crate) fn session(&self) -> &Session<'static> {
         match &self.backend {
-            Backend::Local { session, .. } => session,
+            Backend::Local(local) => local.dcdb.session(),
             Backend::Cluster(cluster) => cluster.session(),
         }
     }
 
     pub(crate) fn parts(&mut self) -> (&mut Session<'static>, &mut ApplyPermit) {
         match &mut self.backend {
-            Backend::Local { session, permit } => (session, permit),
+            Backend::Local(local) => local.dcdb.parts(),
             Backend::Cluster(cluster) => cluster.parts(),
         }
     }
@@ -542,76 +544,6 @@ impl Core {
         self.entry_out(child + 1)
     }
 
-    /// Applies a proposal with this node's origin; the change is durable
-    /// (journal) when this returns.
-    fn apply(&mut self, proposal: Proposal<'_>) -> io::Result<u32> {
-        let op = *proposal.op();
-        let victim = match op {
-            Op::Delete { path } | Op::Rename { to: path, .. } => self.open_file_at(path),
-            _ => None,
-        };
-        let origin = Origin {
-            writer: 0,
-            mtime: now_secs(),
-        };
-        let Backend::Local { session, permit } = &mut self.backend else {
-            // Cluster mode intercepts every mutating request before it gets
-            // here (the channel); applying locally would diverge.
-            tracing::error!(?op, "local apply in cluster mode refused");
-            return Err(io::Error::from(FsError::Io));
-        };
-        if session.is_poisoned() {
-            // The disk failed a write (full?): try again at most once a
-            // second; meanwhile refuse with the failure's errno (ENOSPC).
-            let now = std::time::Instant::now();
-            if self.recover_after.is_none_or(|at| now >= at) {
-                self.recover_after = Some(now + std::time::Duration::from_secs(1));
-                if let Err(error) = session.recover() {
-                    tracing::debug!(%error, "the store still cannot write");
-                }
-            }
-            if let Some(code) = session.poison_errno() {
-                return Err(FsError::from_errno(code).into());
-            }
-        }
-        let result = session.writer(permit).apply(&op, origin);
-        session.commit().map_err(store_error)?;
-        let count = result.map_err(store_error)?;
-        if let Some((node_id, orphan)) = victim {
-            self.keep_orphan(node_id, orphan);
-        }
-        match op {
-            Op::Create { path }
-            | Op::Write { path, .. }
-            | Op::Delete { path }
-            | Op::Mtime { path, .. } => self.status.record_change(path),
-            Op::Rename { from, to } => {
-                self.status.record_change(from);
-                self.status.record_change(to);
-            }
-            Op::Mkdir { .. } => {}
-        }
-        Ok(count)
-    }
-
-    /// A file at `path` that is open right now, with a copy of it, so that
-    /// its handles keep working if the change removes it.
-    pub(crate) fn open_file_at(&self, path: &[u8]) -> Option<(u64, Orphan)> {
-        let reader = self.reader();
-        let entry = reader.resolve(path).ok().flatten()?;
-        let node_id = entry.meta.inode + 1;
-        if entry.meta.kind != Kind::File || !self.open_counts.contains_key(&node_id) {
-            return None;
-        }
-        Some((
-            node_id,
-            Orphan {
-                stat: self.orphan_stat(&entry, path),
-                data: entry.data.to_vec(),
-            },
-        ))
-    }
-
     /// The attributes of a removed file its open handles keep (no link).
     pub(crate) fn orphan_stat(&self, entry: &EntryRef<'_>, path: &[u8]) -> stat64 {
         let mut stat = self.tree_stat(entry, path);
@@ -650,12 +582,6 @@ impl Core {
         }
     }
 
-    /// The quorum gate, then apply.
-    fn propose(&mut self, op: Op<'_>) -> io::Result<u32> {
-        let proof = self.quorum.check().map_err(io::Error::from)?;
-        self.apply(Proposal::new(op, proof))
-    }
-
     /// Refuses changes of the root and of special entries (EACCES), and
     /// names longer than the C nodes' kernels allow (ENAMETOOLONG).
     pub(crate) fn refuse_special(&self, parent: u64, name: &[u8]) -> io::Result<()> {
@@ -668,6 +594,8 @@ impl Core {
         Ok(())
     }
 
+    /// SETATTR of a special file or of a removed file still open (the
+    /// mutation path leaves those to the server).
     fn setattr(&mut self, node_id: u64, attr: &stat64, valid: SetattrValid) -> io::Result<()> {
         if let Some(special) = special_by_id(node_id) {
             return self.setattr_special(special, attr, valid);
@@ -687,40 +615,10 @@ impl Core {
             }
             return Ok(());
         }
-        let path = self.path_of(node_id)?;
-        let request = SetattrRequest {
-            mode: valid.contains(SetattrValid::MODE).then_some(attr.st_mode),
-            uid: valid.contains(SetattrValid::UID).then_some(attr.st_uid),
-            gid: valid.contains(SetattrValid::GID).then_some(attr.st_gid),
-            // A negative size is beyond the limit too.
-            size: valid
-                .contains(SetattrValid::SIZE)
-                .then_some(attr.st_size as u64),
-            mtime: if valid.contains(SetattrValid::MTIME_NOW) {
-                Some(MtimeRequest::Now)
-            } else if valid.contains(SetattrValid::MTIME) {
-                Some(MtimeRequest::Seconds(attr.st_mtime))
-            } else {
-                None
-            },
-        };
-        let www_data_gid = self.config.www_data_gid;
-        let changes = rules::setattr_changes(&path, &request, www_data_gid, now_secs, || {
-            self.lock_checksum(&path)
-        })
-        .map_err(io::Error::from)?;
-        if let Some(size) = changes.size {
-            self.propose(Op::Write {
-                path: &path,
-                offset: size,
-                data: &[],
-                truncate: true,
-            })?;
-        }
-        if let Some(mtime) = changes.mtime {
-            self.utime(node_id, &path, mtime, changes.unlock)?;
-        }
-        Ok(())
+        // Tree entries are changed through the mutation path only
+        // (`mutation.rs` takes every SETATTR of one).
+        tracing::error!(node_id, "SETATTR of a tree entry reached the server");
+        Err(io::Error::from(FsError::Io))
     }
 
     fn setattr_special(
@@ -744,39 +642,6 @@ impl Core {
         Ok(())
     }
 
-    /// utimens: an unlock request (`unlock`: the lock directory's checksum,
-    /// see [`rules::setattr_changes`]) deletes an expired lock right here in
-    /// local mode (spec §8); anything else is an MTIME.
-    fn utime(
-        &mut self,
-        node_id: u64,
-        path: &[u8],
-        mtime: u32,
-        unlock: Option<[u8; 32]>,
-    ) -> io::Result<()> {
-        if let Some(checksum) = unlock
-            && self.lock_is_expired(path, checksum)
-        {
-            self.propose(Op::Delete { path })?;
-            tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
-            // The kernel still has the directory cached: drop it.
-            let (parent, name) = match path.iter().rposition(|byte| *byte == b'/') {
-                Some(slash) => (&path[..slash], &path[slash + 1..]),
-                None => (&b""[..], path),
-            };
-            if let Ok(Some(dir)) = self.reader().resolve(parent) {
-                self.invalidations.push(Invalidation::Entry {
-                    parent: dir.meta.inode + 1,
-                    name: name.to_vec(),
-                });
-            }
-            self.invalidations.push(Invalidation::Inode { node_id });
-            return Ok(());
-        }
-        self.propose(Op::Mtime { path, mtime })?;
-        Ok(())
-    }
-
     /// The checksum of the lock directory at `path` (what an unlock request
     /// names), `None` for anything else. A store failure is logged and
     /// counts as none (the MTIME that follows meets it again).
@@ -789,13 +654,6 @@ impl Core {
                 tracing::error!(%error, "cannot read a lock directory's checksum");
                 None
             })
-    }
-
-    /// `memdb_lock_expired` for a lock directory of `checksum` (local mode:
-    /// this node's clock decides).
-    fn lock_is_expired(&mut self, path: &[u8], checksum: [u8; 32]) -> bool {
-        let (session, permit) = self.parts();
-        session.writer(permit).lock_expired(path, checksum)
     }
 
     fn read(
@@ -830,6 +688,7 @@ impl Core {
         copy(entry.data, w)
     }
 
+    /// WRITE to a special file or to a removed file still open.
     fn write(&mut self, node_id: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
         if let Some(special) = special_by_id(node_id) {
             return self.write_special(special, offset, data);
@@ -848,14 +707,9 @@ impl Core {
             orphan.stat.st_size = orphan.data.len() as i64;
             return Ok(data.len());
         }
-        let path = self.path_of(node_id)?;
-        let count = self.propose(Op::Write {
-            path: &path,
-            offset,
-            data,
-            truncate: false,
-        })?;
-        Ok(count as usize)
+        // Tree entries are changed through the mutation path only.
+        tracing::error!(node_id, "WRITE of a tree entry reached the server");
+        Err(io::Error::from(FsError::Io))
     }
 
     fn write_special(&mut self, special: Special, offset: u64, data: &[u8]) -> io::Result<usize> {
@@ -995,76 +849,8 @@ impl FileSystem for PmxFs {
         }
     }
 
-    fn mknod(
-        &self,
-        _ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        mode: u32,
-        _rdev: u32,
-        _umask: u32,
-    ) -> io::Result<Entry> {
-        // Regular files only, as libfuse's fallback to create did for the C daemon.
-        rules::mknod_allowed(mode).map_err(io::Error::from)?;
-        let mut core = self.core();
-        let name = name.to_bytes();
-        core.refuse_special(parent, name)?;
-        let path = core.child_path(parent, name)?;
-        core.propose(Op::Create { path: &path })?;
-        core.lookup(parent, name)
-    }
-
-    fn mkdir(
-        &self,
-        _ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        _mode: u32,
-        _umask: u32,
-    ) -> io::Result<Entry> {
-        let mut core = self.core();
-        let name = name.to_bytes();
-        core.refuse_special(parent, name)?;
-        let path = core.child_path(parent, name)?;
-        core.propose(Op::Mkdir { path: &path })?;
-        core.lookup(parent, name)
-    }
-
-    fn unlink(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        let mut core = self.core();
-        let name = name.to_bytes();
-        core.refuse_special(parent, name)?;
-        let path = core.child_path(parent, name)?;
-        core.propose(Op::Delete { path: &path })?;
-        Ok(())
-    }
-
-    fn rmdir(&self, ctx: &Context, parent: u64, name: &CStr) -> io::Result<()> {
-        self.unlink(ctx, parent, name)
-    }
-
-    fn rename(
-        &self,
-        _ctx: &Context,
-        olddir: u64,
-        oldname: &CStr,
-        newdir: u64,
-        newname: &CStr,
-        flags: u32,
-    ) -> io::Result<()> {
-        rules::rename_flags_allowed(flags).map_err(io::Error::from)?;
-        let mut core = self.core();
-        let (oldname, newname) = (oldname.to_bytes(), newname.to_bytes());
-        core.refuse_special(olddir, oldname)?;
-        core.refuse_special(newdir, newname)?;
-        let from = core.child_path(olddir, oldname)?;
-        let to = core.child_path(newdir, newname)?;
-        core.propose(Op::Rename {
-            from: &from,
-            to: &to,
-        })?;
-        Ok(())
-    }
+    // No mknod, mkdir, unlink, rmdir, rename or create: the mutation path
+    // (`mutation.rs`) takes every such request before it gets here.
 
     fn open(
         &self,
@@ -1086,23 +872,6 @@ impl FileSystem for PmxFs {
         // The page cache stays valid across opens: every change of the file
         // either comes through this kernel or is invalidated by us.
         Ok((None, OpenOptions::KEEP_CACHE, None))
-    }
-
-    fn create(
-        &self,
-        _ctx: &Context,
-        parent: u64,
-        name: &CStr,
-        _args: CreateIn,
-    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
-        let mut core = self.core();
-        let name = name.to_bytes();
-        core.refuse_special(parent, name)?;
-        let path = core.child_path(parent, name)?;
-        core.propose(Op::Create { path: &path })?;
-        let entry = core.lookup(parent, name)?;
-        core.opened(entry.inode);
-        Ok((entry, None, OpenOptions::KEEP_CACHE, None))
     }
 
     fn read(

@@ -10,6 +10,7 @@ mod channel;
 mod cluster;
 mod error;
 mod fs;
+mod mutation;
 mod notify_queue;
 mod quorum;
 pub mod report;

@@ -179,6 +179,11 @@ impl Status {
         }
     }
 
+    /// The `.version` change counters, in [`TRACKED_PATHS`] order.
+    pub fn counters(&self) -> &[u32; 43] {
+        &self.counters
+    }
+
     /// `record_memdb_reload`: every counter +1 (load at start, resync).
     pub fn record_reload(&mut self) {
         for counter in &mut self.counters {

@@ -18,11 +18,12 @@
 //! Requests are served by the same fuse-backend-rs `Server` as on /dev/fuse:
 //! the request is laid out contiguously as on /dev/fuse, and the reply the
 //! server writes (to a pipe owned by the queue) is split back into header
-//! and payload. In cluster mode a mutating request is taken by
-//! `PmxFs::intercept_from_queue` instead: its entry stays with the queue
-//! until the loop thread has the DFSM's result; the loop then wakes the
-//! queue (its eventfd), which commits the reply. After taking one, the
-//! queue wakes the loop (its eventfd) to multicast the message.
+//! and payload. A mutating request is taken by `PmxFs::intercept_from_queue`
+//! instead (`mutation.rs`): in local mode its reply is ready at once; in
+//! cluster mode its entry stays with the queue until the loop thread has
+//! the DFSM's result, then the loop wakes the queue (its eventfd), which
+//! commits the reply. After taking one, a cluster-mode queue wakes the loop
+//! (its eventfd) to multicast the message.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -285,7 +286,6 @@ fn serve_queue(
     notifier: &NotifyQueue,
 ) -> io::Result<()> {
     let fuse_fd = fds.fuse;
-    let cluster = fs.is_cluster();
     pin_to_cpu(qid as usize);
     let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
         IoUring::builder().build((DEPTH * 2 + 2) as u32)?;
@@ -322,7 +322,7 @@ fn serve_queue(
             .build()
             .user_data(WAKE)
     };
-    // Requests taken by the cluster (parked): unique → entry.
+    // Requests taken by the mutation path, not answered yet: unique → entry.
     let mut parked: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     // SAFETY: the buffers of every SQE (iovecs, headers, payloads) live in
     // `entries`, which outlives the ring (dropped after it, below).
@@ -394,7 +394,7 @@ fn serve_queue(
                     continue;
                 };
                 let (total, in_header) = rebuild(entry, &mut request);
-                if cluster && fs.intercept_from_queue(&request[..total], qid) {
+                if fs.intercept_from_queue(&request[..total], qid) {
                     parked.insert(in_header.unique, index);
                     if let Some(fd) = fds.loop_wake {
                         signal(fd);

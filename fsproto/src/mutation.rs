@@ -1,0 +1,716 @@
+//! One path for every change of the tree, in both modes.
+//!
+//! A mutating FUSE request is decoded once into a [`Plan`]: the DCDB
+//! operations it asks for (after the rules of `rules.rs`) and what its
+//! reply needs. A replicator takes the plan:
+//!
+//! * local mode ([`Core::apply_local`], here): the quorum gate, then every
+//!   op through [`Dcdb::apply_op`], the apply of delivered DCDB messages,
+//!   one journal commit, and the reply at once;
+//! * cluster mode (`cluster.rs`): the quorum gate and the DFSM's write gate,
+//!   one DCDB message per op, and the reply once every message was delivered
+//!   and applied here through the same [`Dcdb::apply_op`].
+//!
+//! Either way the reply is built by [`Core::build_reply`] and the paths the
+//! ops changed go through [`Core::absorb_changes`] (the `.version`
+//! counters, open files a change removed, kernel cache invalidation).
+//! fuse-backend-rs serves everything else: reads, and changes of the
+//! special files and of removed files that are still open.
+
+use std::collections::HashMap;
+
+use pmxcfs_cpg::dcdb::{Change, Dcdb, RemovedFile};
+use pmxcfs_cpg::dfsm::MemberId;
+use pmxcfs_store::{EntryRef, Op, Origin};
+
+use crate::error::FsError;
+use crate::fs::{Backend, Core, Orphan, PmxFs, now_secs, special_by_id};
+use crate::quorum::Proposal;
+use crate::rules::{self, MtimeRequest, SetattrRequest};
+use crate::wire::*;
+
+/// What a parked request answers with once all its messages are applied.
+#[derive(Debug)]
+pub(crate) enum ReplyKind {
+    Write {
+        node_id: u64,
+    },
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Create {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Empty,
+    /// A rename: the kernel moves its dentry to (`newdir`, `newname`).
+    Renamed {
+        newdir: u64,
+        newname: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Attr {
+        node_id: u64,
+    },
+}
+
+/// What the changes of one request came to.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// First failure (positive errno), 0 if none.
+    pub(crate) error: i32,
+    /// Result of the last change (a WRITE's byte count).
+    pub(crate) value: i32,
+}
+
+impl Outcome {
+    /// One change's result (negative: an errno).
+    pub(crate) fn record(&mut self, result: i32) {
+        if result < 0 && self.error == 0 {
+            self.error = -result;
+        }
+        self.value = result;
+    }
+}
+
+/// The changes one request asks for, before the quorum gate.
+pub(crate) struct Plan {
+    pub(crate) ops: Vec<OwnedOp>,
+    /// A utime of a lock directory that names its checksum (spec
+    /// filesystem.md §8): an unlock request for the MTIME op of the plan.
+    pub(crate) unlock: Option<[u8; 32]>,
+    pub(crate) reply: ReplyKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum OwnedOp {
+    Create(Vec<u8>),
+    Mkdir(Vec<u8>),
+    Delete(Vec<u8>),
+    Rename(Vec<u8>, Vec<u8>),
+    Write(Vec<u8>, u64, Vec<u8>, bool),
+    Mtime(Vec<u8>, u32),
+}
+
+impl OwnedOp {
+    pub(crate) fn as_op(&self) -> Op<'_> {
+        match self {
+            OwnedOp::Create(path) => Op::Create { path },
+            OwnedOp::Mkdir(path) => Op::Mkdir { path },
+            OwnedOp::Delete(path) => Op::Delete { path },
+            OwnedOp::Rename(from, to) => Op::Rename { from, to },
+            OwnedOp::Write(path, offset, data, truncate) => Op::Write {
+                path,
+                offset: *offset,
+                data,
+                truncate: *truncate,
+            },
+            OwnedOp::Mtime(path, mtime) => Op::Mtime {
+                path,
+                mtime: *mtime,
+            },
+        }
+    }
+}
+
+/// The `unique` of an encoded reply (bytes 8..16 of its header).
+pub(crate) fn reply_unique(reply: &[u8]) -> u64 {
+    read_at::<u64>(reply, 8).unwrap_or(0)
+}
+
+/// Local mode's replicator: the tree's apply path without a group.
+pub(crate) struct Local {
+    /// The DCDB application, never joined to a group: its
+    /// [`Dcdb::apply_op`] is the apply of both modes.
+    pub(crate) dcdb: Dcdb<'static, 'static>,
+    /// When a store that failed to write may be tried again.
+    recover_after: Option<std::time::Instant>,
+}
+
+impl Local {
+    pub(crate) fn new(dcdb: Dcdb<'static, 'static>) -> Local {
+        Local {
+            dcdb,
+            recover_after: None,
+        }
+    }
+
+    /// A store that failed a write (a full disk) refuses every change with
+    /// the failure's errno; it is tried again at most once a second.
+    fn writable(&mut self) -> Result<(), FsError> {
+        let session = self.dcdb.parts().0;
+        if !session.is_poisoned() {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if self.recover_after.is_none_or(|at| now >= at) {
+            self.recover_after = Some(now + std::time::Duration::from_secs(1));
+            if let Err(error) = session.recover() {
+                tracing::debug!(%error, "the store still cannot write");
+            }
+        }
+        match session.poison_errno() {
+            Some(code) => Err(FsError::from_errno(code)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Taken requests' replies, and which io_uring queue each came from.
+#[derive(Default)]
+pub(crate) struct Replies {
+    ready: Vec<Vec<u8>>,
+    /// FUSE uniques of taken requests that came through an io_uring queue
+    /// (its index): their replies are committed by that queue.
+    uring_origin: HashMap<u64, u16>,
+}
+
+impl Replies {
+    pub(crate) fn push(&mut self, reply: Vec<u8>) {
+        self.ready.push(reply);
+    }
+}
+
+/// The sender and message count local mode's changes are recorded with
+/// (no group: nobody else sends).
+const LOCAL_SENDER: MemberId = MemberId { nodeid: 0, pid: 0 };
+
+impl Core {
+    /// Takes a mutating request: `true` if it was taken (answered, parked
+    /// or refused; see [`PmxFs::take_replies`]), `false` if the server
+    /// should handle it (not a change of the tree).
+    pub(crate) fn intercept(&mut self, request: &[u8], queue: Option<u16>) -> bool {
+        let Some(header) = read_at::<InHeader>(request, 0) else {
+            return false;
+        };
+        let taken = self.intercept_header(&header, request);
+        if taken && let Some(qid) = queue {
+            self.replies.uring_origin.insert(header.unique, qid);
+        }
+        taken
+    }
+
+    fn intercept_header(&mut self, header: &InHeader, request: &[u8]) -> bool {
+        let Some(plan) = self.plan(header, request) else {
+            return false;
+        };
+        let unique = header.unique;
+        match plan {
+            Ok(None) => false,
+            Ok(Some(plan)) => {
+                if let Err(code) = self.start(unique, plan, request) {
+                    self.reply_now(unique, code);
+                }
+                true
+            }
+            Err(code) => {
+                self.reply_now(unique, code);
+                true
+            }
+        }
+    }
+
+    /// The plan of a mutating request (`None`: not one of ours).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn plan(
+        &mut self,
+        header: &InHeader,
+        request: &[u8],
+    ) -> Option<Result<Option<Plan>, FsError>> {
+        let body = size_of::<InHeader>();
+        Some(match header.opcode {
+            FUSE_WRITE => self.plan_write(header.nodeid, request, body),
+            FUSE_SETATTR => self.plan_setattr(header.nodeid, request, body),
+            FUSE_CREATE => self.plan_create(header.nodeid, request, body, true),
+            FUSE_MKNOD => self.plan_create(header.nodeid, request, body, false),
+            FUSE_MKDIR => self.plan_mkdir(header.nodeid, request, body),
+            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.nodeid, request, body),
+            FUSE_RENAME | FUSE_RENAME2 => {
+                self.plan_rename(header.nodeid, request, body, header.opcode == FUSE_RENAME2)
+            }
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn reply_now(&mut self, unique: u64, error: FsError) {
+        self.replies.push(reply_error(unique, error.errno()));
+    }
+
+    /// Starts a plan: answered from the tree if it changes nothing, else
+    /// past the quorum gate to this mode's replicator.
+    pub(crate) fn start(&mut self, unique: u64, plan: Plan, request: &[u8]) -> Result<(), FsError> {
+        if plan.ops.is_empty() {
+            // Nothing to change (an open of an existing file through
+            // CREATE, a chmod to the mode it has): answered from the tree
+            // as it is.
+            let answer = self.build_reply(unique, Outcome::default(), plan.reply);
+            self.replies.push(answer);
+            return Ok(());
+        }
+        self.quorum.check()?;
+        match self.backend {
+            Backend::Local(_) => self.apply_local(unique, plan),
+            Backend::Cluster(_) => self.propose(unique, plan, request),
+        }
+    }
+
+    /// Local mode: every op of the plan applied at once (stopping at the
+    /// first refusal), one journal commit, the reply.
+    fn apply_local(&mut self, unique: u64, plan: Plan) -> Result<(), FsError> {
+        let Backend::Local(local) = &mut self.backend else {
+            return Err(FsError::Io);
+        };
+        local.writable()?;
+        let origin = Origin {
+            writer: 0,
+            mtime: now_secs(),
+        };
+        let mut outcome = Outcome::default();
+        // The count of an unlock's delete: a change the kernel did not ask
+        // for (it asked for a utime), so it is invalidated.
+        let mut unlocked = None;
+        for (index, op) in plan.ops.iter().enumerate() {
+            let proof = self.quorum.check()?;
+            let count = index as u64 + 1;
+            let mut op = op.as_op();
+            if let (Op::Mtime { path, .. }, Some(checksum)) = (op, plan.unlock) {
+                // This node decides alone (spec filesystem.md §8): an
+                // expired lock is removed instead.
+                let (session, permit) = local.dcdb.parts();
+                if session.writer(permit).lock_expired(path, checksum) {
+                    tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
+                    op = Op::Delete { path };
+                    unlocked = Some(count);
+                }
+            }
+            let proposal = Proposal::new(op, proof);
+            match local
+                .dcdb
+                .apply_op(proposal.op(), origin, LOCAL_SENDER, count)
+            {
+                Ok(result) => outcome.record(result),
+                Err(error) => {
+                    tracing::error!(%error, "the store failed to apply a change");
+                    outcome.record(-error.errno());
+                }
+            }
+            if outcome.error != 0 {
+                break;
+            }
+        }
+        let committed = local.dcdb.parts().0.commit();
+        let changes = local.dcdb.drain_changed();
+        self.absorb_changes(changes, |change| Some(change.count) != unlocked);
+        if let Err(error) = committed {
+            tracing::error!(%error, "the journal failed to take a change");
+            return Err(FsError::Store(error));
+        }
+        let answer = self.build_reply(unique, outcome, plan.reply);
+        self.replies.push(answer);
+        Ok(())
+    }
+
+    /// The paths changes touched (in apply order): their `.version`
+    /// counters, the open files they removed, and the kernel's cache of
+    /// them unless `known` says the kernel made the change itself and was
+    /// told it succeeded.
+    pub(crate) fn absorb_changes(&mut self, changes: Vec<Change>, known: impl Fn(&Change) -> bool) {
+        for change in changes {
+            if let (Some(removed), Some(inode)) = (&change.removed, change.inode_before) {
+                self.keep_removed(inode + 1, &change.path, removed.clone());
+            }
+            let path = &change.path;
+            if change.counted {
+                self.status.record_change(path);
+            }
+            self.note_corosync_conf(&change);
+            if known(&change) {
+                continue;
+            }
+            // What the path named before the change (it may live elsewhere
+            // now, e.g. renamed away in the same batch) and what it names
+            // now.
+            if let Some(dir) = change.parent_before {
+                let name = path.rsplit(|byte| *byte == b'/').next().unwrap_or(path);
+                self.invalidations.push(Invalidation::Entry {
+                    parent: dir + 1,
+                    name: name.to_vec(),
+                });
+                self.invalidations
+                    .push(Invalidation::Inode { node_id: dir + 1 });
+            }
+            if let Some(inode) = change.inode_before {
+                self.invalidations
+                    .push(Invalidation::Inode { node_id: inode + 1 });
+            }
+            self.invalidate_path(path);
+        }
+    }
+
+    /// Tree node (not special, not an orphan) or pass to the server.
+    fn tree_node(&self, node_id: u64) -> bool {
+        special_by_id(node_id).is_none() && !self.orphans.contains_key(&node_id)
+    }
+
+    fn plan_write(
+        &mut self,
+        node_id: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, FsError> {
+        if !self.tree_node(node_id) {
+            return Ok(None);
+        }
+        let write = read_at::<WriteIn>(request, body).ok_or(FsError::Invalid)?;
+        let start = body + size_of::<WriteIn>();
+        let data = request
+            .get(start..start + write.size as usize)
+            .ok_or(FsError::Invalid)?;
+        let path = self.path_of(node_id).map_err(FsError::from)?;
+        if write.offset.saturating_add(data.len() as u64) > pmxcfs_store::MAX_FILE_SIZE as u64 {
+            return Err(FsError::TooBig);
+        }
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Write(path, write.offset, data.to_vec(), false)],
+            unlock: None,
+            reply: ReplyKind::Write { node_id },
+        }))
+    }
+
+    fn plan_setattr(
+        &mut self,
+        node_id: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, FsError> {
+        let attr = read_at::<SetattrIn>(request, body).ok_or(FsError::Invalid)?;
+        if !self.tree_node(node_id) {
+            return Ok(None);
+        }
+        let path = self.path_of(node_id).map_err(FsError::from)?;
+        let set = |flag: u32| attr.valid & flag != 0;
+        let request = SetattrRequest {
+            mode: set(FATTR_MODE).then_some(attr.mode),
+            uid: set(FATTR_UID).then_some(attr.uid),
+            gid: set(FATTR_GID).then_some(attr.gid),
+            size: set(FATTR_SIZE).then_some(attr.size),
+            mtime: if set(FATTR_MTIME_NOW) {
+                Some(MtimeRequest::Now)
+            } else if set(FATTR_MTIME) {
+                // The kernel's time_t, passed as its 64 bits.
+                Some(MtimeRequest::Seconds(attr.mtime as i64))
+            } else {
+                None
+            },
+        };
+        let www_data_gid = self.config.www_data_gid;
+        let quorate = self.quorum.is_quorate();
+        let changes = rules::setattr_changes(&path, &request, www_data_gid, now_secs, || {
+            // Without quorum the request could not be sent anyway.
+            if !quorate {
+                return None;
+            }
+            self.lock_checksum(&path)
+        })?;
+        let mut ops = Vec::new();
+        if let Some(size) = changes.size {
+            ops.push(OwnedOp::Write(path.clone(), size, Vec::new(), true));
+        }
+        if let Some(mtime) = changes.mtime {
+            ops.push(OwnedOp::Mtime(path, mtime));
+        }
+        Ok(Some(Plan {
+            ops,
+            unlock: changes.unlock,
+            reply: ReplyKind::Attr { node_id },
+        }))
+    }
+
+    fn child(&self, parent: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        self.refuse_special(parent, name).map_err(FsError::from)?;
+        self.child_path(parent, name).map_err(FsError::from)
+    }
+
+    fn plan_create(
+        &mut self,
+        parent: u64,
+        request: &[u8],
+        body: usize,
+        open: bool,
+    ) -> Result<Option<Plan>, FsError> {
+        let name_at_offset = if open {
+            body + size_of::<CreateIn>()
+        } else {
+            let mknod = read_at::<MknodIn>(request, body).ok_or(FsError::Invalid)?;
+            rules::mknod_allowed(mknod.mode)?;
+            body + size_of::<MknodIn>()
+        };
+        let (name, _) = name_at(request, name_at_offset).ok_or(FsError::Invalid)?;
+        let path = self.child(parent, name)?;
+        if open {
+            let create = read_at::<CreateIn>(request, body).ok_or(FsError::Invalid)?;
+            let flags = create.flags as i32;
+            // The kernel sends CREATE when its dentry says "no such file"; a
+            // change from another node (or a resync) may have created it
+            // since. Without O_EXCL that is an open of the existing file
+            // (truncated for O_TRUNC), not EEXIST (C answers EEXIST).
+            if flags & libc::O_EXCL == 0
+                && let Some(entry) = self.reader().resolve(&path).ok().flatten()
+            {
+                if entry.meta.kind != pmxcfs_store::Kind::File {
+                    return Err(FsError::IsDirectory);
+                }
+                let name = name.to_vec();
+                let ops = if flags & libc::O_TRUNC != 0 {
+                    vec![OwnedOp::Write(path, 0, Vec::new(), true)]
+                } else {
+                    Vec::new()
+                };
+                return Ok(Some(Plan {
+                    ops,
+                    unlock: None,
+                    reply: ReplyKind::Create { parent, name },
+                }));
+            }
+        }
+        let name = name.to_vec();
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Create(path)],
+            unlock: None,
+            reply: if open {
+                ReplyKind::Create { parent, name }
+            } else {
+                ReplyKind::Entry { parent, name }
+            },
+        }))
+    }
+
+    fn plan_mkdir(
+        &mut self,
+        parent: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, FsError> {
+        let (name, _) = name_at(request, body + size_of::<MkdirIn>()).ok_or(FsError::Invalid)?;
+        let path = self.child(parent, name)?;
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Mkdir(path)],
+            unlock: None,
+            reply: ReplyKind::Entry {
+                parent,
+                name: name.to_vec(),
+            },
+        }))
+    }
+
+    fn plan_delete(
+        &mut self,
+        parent: u64,
+        request: &[u8],
+        body: usize,
+    ) -> Result<Option<Plan>, FsError> {
+        let (name, _) = name_at(request, body).ok_or(FsError::Invalid)?;
+        let path = self.child(parent, name)?;
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Delete(path)],
+            unlock: None,
+            reply: ReplyKind::Empty,
+        }))
+    }
+
+    fn plan_rename(
+        &mut self,
+        olddir: u64,
+        request: &[u8],
+        body: usize,
+        rename2: bool,
+    ) -> Result<Option<Plan>, FsError> {
+        let (newdir, names) = if rename2 {
+            let rename = read_at::<Rename2In>(request, body).ok_or(FsError::Invalid)?;
+            rules::rename_flags_allowed(rename.flags)?;
+            (rename.newdir, body + size_of::<Rename2In>())
+        } else {
+            let rename = read_at::<RenameIn>(request, body).ok_or(FsError::Invalid)?;
+            (rename.newdir, body + size_of::<RenameIn>())
+        };
+        let (oldname, next) = name_at(request, names).ok_or(FsError::Invalid)?;
+        let (newname, _) = name_at(request, next).ok_or(FsError::Invalid)?;
+        let from = self.child(olddir, oldname)?;
+        let to = self.child(newdir, newname)?;
+        Ok(Some(Plan {
+            ops: vec![OwnedOp::Rename(from, to.clone())],
+            unlock: None,
+            reply: ReplyKind::Renamed {
+                newdir,
+                newname: newname.to_vec(),
+                to,
+            },
+        }))
+    }
+
+    /// A file open on this node that a change removed (an unlink or a
+    /// rename over it, here or on another node): its handles keep reading
+    /// and stat'ing the copy taken before the change, as the C daemon's do
+    /// (libfuse's hidden files), instead of failing with ESTALE.
+    pub(crate) fn keep_removed(&mut self, node_id: u64, path: &[u8], removed: RemovedFile) {
+        if !self.open_counts.contains_key(&node_id) || self.orphans.contains_key(&node_id) {
+            return;
+        }
+        let entry = EntryRef {
+            meta: removed.meta,
+            flags: 0,
+            name: &removed.name,
+            data: &removed.data,
+        };
+        let stat = self.orphan_stat(&entry, path);
+        self.keep_orphan(
+            node_id,
+            Orphan {
+                stat,
+                data: removed.data,
+            },
+        );
+    }
+
+    /// The reply to request `unique` once its changes are applied.
+    pub(crate) fn build_reply(
+        &mut self,
+        unique: u64,
+        outcome: Outcome,
+        kind: ReplyKind,
+    ) -> Vec<u8> {
+        if outcome.error != 0 {
+            if let ReplyKind::Write { node_id } | ReplyKind::Attr { node_id } = kind {
+                // The kernel may have cached what it tried to write.
+                self.invalidations.push(Invalidation::Inode { node_id });
+            }
+            return reply_error(unique, outcome.error);
+        }
+        let answer = match kind {
+            ReplyKind::Write { .. } => {
+                let out = WriteOut {
+                    size: outcome.value.max(0) as u32,
+                    padding: 0,
+                };
+                Ok(reply(unique, &[bytemuck::bytes_of(&out)]))
+            }
+            ReplyKind::Entry { parent, name } => self.lookup(parent, &name).map(|entry| {
+                let out = EntryOut::new(
+                    entry.inode,
+                    &entry.attr,
+                    entry.entry_timeout,
+                    entry.attr_timeout,
+                );
+                reply(unique, &[bytemuck::bytes_of(&out)])
+            }),
+            ReplyKind::Create { parent, name } => self.lookup(parent, &name).map(|entry| {
+                self.opened(entry.inode);
+                let out = EntryOut::new(
+                    entry.inode,
+                    &entry.attr,
+                    entry.entry_timeout,
+                    entry.attr_timeout,
+                );
+                let open = OpenOut {
+                    fh: 0,
+                    open_flags: FOPEN_KEEP_CACHE,
+                    padding: 0,
+                };
+                reply(
+                    unique,
+                    &[bytemuck::bytes_of(&out), bytemuck::bytes_of(&open)],
+                )
+            }),
+            ReplyKind::Renamed {
+                newdir,
+                newname,
+                to,
+            } => {
+                // Keep the dentry known under the name the kernel now has
+                // (a resync must find it).
+                if let Ok(Some(moved)) = self.reader().resolve(&to) {
+                    self.remember(newdir, &newname, moved.meta.inode + 1);
+                }
+                Ok(reply(unique, &[]))
+            }
+            ReplyKind::Empty => Ok(reply(unique, &[])),
+            ReplyKind::Attr { node_id } => self.getattr(node_id).map(|(stat, ttl)| {
+                let out = AttrOut {
+                    attr_valid: ttl.as_secs(),
+                    attr_valid_nsec: ttl.subsec_nanos(),
+                    dummy: 0,
+                    attr: Attr::from_stat(&stat),
+                };
+                reply(unique, &[bytemuck::bytes_of(&out)])
+            }),
+        };
+        answer.unwrap_or_else(|error| reply_error(unique, FsError::from(error).errno()))
+    }
+}
+
+/// The taken requests' replies (both modes).
+impl PmxFs {
+    /// A mutating request: taken (answered, parked or refused; see
+    /// [`PmxFs::take_replies`]) or `false` for the normal server path.
+    pub fn intercept(&self, request: &[u8]) -> bool {
+        self.core().intercept(request, None)
+    }
+
+    /// [`PmxFs::intercept`] for a request of io_uring queue `qid`: its
+    /// reply comes from [`PmxFs::take_uring_replies`].
+    pub(crate) fn intercept_from_queue(&self, request: &[u8], qid: u16) -> bool {
+        self.core().intercept(request, Some(qid))
+    }
+
+    /// Replies to write to /dev/fuse (answers of taken requests that came
+    /// through /dev/fuse).
+    pub fn take_replies(&self) -> Vec<Vec<u8>> {
+        let mut core = self.core();
+        let replies = &mut core.replies;
+        if replies.uring_origin.is_empty() {
+            return std::mem::take(&mut replies.ready);
+        }
+        let (queued, dev): (Vec<Vec<u8>>, Vec<Vec<u8>>) = std::mem::take(&mut replies.ready)
+            .into_iter()
+            .partition(|reply| replies.uring_origin.contains_key(&reply_unique(reply)));
+        replies.ready = queued;
+        dev
+    }
+
+    /// The io_uring queues that have replies waiting.
+    pub(crate) fn queues_with_replies(&self) -> Vec<u16> {
+        let core = self.core();
+        let replies = &core.replies;
+        if replies.uring_origin.is_empty() {
+            return Vec::new();
+        }
+        let mut qids: Vec<u16> = replies
+            .ready
+            .iter()
+            .filter_map(|reply| replies.uring_origin.get(&reply_unique(reply)).copied())
+            .collect();
+        qids.sort_unstable();
+        qids.dedup();
+        qids
+    }
+
+    /// The replies for requests queue `qid` took, with their unique.
+    pub(crate) fn take_uring_replies(&self, qid: u16) -> Vec<(u64, Vec<u8>)> {
+        let mut core = self.core();
+        let replies = &mut core.replies;
+        let mut mine = Vec::new();
+        let mut rest = Vec::new();
+        for reply in std::mem::take(&mut replies.ready) {
+            let unique = reply_unique(&reply);
+            if replies.uring_origin.get(&unique) == Some(&qid) {
+                replies.uring_origin.remove(&unique);
+                mine.push((unique, reply));
+            } else {
+                rest.push(reply);
+            }
+        }
+        replies.ready = rest;
+        mine
+    }
+}

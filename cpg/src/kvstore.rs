@@ -152,8 +152,7 @@ pub struct LogRecord<'a> {
     pub message: &'a str,
 }
 
-/// A node's generic key/value table: key → (value, version).
-pub type KvTable = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
+pub use crate::status::KvTable;
 
 /// The cluster log: entries oldest first, bounded by the 128 KiB ring, with
 /// the per-node duplicate suppression of logger.c.

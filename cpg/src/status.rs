@@ -11,7 +11,8 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::kvstore::KvTable;
+/// A node's generic key/value table: key → (value, version).
+pub type KvTable = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
 
 /// Largest status value (C `CFS_MAX_STATUS_SIZE`).
 pub const STATUS_VALUE_MAX: usize = 32 * 1024;

@@ -4,307 +4,29 @@
 //! order). Other requests are served meanwhile; several writes may be in
 //! flight. Changes made by other nodes invalidate the kernel's caches.
 //!
-//! The DFSM and its DCDB application (which owns the store session) live
-//! here; the daemon feeds CPG events in ([`PmxFs::cpg_deliver`], ...) and
-//! multicasts what [`PmxFs::take_outgoing`] returns. This module knows no
-//! corosync handle and no file descriptor.
-
-use std::collections::HashMap;
+//! The DFSMs and the DCDB application (which owns the store session) are
+//! held in `replicator.rs` and driven here; the daemon feeds CPG events in
+//! ([`PmxFs::cpg_deliver`], ...) and multicasts what
+//! [`PmxFs::take_outgoing`] returns. This module knows no corosync handle
+//! and no file descriptor.
 
 use pmxcfs_cpg::dcdb::Dcdb;
 use pmxcfs_cpg::dfsm::{Action, Dfsm, MemberId, Message, Votes, WriteGate};
 use pmxcfs_cpg::frame;
-use pmxcfs_cpg::kvstore::{ClusterLog, Kvstore};
-use pmxcfs_cpg::wire::{
-    DCDB_PROTOCOL_VERSION, DcdbType, FusePayload, KVSTORE_PROTOCOL_VERSION, UnlockPayload,
-};
-use pmxcfs_store::{ApplyPermit, Op, Session};
+use pmxcfs_cpg::kvstore::Kvstore;
+use pmxcfs_cpg::wire::{DcdbType, UnlockPayload};
 
+use crate::clock::now_secs;
+use crate::core::Core;
 use crate::error::FsError;
-use crate::fs::{Backend, Core, PmxFs, now_secs};
-use crate::mutation::{Outcome, OwnedOp, Plan, ReplyKind};
+use crate::fs::PmxFs;
+use crate::plan::{Outcome, OwnedOp, Plan};
 use crate::quorum::Proposal;
+use crate::replicator::{
+    Backend, Cluster, Group, KNOWN_MAX, MAX_HELD_STATUS, MAX_SEND_BACKLOG, MAX_WAITING, Parked,
+    WAIT_FOR_GATE, Waiting,
+};
 use crate::wire::*;
-
-/// The two CPG groups of a node, each with its DFSM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Group {
-    /// `pve_dcdb_v1`: the replicated tree.
-    Dcdb,
-    /// `pve_kvstore_v1`: status, node IPs, cluster log, "online".
-    Kvstore,
-}
-
-impl Group {
-    pub const ALL: [Group; 2] = [Group::Dcdb, Group::Kvstore];
-
-    /// The CPG group name (joined with its NUL, as the C daemon does).
-    pub fn name(self) -> &'static str {
-        match self {
-            Group::Dcdb => "pve_dcdb_v1",
-            Group::Kvstore => "pve_kvstore_v1",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// At most this many (node id → name) pairs are remembered for the
-/// invalidation after a resync; at the bound the record starts over (what
-/// it held is then not invalidated by a resync: the kernel's entries expire
-/// after their 10 s TTL).
-const KNOWN_MAX: usize = 1 << 20;
-
-/// A request whose first message is sent: answered once its last one has
-/// its result, or at its first failure.
-#[derive(Debug)]
-struct Parked {
-    outcome: Outcome,
-    reply: ReplyKind,
-    /// Ops not sent yet, in order: each goes out after the previous one
-    /// succeeded.
-    rest: std::collections::VecDeque<OwnedOp>,
-}
-
-/// The DCDB message of an operation (spec/filesystem.md §6.3).
-fn encode_op(op: &Op<'_>) -> Result<(DcdbType, Vec<u8>), FsError> {
-    let plain = |path| FusePayload {
-        offset: 0,
-        flags: 0,
-        path,
-        to: None,
-        data: &[],
-    };
-    let (kind, payload) = match *op {
-        Op::Create { path } => (DcdbType::Create, plain(path)),
-        Op::Mkdir { path } => (DcdbType::Mkdir, plain(path)),
-        Op::Delete { path } => (DcdbType::Delete, plain(path)),
-        Op::Rename { from, to } => (
-            DcdbType::Rename,
-            FusePayload {
-                to: Some(to),
-                ..plain(from)
-            },
-        ),
-        Op::Write {
-            path,
-            offset,
-            data,
-            truncate,
-        } => (
-            DcdbType::Write,
-            FusePayload {
-                // Beyond 4 GiB is beyond the 1 MiB limit anyway.
-                offset: u32::try_from(offset).map_err(|_| FsError::TooBig)?,
-                flags: u32::from(truncate),
-                data,
-                ..plain(path)
-            },
-        ),
-        Op::Mtime { path, mtime } => (
-            DcdbType::Mtime,
-            FusePayload {
-                offset: mtime,
-                ..plain(path)
-            },
-        ),
-    };
-    let mut out = Vec::with_capacity(32 + payload.path.len() + payload.data.len());
-    payload.encode(&mut out).map_err(|_| FsError::Invalid)?;
-    Ok((kind, out))
-}
-
-/// Requests that wait for the write gate ([`Dfsm::write_gate`]) at most.
-/// More get EAGAIN at once.
-pub(crate) const MAX_WAITING: usize = 1024;
-/// How long a request waits for the write gate before it gets EACCES.
-pub(crate) const WAIT_FOR_GATE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Bytes waiting to be multicast (the link's send queues plus what the
-/// DFSMs emitted) above which new writes wait at the gate and status updates
-/// are held back (corosync's flow control, or a stuck corosync).
-pub(crate) const MAX_SEND_BACKLOG: usize = 32 << 20;
-/// Distinct status keys held back while the send backlog is full at most.
-pub(crate) const MAX_HELD_STATUS: usize = 4096;
-
-/// Approximate bytes of a message on the wire (payload plus headers).
-fn message_size(msg: &Message) -> usize {
-    use pmxcfs_cpg::dfsm::MessageBody;
-    48 + match &msg.body {
-        MessageBody::Normal { payload, .. } | MessageBody::Update { payload, .. } => payload.len(),
-        MessageBody::State { blob, .. } => blob.len(),
-        _ => 0,
-    }
-}
-
-/// A request parked before sending: the group is synchronising or holds no
-/// majority of the votes. Its raw bytes are kept: it is planned again when
-/// the gate opens, against the tree as it is then (a resync may have
-/// changed what it names).
-struct Waiting {
-    unique: u64,
-    request: Vec<u8>,
-    deadline: std::time::Instant,
-}
-
-pub(crate) struct Cluster {
-    /// [`Dfsm::take_kept_if_changed`]'s mark of what the daemon last kept.
-    kept_seen: u64,
-    dfsm: Dfsm<Dcdb<'static, 'static>>,
-    kv: Dfsm<Kvstore>,
-    parked: HashMap<u64, Parked>,
-    by_count: HashMap<u64, u64>,
-    outgoing: Vec<(Group, Message)>,
-    leave: [bool; 2],
-    /// Node ids handed to the kernel with the (parent, name) they were
-    /// looked up under: what a resync must invalidate.
-    known: HashMap<u64, (u64, Vec<u8>)>,
-    /// corosync.conf changed: `Some(notify)` (notify = the change came from
-    /// this node), for the daemon's copy to /etc/corosync.
-    corosync_conf: Option<bool>,
-    /// Counts of own messages whose parked request got a success result in
-    /// this pump: their changes were made through this kernel, which knows.
-    answered_ok: std::collections::HashSet<u64>,
-    /// The tree group's members and sync state last logged.
-    logged_members: Vec<u32>,
-    logged_synced: bool,
-    /// Requests waiting for the write gate, oldest first.
-    waiting: std::collections::VecDeque<Waiting>,
-    /// The gate's last state, for one log line per change.
-    logged_gate: Option<pmxcfs_cpg::dfsm::WriteGate>,
-    /// `retry_waiting` is running (it re-enters through `pump`).
-    retrying: bool,
-    /// Bytes in the link's send queues (told by the daemon).
-    send_backlog: usize,
-    /// Status updates held back while the backlog is full: the latest
-    /// payload per key (sent when it drains).
-    held_status: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Cluster log messages not multicast because the backlog was full
-    /// (they reach the others with the next kvstore sync).
-    dropped_log: u64,
-}
-
-impl Cluster {
-    pub(crate) fn new(
-        session: Session<'static>,
-        permit: ApplyPermit,
-        nodename: &str,
-        node_ip: Option<String>,
-        log: ClusterLog,
-    ) -> Cluster {
-        let dcdb = Dcdb::owned(session, permit);
-        let local = MemberId::new(0, std::process::id());
-        let kvstore = Kvstore::new(nodename, node_ip, log);
-        Cluster {
-            dfsm: Dfsm::new(local, DCDB_PROTOCOL_VERSION, dcdb),
-            kv: Dfsm::new(local, KVSTORE_PROTOCOL_VERSION, kvstore),
-            parked: HashMap::new(),
-            by_count: HashMap::new(),
-            outgoing: Vec::new(),
-            leave: [false; 2],
-            known: HashMap::new(),
-            corosync_conf: None,
-            kept_seen: 0,
-            answered_ok: std::collections::HashSet::new(),
-            logged_members: Vec::new(),
-            logged_synced: false,
-            waiting: std::collections::VecDeque::new(),
-            logged_gate: None,
-            retrying: false,
-            send_backlog: 0,
-            held_status: std::collections::BTreeMap::new(),
-            dropped_log: 0,
-        }
-    }
-
-    /// Bytes waiting to be multicast.
-    fn backlog(&self) -> usize {
-        self.send_backlog
-            + self
-                .outgoing
-                .iter()
-                .map(|(_, msg)| message_size(msg))
-                .sum::<usize>()
-    }
-
-    fn backlogged(&self) -> bool {
-        self.backlog() > MAX_SEND_BACKLOG
-    }
-
-    pub(crate) fn waiting_count(&self) -> usize {
-        self.waiting.len()
-    }
-
-    pub(crate) fn session(&self) -> &Session<'static> {
-        self.dfsm.app().session()
-    }
-
-    /// The tree's DFSM is in sync with the group (mode SYNCED).
-    pub(crate) fn synced(&self) -> bool {
-        self.dfsm.mode() == pmxcfs_cpg::dfsm::Mode::Synced
-    }
-
-    pub(crate) fn parked_count(&self) -> usize {
-        self.parked.len()
-    }
-
-    pub(crate) fn outgoing_count(&self) -> usize {
-        self.outgoing.len()
-    }
-
-    /// Both DFSM groups as `pmxcfs status` shows them.
-    pub(crate) fn group_reports(&self) -> Vec<crate::report::GroupReport> {
-        fn report<A: pmxcfs_cpg::dfsm::Application>(
-            name: &'static str,
-            dfsm: &Dfsm<A>,
-        ) -> crate::report::GroupReport {
-            let epoch = dfsm.sync_epoch();
-            crate::report::GroupReport {
-                name,
-                mode: format!("{:?}", dfsm.mode()).to_lowercase(),
-                epoch: epoch.epoch,
-                epoch_nodeid: epoch.nodeid,
-                members: dfsm.members().count(),
-                synced_members: dfsm.members().filter(|(_, synced)| *synced).count(),
-                leader_nodeid: dfsm.lowest_nodeid(),
-                queued: dfsm.queued().len(),
-                sync_queued: dfsm.sync_queued().len(),
-            }
-        }
-        vec![
-            report(Group::Dcdb.name(), &self.dfsm),
-            report(Group::Kvstore.name(), &self.kv),
-        ]
-    }
-
-    pub(crate) fn parts(&mut self) -> (&mut Session<'static>, &mut ApplyPermit) {
-        self.dfsm.app_mut().parts()
-    }
-
-    pub(crate) fn into_session(self) -> Session<'static> {
-        let Cluster {
-            mut dfsm, mut kv, ..
-        } = self;
-        dfsm.shutdown();
-        kv.shutdown();
-        match dfsm.into_app().into_parts() {
-            Some((session, _permit)) => session,
-            // Dcdb::owned always holds its parts.
-            None => unreachable!("the cluster's DCDB owns its session"),
-        }
-    }
-
-    /// Multicasts one proposal; only a value that passed the quorum gate
-    /// can be sent.
-    fn send(&mut self, proposal: Proposal<'_>) -> Result<u64, FsError> {
-        let (kind, payload) = encode_op(proposal.op())?;
-        self.dfsm
-            .send_normal(kind as u16, payload, now_secs())
-            .map_err(|_| FsError::Denied)
-    }
-}
 
 impl Core {
     /// Other nodes' kvstore tables (cluster mode).
@@ -1168,7 +890,8 @@ impl PmxFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mutation::reply_unique;
+    use crate::plan::reply_unique;
+    use pmxcfs_store::ApplyPermit;
     use pmxcfs_testkit::logged;
     use proptest::prelude::*;
 
@@ -1199,8 +922,8 @@ mod tests {
         cluster_fs_as(1)
     }
 
-    fn config(nodename: &str) -> crate::fs::Config {
-        crate::fs::Config {
+    fn config(nodename: &str) -> crate::core::Config {
+        crate::core::Config {
             nodename: nodename.into(),
             www_data_gid: 33,
         }
@@ -2570,7 +2293,7 @@ mod tests {
         let me = MemberId::new(1, 1);
         fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
         deliver_own(&fs);
-        let (members, _) = crate::fs::special_by_name(b".members").expect(".members");
+        let (members, _) = crate::core::special_by_name(b".members").expect(".members");
         let body = write_body(0, b"x");
         assert!(try_call(&fs, FUSE_WRITE, members, &body).is_none());
         let file = created(

@@ -7,12 +7,16 @@
 //! buffers) or of corosync handles (the daemon feeds it CPG events).
 
 mod channel;
+mod clock;
 mod cluster;
+mod core;
 mod error;
 mod fs;
 mod mutation;
 mod notify_queue;
+mod plan;
 mod quorum;
+mod replicator;
 pub mod report;
 mod rules;
 mod service;
@@ -21,11 +25,12 @@ mod uring;
 mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
-pub use cluster::Group;
+pub use core::Config;
 pub use error::FsError;
-pub use fs::{Config, Health, PmxFs};
+pub use fs::{Health, PmxFs};
 pub use pmxcfs_cpg::dfsm::{MemberId, Message as DfsmMessage};
 pub use quorum::{Proposal, Quorate, QuorumGate};
+pub use replicator::Group;
 pub use service::IpcService;
 pub use status::{ClusterInfo, ClusterNode};
 pub use uring::enable as enable_uring;

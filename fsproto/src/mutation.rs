@@ -17,160 +17,19 @@
 //! fuse-backend-rs serves everything else: reads, and changes of the
 //! special files and of removed files that are still open.
 
-use std::collections::HashMap;
-
-use pmxcfs_cpg::dcdb::{Change, Dcdb, RemovedFile};
+use pmxcfs_cpg::dcdb::{Change, RemovedFile};
 use pmxcfs_cpg::dfsm::MemberId;
 use pmxcfs_store::{EntryRef, Op, Origin};
 
+use crate::clock::now_secs;
+use crate::core::{Core, Orphan, special_by_id};
 use crate::error::FsError;
-use crate::fs::{Backend, Core, Orphan, PmxFs, now_secs, special_by_id};
+use crate::fs::PmxFs;
+use crate::plan::{Outcome, OwnedOp, Plan, ReplyKind, reply_unique};
 use crate::quorum::Proposal;
+use crate::replicator::Backend;
 use crate::rules::{self, MtimeRequest, SetattrRequest};
 use crate::wire::*;
-
-/// What a parked request answers with once all its messages are applied.
-#[derive(Debug)]
-pub(crate) enum ReplyKind {
-    Write {
-        node_id: u64,
-    },
-    Entry {
-        parent: u64,
-        name: Vec<u8>,
-    },
-    Create {
-        parent: u64,
-        name: Vec<u8>,
-    },
-    Empty,
-    /// A rename: the kernel moves its dentry to (`newdir`, `newname`).
-    Renamed {
-        newdir: u64,
-        newname: Vec<u8>,
-        to: Vec<u8>,
-    },
-    Attr {
-        node_id: u64,
-    },
-}
-
-/// What the changes of one request came to.
-#[derive(Debug, Default)]
-pub(crate) struct Outcome {
-    /// First failure (positive errno), 0 if none.
-    pub(crate) error: i32,
-    /// Result of the last change (a WRITE's byte count).
-    pub(crate) value: i32,
-}
-
-impl Outcome {
-    /// One change's result (negative: an errno).
-    pub(crate) fn record(&mut self, result: i32) {
-        if result < 0 && self.error == 0 {
-            self.error = -result;
-        }
-        self.value = result;
-    }
-}
-
-/// The changes one request asks for, before the quorum gate.
-pub(crate) struct Plan {
-    pub(crate) ops: Vec<OwnedOp>,
-    /// A utime of a lock directory that names its checksum (spec
-    /// filesystem.md §8): an unlock request for the MTIME op of the plan.
-    pub(crate) unlock: Option<[u8; 32]>,
-    pub(crate) reply: ReplyKind,
-}
-
-#[derive(Debug)]
-pub(crate) enum OwnedOp {
-    Create(Vec<u8>),
-    Mkdir(Vec<u8>),
-    Delete(Vec<u8>),
-    Rename(Vec<u8>, Vec<u8>),
-    Write(Vec<u8>, u64, Vec<u8>, bool),
-    Mtime(Vec<u8>, u32),
-}
-
-impl OwnedOp {
-    pub(crate) fn as_op(&self) -> Op<'_> {
-        match self {
-            OwnedOp::Create(path) => Op::Create { path },
-            OwnedOp::Mkdir(path) => Op::Mkdir { path },
-            OwnedOp::Delete(path) => Op::Delete { path },
-            OwnedOp::Rename(from, to) => Op::Rename { from, to },
-            OwnedOp::Write(path, offset, data, truncate) => Op::Write {
-                path,
-                offset: *offset,
-                data,
-                truncate: *truncate,
-            },
-            OwnedOp::Mtime(path, mtime) => Op::Mtime {
-                path,
-                mtime: *mtime,
-            },
-        }
-    }
-}
-
-/// The `unique` of an encoded reply (bytes 8..16 of its header).
-pub(crate) fn reply_unique(reply: &[u8]) -> u64 {
-    read_at::<u64>(reply, 8).unwrap_or(0)
-}
-
-/// Local mode's replicator: the tree's apply path without a group.
-pub(crate) struct Local {
-    /// The DCDB application, never joined to a group: its
-    /// [`Dcdb::apply_op`] is the apply of both modes.
-    pub(crate) dcdb: Dcdb<'static, 'static>,
-    /// When a store that failed to write may be tried again.
-    recover_after: Option<std::time::Instant>,
-}
-
-impl Local {
-    pub(crate) fn new(dcdb: Dcdb<'static, 'static>) -> Local {
-        Local {
-            dcdb,
-            recover_after: None,
-        }
-    }
-
-    /// A store that failed a write (a full disk) refuses every change with
-    /// the failure's errno; it is tried again at most once a second.
-    fn writable(&mut self) -> Result<(), FsError> {
-        let session = self.dcdb.parts().0;
-        if !session.is_poisoned() {
-            return Ok(());
-        }
-        let now = std::time::Instant::now();
-        if self.recover_after.is_none_or(|at| now >= at) {
-            self.recover_after = Some(now + std::time::Duration::from_secs(1));
-            if let Err(error) = session.recover() {
-                tracing::debug!(%error, "the store still cannot write");
-            }
-        }
-        match session.poison_errno() {
-            Some(code) => Err(FsError::from_errno(code)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Taken requests' replies, and which io_uring queue each came from.
-#[derive(Default)]
-pub(crate) struct Replies {
-    ready: Vec<Vec<u8>>,
-    /// FUSE uniques of taken requests that came through an io_uring queue
-    /// (its index): their replies are committed by that queue.
-    uring_origin: HashMap<u64, u16>,
-}
-
-impl Replies {
-    pub(crate) fn push(&mut self, reply: Vec<u8>) {
-        self.ready.push(reply);
-    }
-}
 
 /// The sender and message count local mode's changes are recorded with
 /// (no group: nobody else sends).

@@ -14,8 +14,10 @@ use pmxcfs_ipc::token;
 use pmxcfs_store::Kind;
 use smallvec::SmallVec;
 
+use crate::clock::now_secs;
+use crate::core::Core;
 use crate::error::FsError;
-use crate::fs::{Core, PmxFs, now_secs};
+use crate::fs::PmxFs;
 use crate::status::vmlist_text;
 
 /// Entries GET_CLUSTER_LOG prints when the request asks for 0.

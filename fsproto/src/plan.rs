@@ -1,0 +1,96 @@
+//! A mutating request decoded: the DCDB ops it asks for and what its reply
+//! needs (built by `mutation.rs`, carried out by a replicator).
+
+use pmxcfs_store::Op;
+
+use crate::wire::read_at;
+
+/// What a parked request answers with once all its messages are applied.
+#[derive(Debug)]
+pub(crate) enum ReplyKind {
+    Write {
+        node_id: u64,
+    },
+    Entry {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Create {
+        parent: u64,
+        name: Vec<u8>,
+    },
+    Empty,
+    /// A rename: the kernel moves its dentry to (`newdir`, `newname`).
+    Renamed {
+        newdir: u64,
+        newname: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Attr {
+        node_id: u64,
+    },
+}
+
+/// What the changes of one request came to.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// First failure (positive errno), 0 if none.
+    pub(crate) error: i32,
+    /// Result of the last change (a WRITE's byte count).
+    pub(crate) value: i32,
+}
+
+impl Outcome {
+    /// One change's result (negative: an errno).
+    pub(crate) fn record(&mut self, result: i32) {
+        if result < 0 && self.error == 0 {
+            self.error = -result;
+        }
+        self.value = result;
+    }
+}
+
+/// The changes one request asks for, before the quorum gate.
+pub(crate) struct Plan {
+    pub(crate) ops: Vec<OwnedOp>,
+    /// A utime of a lock directory that names its checksum (spec
+    /// filesystem.md §8): an unlock request for the MTIME op of the plan.
+    pub(crate) unlock: Option<[u8; 32]>,
+    pub(crate) reply: ReplyKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum OwnedOp {
+    Create(Vec<u8>),
+    Mkdir(Vec<u8>),
+    Delete(Vec<u8>),
+    Rename(Vec<u8>, Vec<u8>),
+    Write(Vec<u8>, u64, Vec<u8>, bool),
+    Mtime(Vec<u8>, u32),
+}
+
+impl OwnedOp {
+    pub(crate) fn as_op(&self) -> Op<'_> {
+        match self {
+            OwnedOp::Create(path) => Op::Create { path },
+            OwnedOp::Mkdir(path) => Op::Mkdir { path },
+            OwnedOp::Delete(path) => Op::Delete { path },
+            OwnedOp::Rename(from, to) => Op::Rename { from, to },
+            OwnedOp::Write(path, offset, data, truncate) => Op::Write {
+                path,
+                offset: *offset,
+                data,
+                truncate: *truncate,
+            },
+            OwnedOp::Mtime(path, mtime) => Op::Mtime {
+                path,
+                mtime: *mtime,
+            },
+        }
+    }
+}
+
+/// The `unique` of an encoded reply (bytes 8..16 of its header).
+pub(crate) fn reply_unique(reply: &[u8]) -> u64 {
+    read_at::<u64>(reply, 8).unwrap_or(0)
+}

@@ -15,10 +15,17 @@
 //! requests but FORGET and INTERRUPT this way; those still come through
 //! /dev/fuse, which the daemon keeps reading.
 //!
+//! Each queue thread runs its own `pmxcfs_reactor::Reactor` (the daemon's
+//! io_uring layer): the entries are device commands whose two buffers move
+//! into the reactor with each command and come back with its completion,
+//! always the same two allocations (the kernel keeps their addresses from
+//! REGISTER on). Stopping drops the reactor, which cancels what is armed
+//! and never frees a buffer the kernel still holds.
+//!
 //! Requests are served by the same fuse-backend-rs `Server` as on /dev/fuse:
 //! the request is laid out contiguously as on /dev/fuse, and the reply the
-//! server writes (to a pipe owned by the queue) is split back into header
-//! and payload. A mutating request is taken by `PmxFs::intercept_from_queue`
+//! server writes (to a memfd owned by the queue: the server writes to an
+//! fd) is read back and split into header and payload. A mutating request is taken by `PmxFs::intercept_from_queue`
 //! instead (`mutation.rs`): in local mode its reply is ready at once; in
 //! cluster mode its entry stays with the queue until the loop thread has
 //! the DFSM's result, then the loop wakes the queue (its eventfd), which
@@ -34,7 +41,7 @@ use std::thread::JoinHandle;
 
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use pmxcfs_reactor::{Command, Completion, Reactor, Token};
 
 use crate::error::FsError;
 use crate::fs::PmxFs;
@@ -58,10 +65,13 @@ const DEPTH: usize = 32;
 /// Payload buffer: the largest write (1 MiB) or read reply.
 const PAYLOAD_BYTES: usize = 1 << 20;
 const REQUEST_BYTES: usize = 40 + OP_IN_BYTES + PAYLOAD_BYTES;
-/// user_data of the stop poll.
-const STOP: u64 = u64::MAX;
-/// user_data of the poll of the queue's wake eventfd.
-const WAKE: u64 = u64::MAX - 1;
+/// Token of the stop poll (entries are tokens 0..DEPTH).
+const STOP: Token = Token(u64::MAX);
+/// Token of the poll of the queue's wake eventfd.
+const WAKE: Token = Token(u64::MAX - 1);
+/// The two buffers of an entry, in the order the kernel expects them.
+const HEADER: usize = 0;
+const PAYLOAD: usize = 1;
 
 /// `fuse_uring_ent_in_out`.
 #[repr(C)]
@@ -105,12 +115,6 @@ fn possible_cpus() -> usize {
                 .max()
         })
         .map_or(1, |max| max + 1)
-}
-
-struct Entry {
-    header: Box<[u8; HEADER_BYTES]>,
-    payload: Vec<u8>,
-    iov: Box<[libc::iovec; 2]>,
 }
 
 /// The running queues; dropping it stops and joins them.
@@ -254,19 +258,15 @@ fn reply_file() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// A URING_CMD SQE on /dev/fuse with the two buffers of `entry`.
-fn command(fuse_fd: RawFd, op: u32, entry: &Entry, commit_id: u64, qid: u16) -> squeue::Entry128 {
-    let sqe = opcode::UringCmd80::new(types::Fd(fuse_fd), op)
-        .cmd(cmd_req(commit_id, qid))
-        .addr(Some(entry.iov.as_ptr() as u64))
-        .build();
-    // The crate has no setter for `len` (the iovec count, 2): set it in the
-    // raw SQE (offset 24 of io_uring_sqe).
-    // SAFETY: Entry128 is a repr(C) 128-byte plain-data SQE.
-    let mut raw: [u8; 128] = unsafe { std::mem::transmute(sqe) };
-    raw[24..28].copy_from_slice(&2u32.to_le_bytes());
-    // SAFETY: the same bytes back.
-    unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
+/// A FUSE ring command (`op`: REGISTER or COMMIT_AND_FETCH) for the entry
+/// whose two buffers (header, payload) are `buffers`: the kernel keeps their
+/// addresses from REGISTER on, so an entry's buffers are always the same two.
+fn command(op: u32, buffers: Vec<Vec<u8>>, commit_id: u64, qid: u16) -> Command {
+    Command {
+        op,
+        data: cmd_req(commit_id, qid),
+        buffers,
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -287,188 +287,147 @@ fn serve_queue(
 ) -> io::Result<()> {
     let fuse_fd = fds.fuse;
     pin_to_cpu(qid as usize);
-    let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
-        IoUring::builder().build((DEPTH * 2 + 2) as u32)?;
-    let mut entries: Vec<Entry> = (0..DEPTH)
-        .map(|_| {
-            let mut header = Box::new([0u8; HEADER_BYTES]);
-            let mut payload = vec![0u8; PAYLOAD_BYTES];
-            let iov = Box::new([
-                libc::iovec {
-                    iov_base: header.as_mut_ptr().cast(),
-                    iov_len: HEADER_BYTES,
-                },
-                libc::iovec {
-                    iov_base: payload.as_mut_ptr().cast(),
-                    iov_len: PAYLOAD_BYTES,
-                },
-            ]);
-            Entry {
-                header,
-                payload,
-                iov,
-            }
-        })
-        .collect();
+    // One slot per entry, plus the stop and wake polls.
+    let mut reactor = Reactor::new(DEPTH as u32 + 2).map_err(io::Error::other)?;
+    let reactor_error = |error: pmxcfs_reactor::ReactorError| io::Error::other(error);
+    reactor
+        .poll_once(fds.stop, libc::POLLIN as u32, STOP)
+        .map_err(reactor_error)?;
+    reactor
+        .poll_once(fds.wake, libc::POLLIN as u32, WAKE)
+        .map_err(reactor_error)?;
+    for index in 0..DEPTH {
+        // Zeroed allocations: the payload's pages are touched only as far
+        // as requests fill them.
+        let buffers = vec![vec![0u8; HEADER_BYTES], vec![0u8; PAYLOAD_BYTES]];
+        reactor
+            .command(
+                fuse_fd,
+                command(CMD_REGISTER, buffers, 0, qid),
+                Token(index as u64),
+            )
+            .map_err(reactor_error)?;
+    }
     let reply_fd = reply_file()?;
     let mut request = vec![0u8; REQUEST_BYTES];
     let mut reply = vec![0u8; PAYLOAD_BYTES + 4096];
     let mut scratch = vec![0u8; PAYLOAD_BYTES + 4096];
-    let stop_poll = opcode::PollAdd::new(types::Fd(fds.stop), libc::POLLIN as u32)
-        .build()
-        .user_data(STOP);
-    let wake_poll = || {
-        opcode::PollAdd::new(types::Fd(fds.wake), libc::POLLIN as u32)
-            .build()
-            .user_data(WAKE)
-    };
-    // Requests taken by the mutation path, not answered yet: unique → entry.
-    let mut parked: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-    // SAFETY: the buffers of every SQE (iovecs, headers, payloads) live in
-    // `entries`, which outlives the ring (dropped after it, below).
-    unsafe {
-        let mut sq = ring.submission();
-        let _ = sq.push(&stop_poll.into());
-        let _ = sq.push(&wake_poll().into());
-        for (index, entry) in entries.iter().enumerate() {
-            let sqe = command(fuse_fd, CMD_REGISTER, entry, 0, qid).user_data(index as u64);
-            sq.push(&sqe)
-                .map_err(|_| io::Error::other("submission queue full"))?;
-        }
-    }
-    ring.submit()?;
-    let mut ready = Vec::with_capacity(DEPTH);
-    let mut live = entries.len();
+    // Requests taken by the mutation path, not answered yet: unique → the
+    // entry (its index and buffers, back in our hands until the commit).
+    let mut parked: std::collections::HashMap<u64, (u64, Vec<Vec<u8>>)> =
+        std::collections::HashMap::new();
+    let mut completions: Vec<Completion> = Vec::with_capacity(DEPTH + 2);
+    let mut commits: Vec<(u64, u64, Vec<Vec<u8>>)> = Vec::with_capacity(DEPTH);
+    let mut live = DEPTH;
     loop {
-        match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(error) => return Err(error),
-        }
-        ready.clear();
-        for cqe in ring.completion() {
-            ready.push((cqe.user_data(), cqe.result()));
-        }
-        for &(user_data, result) in &ready {
-            if user_data == STOP || stop.load(Ordering::Relaxed) {
-                // Commands may still be armed: the kernel could write into
-                // their buffers until the ring is torn down, so the buffers
-                // are leaked, never freed under it (once per queue, at exit).
-                std::mem::forget(entries);
+        // Dropping the reactor on return cancels what is still armed and
+        // leaks, never frees, buffers the kernel does not hand back.
+        reactor
+            .wait(&mut completions, None)
+            .map_err(reactor_error)?;
+        for completion in completions.drain(..) {
+            if completion.token == STOP || stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            if result < 0 {
+            if completion.token == WAKE {
+                drain(fds.wake);
+                reactor
+                    .poll_once(fds.wake, libc::POLLIN as u32, WAKE)
+                    .map_err(reactor_error)?;
+                continue;
+            }
+            let index = completion.token.0;
+            if let Some(errno) = completion.errno() {
                 // ENOTCONN/ENODEV: unmounted, the normal end.
-                if matches!(-result, libc::ENOTCONN | libc::ENODEV | libc::ECANCELED) {
+                if matches!(errno, libc::ENOTCONN | libc::ENODEV | libc::ECANCELED) {
                     tracing::debug!(qid, "io_uring queue ends: connection gone");
-                    std::mem::forget(entries);
                     return Ok(());
                 }
                 // The kernel refused this entry (EOPNOTSUPP before the ring
                 // was ready, ...): it is out of service, the others go on.
-                tracing::error!(
-                    qid,
-                    entry = user_data,
-                    errno = -result,
-                    "io_uring entry refused"
-                );
+                tracing::error!(qid, entry = index, errno, "io_uring entry refused");
                 live -= 1;
                 if live == 0 {
-                    std::mem::forget(entries);
-                    return Err(io::Error::from_raw_os_error(-result));
+                    return Err(io::Error::from_raw_os_error(errno));
                 }
                 continue;
             }
-            let mut commits: Vec<(usize, u64)> = Vec::new();
-            if user_data == WAKE {
-                drain(fds.wake);
-                // SAFETY: the poll has no buffer.
-                unsafe {
-                    ring.submission()
-                        .push(&wake_poll().into())
-                        .map_err(|_| io::Error::other("submission queue full"))?;
+            let mut buffers = completion.buffers;
+            if buffers.len() != 2 {
+                tracing::error!(qid, entry = index, "io_uring entry without its buffers");
+                live -= 1;
+                continue;
+            }
+            let (total, in_header) = rebuild(&buffers, &mut request);
+            if fs.intercept_from_queue(&request[..total], qid) {
+                parked.insert(in_header.unique, (index, buffers));
+                if let Some(fd) = fds.loop_wake {
+                    signal(fd);
                 }
             } else {
-                let index = user_data as usize;
-                let Some(entry) = entries.get_mut(index) else {
+                let commit_id = serve(
+                    &mut buffers,
+                    server,
+                    &mut request[..total],
+                    &mut reply,
+                    &mut scratch,
+                    reply_fd.as_raw_fd(),
+                );
+                commits.push((index, commit_id, buffers));
+            }
+        }
+        // Replies of parked requests: ready at once in local mode, when the
+        // loop woke us in cluster mode.
+        if !parked.is_empty() {
+            for (unique, bytes) in fs.take_uring_replies(qid) {
+                let Some((index, mut buffers)) = parked.remove(&unique) else {
                     continue;
                 };
-                let (total, in_header) = rebuild(entry, &mut request);
-                if fs.intercept_from_queue(&request[..total], qid) {
-                    parked.insert(in_header.unique, index);
-                    if let Some(fd) = fds.loop_wake {
-                        signal(fd);
-                    }
-                } else {
-                    let commit_id = serve(
-                        entry,
-                        server,
-                        &mut request[..total],
-                        &mut reply,
-                        &mut scratch,
-                        reply_fd.as_raw_fd(),
-                    );
-                    commits.push((index, commit_id));
-                }
+                let commit_id = fill_reply(&mut buffers, &bytes);
+                commits.push((index, commit_id, buffers));
             }
-            // Replies of parked requests (the loop woke us, or an immediate
-            // refusal of the request just taken).
-            if !parked.is_empty() {
-                for (unique, bytes) in fs.take_uring_replies(qid) {
-                    let Some(index) = parked.remove(&unique) else {
-                        continue;
-                    };
-                    if let Some(entry) = entries.get_mut(index) {
-                        let commit_id = fill_reply(entry, &bytes);
-                        commits.push((index, commit_id));
-                    }
-                }
-            }
-            // Invalidations go to the notifier thread (never written here:
-            // the kernel may block such a write on a lock held by a caller
-            // waiting for this queue).
-            for invalidation in fs.take_invalidations() {
-                let _ = notifier.push(encode_notification(&invalidation));
-            }
-            for (index, commit_id) in commits {
-                let Some(entry) = entries.get(index) else {
-                    continue;
-                };
-                let sqe = command(fuse_fd, CMD_COMMIT_AND_FETCH, entry, commit_id, qid)
-                    .user_data(index as u64);
-                // SAFETY: as above.
-                unsafe {
-                    ring.submission()
-                        .push(&sqe)
-                        .map_err(|_| io::Error::other("submission queue full"))?;
-                }
-            }
+        }
+        // Invalidations go to the notifier thread (never written here: the
+        // kernel may block such a write on a lock held by a caller waiting
+        // for this queue).
+        for invalidation in fs.take_invalidations() {
+            let _ = notifier.push(encode_notification(&invalidation));
+        }
+        for (index, commit_id, buffers) in commits.drain(..) {
+            reactor
+                .command(
+                    fuse_fd,
+                    command(CMD_COMMIT_AND_FETCH, buffers, commit_id, qid),
+                    Token(index),
+                )
+                .map_err(reactor_error)?;
         }
     }
 }
 
-/// Lays the request of `entry` out as on /dev/fuse in `request`; returns
-/// its length and header.
-fn rebuild(entry: &Entry, request: &mut [u8]) -> (usize, InHeader) {
-    let ent: EntInOut = read_at(&entry.header[..], IN_OUT_BYTES + OP_IN_BYTES).unwrap_or_default();
-    let in_header: InHeader = read_at(&entry.header[..], 0).unwrap_or_default();
+/// Lays the request in an entry's `buffers` out as on /dev/fuse in
+/// `request`; returns its length and header.
+fn rebuild(buffers: &[Vec<u8>], request: &mut [u8]) -> (usize, InHeader) {
+    let (header, payload) = (&buffers[HEADER], &buffers[PAYLOAD]);
+    let ent: EntInOut = read_at(header, IN_OUT_BYTES + OP_IN_BYTES).unwrap_or_default();
+    let in_header: InHeader = read_at(header, 0).unwrap_or_default();
     let payload_len = (ent.payload_sz as usize).min(PAYLOAD_BYTES);
     let op_len = (in_header.len as usize)
         .saturating_sub(size_of::<InHeader>() + payload_len)
         .min(OP_IN_BYTES);
     let total = size_of::<InHeader>() + op_len + payload_len;
-    request[..40].copy_from_slice(&entry.header[..40]);
-    request[40..40 + op_len].copy_from_slice(&entry.header[IN_OUT_BYTES..IN_OUT_BYTES + op_len]);
-    request[40 + op_len..total].copy_from_slice(&entry.payload[..payload_len]);
+    request[..40].copy_from_slice(&header[..40]);
+    request[40..40 + op_len].copy_from_slice(&header[IN_OUT_BYTES..IN_OUT_BYTES + op_len]);
+    request[40 + op_len..total].copy_from_slice(&payload[..payload_len]);
     // The length the server sees is what it got.
     request[..4].copy_from_slice(&(total as u32).to_le_bytes());
     (total, in_header)
 }
 
-/// Serves `request` (rebuilt from `entry`) and puts the reply into
-/// `entry`; returns the commit id.
+/// Serves `request` (rebuilt from an entry's `buffers`) and puts the reply
+/// into them; returns the commit id.
 fn serve(
-    entry: &mut Entry,
+    buffers: &mut [Vec<u8>],
     server: &Server<Arc<PmxFs>>,
     request: &mut [u8],
     reply: &mut [u8],
@@ -518,26 +477,26 @@ fn serve(
     }
     if length < size_of::<OutHeader>() {
         // No reply: answer EIO so the entry comes back.
-        return fill_reply(entry, &reply_error(unique, FsError::Io.errno()));
+        return fill_reply(buffers, &reply_error(unique, FsError::Io.errno()));
     }
-    fill_reply(entry, &reply[..length])
+    fill_reply(buffers, &reply[..length])
 }
 
-/// Puts an encoded reply (out header + body) into `entry`: header into
-/// `in_out`, body into the payload; returns the commit id.
-fn fill_reply(entry: &mut Entry, reply: &[u8]) -> u64 {
-    let ent: EntInOut = read_at(&entry.header[..], IN_OUT_BYTES + OP_IN_BYTES).unwrap_or_default();
+/// Puts an encoded reply (out header + body) into an entry's `buffers`:
+/// header into `in_out`, body into the payload; returns the commit id.
+fn fill_reply(buffers: &mut [Vec<u8>], reply: &[u8]) -> u64 {
+    let ent: EntInOut = read_at(&buffers[HEADER], IN_OUT_BYTES + OP_IN_BYTES).unwrap_or_default();
     let out: OutHeader = read_at(reply, 0).unwrap_or_default();
     let body = reply
         .len()
         .saturating_sub(size_of::<OutHeader>())
         .min(PAYLOAD_BYTES);
-    entry.payload[..body].copy_from_slice(&reply[16..16 + body]);
-    entry.header[..16].copy_from_slice(bytemuck::bytes_of(&out));
+    buffers[PAYLOAD][..body].copy_from_slice(&reply[16..16 + body]);
+    buffers[HEADER][..16].copy_from_slice(bytemuck::bytes_of(&out));
     let ent_out = EntInOut {
         payload_sz: body as u32,
         ..ent
     };
-    entry.header[IN_OUT_BYTES + OP_IN_BYTES..].copy_from_slice(bytemuck::bytes_of(&ent_out));
+    buffers[HEADER][IN_OUT_BYTES + OP_IN_BYTES..].copy_from_slice(bytemuck::bytes_of(&ent_out));
     ent.commit_id
 }

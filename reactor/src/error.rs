@@ -34,6 +34,10 @@ pub enum ReactorError {
     #[error("buffer of {size_bytes} bytes exceeds the limit of {max} bytes")]
     BufferTooLarge { size_bytes: usize, max: usize },
 
+    /// A device command with more buffers than `COMMAND_BUFFERS_MAX`.
+    #[error("device command with {count} buffers exceeds the limit of {max}")]
+    TooManyBuffers { count: usize, max: usize },
+
     /// The submission queue stayed full although it was just handed to the kernel.
     #[error("submission queue still full after submitting it")]
     SubmissionQueueFull,

@@ -12,10 +12,10 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
-use io_uring::{IoUring, opcode, squeue};
+use io_uring::{IoUring, cqueue, opcode, squeue};
 
 use crate::ReactorError;
-use crate::slots::{InFlight, Owned, SlotTable};
+use crate::slots::{CommandBuffers, InFlight, Owned, SlotTable};
 
 /// Most operations one reactor keeps in flight (`slot_count` of [`Reactor::new`]).
 pub const SLOT_COUNT_MAX: u32 = 4096;
@@ -23,6 +23,9 @@ pub const SLOT_COUNT_MAX: u32 = 4096;
 /// Largest buffer a read or write accepts, in bytes (64 MiB: far above a FUSE request,
 /// far below the kernel's per-call limit of about 2 GiB).
 pub const BUFFER_SIZE_BYTES_MAX: usize = 64 << 20;
+
+/// Most buffers one device command may describe to the kernel.
+pub const COMMAND_BUFFERS_MAX: usize = 8;
 
 /// `user_data` of cancellations: their completions go to no caller. No slot index reaches
 /// `u32::MAX` (see `SLOT_COUNT_MAX`), so no operation can carry this value.
@@ -82,6 +85,21 @@ pub enum Operation {
     /// `result`: 0 when the timer expired (the kernel's `-ETIME`), or a negative errno
     /// (`-ECANCELED` after [`Reactor::cancel`]).
     Timer,
+    /// A device command ([`Reactor::command`]). `result`: what the device answers, or a
+    /// negative errno (`-EOPNOTSUPP` from a file without device commands). The buffers come
+    /// back in [`Completion::buffers`].
+    Command,
+}
+
+/// A device command (`IORING_OP_URING_CMD` in a 128-byte submission entry, akin to an
+/// `ioctl`): the device's operation, its 80 bytes of command data, and the buffers the
+/// device may read and write while the command is in flight, described to it by an iovec
+/// array (the entry's `addr` and `len`), one iovec per buffer of the buffer's length.
+#[derive(Debug)]
+pub struct Command {
+    pub op: u32,
+    pub data: [u8; 80],
+    pub buffers: Vec<Vec<u8>>,
 }
 
 /// The end of one operation. Every operation submitted yields exactly one completion.
@@ -94,8 +112,11 @@ pub struct Completion {
     /// after [`Reactor::cancel`] (unless the operation finished first).
     pub result: i32,
     /// The buffer of a read or write, handed back to the caller: the kernel is done with it.
-    /// `None` for polls and timers.
+    /// `None` for the other operations.
     pub buffer: Option<Vec<u8>>,
+    /// The buffers of a device command, in the order given, handed back unchanged in size:
+    /// the kernel is done with them. Empty for the other operations.
+    pub buffers: Vec<Vec<u8>>,
 }
 
 impl Completion {
@@ -132,7 +153,8 @@ impl Completion {
 /// One reactor per thread: the ring is set up for a single issuer (the creating thread), hence
 /// not `Send`. It keeps no global state.
 pub struct Reactor {
-    ring: IoUring,
+    /// 128-byte submission entries, which device commands need (Linux 5.19).
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
     slots: SlotTable,
     /// Cancellations submitted whose own completion has not been reaped yet.
     cancels_in_flight: u32,
@@ -172,7 +194,7 @@ impl Reactor {
         // Completions outstanding at most: one per slot, one per cancellation (one per slot),
         // and the cancel-all of `Drop`.
         let completion_entries = (2 * slot_count + 1).next_power_of_two();
-        let ring = IoUring::builder()
+        let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder()
             .setup_cqsize(completion_entries)
             .setup_submit_all()
             .setup_single_issuer()
@@ -223,7 +245,8 @@ impl Reactor {
         // allocation, and the slot never touches the Vec until the completion is reaped.
         let entry = opcode::Read::new(Fd(fd), pointer, length)
             .offset(OFFSET_CURRENT)
-            .build();
+            .build()
+            .into();
         self.submit_entry(entry, token, Operation::Read, Owned::Buffer(buffer))
     }
 
@@ -240,7 +263,8 @@ impl Reactor {
         let (pointer, length) = (buffer.as_ptr(), buffer.len() as u32);
         let entry = opcode::Write::new(Fd(fd), pointer, length)
             .offset(OFFSET_CURRENT)
-            .build();
+            .build()
+            .into();
         self.submit_entry(entry, token, Operation::Write, Owned::Buffer(buffer))
     }
 
@@ -252,7 +276,7 @@ impl Reactor {
         events: u32,
         token: Token,
     ) -> Result<OperationId, ReactorError> {
-        let entry = opcode::PollAdd::new(Fd(fd), events).build();
+        let entry = opcode::PollAdd::new(Fd(fd), events).build().into();
         self.submit_entry(entry, token, Operation::Poll, Owned::Nothing)
     }
 
@@ -260,8 +284,56 @@ impl Reactor {
     pub fn timer(&mut self, after: Duration, token: Token) -> Result<OperationId, ReactorError> {
         let timespec = Box::new(Timespec::from(after));
         let pointer: *const Timespec = &*timespec;
-        let entry = opcode::Timeout::new(pointer).build();
+        let entry = opcode::Timeout::new(pointer).build().into();
         self.submit_entry(entry, token, Operation::Timer, Owned::Timespec(timespec))
+    }
+
+    /// Sends `command` to the device behind `fd`. Its buffers move into the reactor and come
+    /// back in the completion ([`Completion::buffers`]); their heap allocations do not move,
+    /// so a device that keeps their addresses beyond one command (FUSE over io_uring registers
+    /// them once) sees the same memory as long as the caller hands the same buffers back.
+    /// Errors (too many or too large buffers, no slot) drop the buffers.
+    pub fn command(
+        &mut self,
+        fd: RawFd,
+        command: Command,
+        token: Token,
+    ) -> Result<OperationId, ReactorError> {
+        let Command {
+            op,
+            data,
+            mut buffers,
+        } = command;
+        if buffers.len() > COMMAND_BUFFERS_MAX {
+            return Err(ReactorError::TooManyBuffers {
+                count: buffers.len(),
+                max: COMMAND_BUFFERS_MAX,
+            });
+        }
+        for buffer in &buffers {
+            check_buffer_size(buffer.len())?;
+        }
+        // The pointers stay valid after the moves below: moving a Vec (or the Vec of Vecs)
+        // does not move a heap allocation, and the slot never touches them until the
+        // completion is reaped.
+        let iovecs: Box<[libc::iovec]> = buffers
+            .iter_mut()
+            .map(|buffer| libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
+            })
+            .collect();
+        let entry = opcode::UringCmd80::new(Fd(fd), op)
+            .cmd(data)
+            .addr(Some(iovecs.as_ptr() as u64))
+            .build();
+        let entry = with_len(entry, iovecs.len() as u32);
+        self.submit_entry(
+            entry,
+            token,
+            Operation::Command,
+            Owned::Command(CommandBuffers { buffers, iovecs }),
+        )
     }
 
     /// Asks the kernel to cancel an operation. Its completion still arrives, usually with
@@ -282,7 +354,8 @@ impl Reactor {
         }
         let entry = opcode::AsyncCancel::new(id.to_user_data())
             .build()
-            .user_data(CANCEL_USER_DATA);
+            .user_data(CANCEL_USER_DATA)
+            .into();
         self.push(&entry)?;
         self.cancels_in_flight += 1;
         if let Some(in_flight) = self.slots.get_mut(id) {
@@ -381,7 +454,7 @@ impl Reactor {
     /// Takes a slot for the operation and queues its submission entry.
     fn submit_entry(
         &mut self,
-        entry: squeue::Entry,
+        entry: squeue::Entry128,
         token: Token,
         operation: Operation,
         owned: Owned,
@@ -408,9 +481,9 @@ impl Reactor {
     }
 
     /// Queues `entry`; when the submission queue is full, submits it first and retries once.
-    fn push(&mut self, entry: &squeue::Entry) -> Result<(), ReactorError> {
+    fn push(&mut self, entry: &squeue::Entry128) -> Result<(), ReactorError> {
         // SAFETY (both pushes): every pointer in `entry` points into memory owned by the
-        // entry's slot (buffer, timespec) or is none; the slot keeps it alive and in place
+        // entry's slot (buffer, timespec, iovecs and the buffers they describe) or is none; the slot keeps it alive and in place
         // until the entry's completion is reaped, or `Drop` leaks it.
         if unsafe { self.ring.submission().push(entry) }.is_ok() {
             return Ok(());
@@ -444,7 +517,8 @@ impl Reactor {
         }
         let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
             .build()
-            .user_data(CANCEL_USER_DATA);
+            .user_data(CANCEL_USER_DATA)
+            .into();
         match self.push(&entry) {
             Ok(()) => self.cancels_in_flight += 1,
             Err(error) => tracing::warn!(%error, "reactor drop: cannot cancel operations"),
@@ -496,17 +570,18 @@ fn complete(id: OperationId, in_flight: InFlight, result: i32) -> Completion {
         owned,
         ..
     } = in_flight;
-    let (result, buffer) = match owned {
+    let (result, buffer, buffers) = match owned {
         Owned::Buffer(mut buffer) => {
             let result = if operation == Operation::Read {
                 set_read_length(&mut buffer, result)
             } else {
                 result
             };
-            (result, Some(buffer))
+            (result, Some(buffer), Vec::new())
         }
-        Owned::Timespec(_) if result == -libc::ETIME => (0, None),
-        Owned::Timespec(_) | Owned::Nothing => (result, None),
+        Owned::Command(command) => (result, None, command.buffers),
+        Owned::Timespec(_) if result == -libc::ETIME => (0, None, Vec::new()),
+        Owned::Timespec(_) | Owned::Nothing => (result, None, Vec::new()),
     };
     Completion {
         token,
@@ -514,7 +589,24 @@ fn complete(id: OperationId, in_flight: InFlight, result: i32) -> Completion {
         operation,
         result,
         buffer,
+        buffers,
     }
+}
+
+/// Offset of `len` in `struct io_uring_sqe` (after opcode, flags, ioprio, fd, off, addr).
+const SQE_LEN_OFFSET: usize = 24;
+
+/// `entry` with its `len` field set (the iovec count of a device command; io-uring 0.7's
+/// `UringCmd80` has no setter for it).
+fn with_len(entry: squeue::Entry128, len: u32) -> squeue::Entry128 {
+    const _: () = assert!(size_of::<squeue::Entry128>() == 128);
+    // SAFETY: `Entry128` is a `repr(C)` pair of the 64-byte `io_uring_sqe` and 64 bytes of
+    // command data, plain data without padding or invalid bit patterns: any 128 bytes are an
+    // `Entry128`, and only the 4 bytes of `len` change.
+    let mut raw: [u8; 128] = unsafe { std::mem::transmute(entry) };
+    raw[SQE_LEN_OFFSET..SQE_LEN_OFFSET + 4].copy_from_slice(&len.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
 }
 
 /// Sets the length of a read buffer to the bytes the kernel wrote into it. Returns the result
@@ -1019,5 +1111,98 @@ pub(crate) mod tests {
         };
         assert_eq!(OperationId::from_user_data(id.to_user_data()), id);
         assert_ne!(id.to_user_data(), CANCEL_USER_DATA);
+    }
+
+    #[test]
+    fn a_device_command_entry_carries_op_addr_and_iovec_count() {
+        let entry = opcode::UringCmd80::new(Fd(7), 0x1234)
+            .cmd([0xab; 80])
+            .addr(Some(0x1122_3344_5566_7788))
+            .build();
+        let entry = with_len(entry, 2);
+        // SAFETY: an Entry128 is 128 bytes of plain data (see `with_len`).
+        let raw: [u8; 128] = unsafe { std::mem::transmute(entry) };
+        assert_eq!(raw[0], opcode::UringCmd80::CODE);
+        assert_eq!(raw[4..8], 7i32.to_ne_bytes(), "fd");
+        assert_eq!(raw[8..12], 0x1234u32.to_ne_bytes(), "cmd_op");
+        assert_eq!(raw[16..24], 0x1122_3344_5566_7788u64.to_ne_bytes(), "addr");
+        assert_eq!(raw[24..28], 2u32.to_ne_bytes(), "len");
+        assert!(
+            raw[48..128].iter().all(|byte| *byte == 0xab),
+            "command data"
+        );
+    }
+
+    /// A file without device commands refuses one; its buffers come back all the same, at
+    /// the addresses they had.
+    #[test]
+    fn a_refused_device_command_hands_its_buffers_back() {
+        let mut reactor = Reactor::new(4).expect("reactor");
+        let (read_end, _write_end) = pipe();
+        let buffers = vec![vec![1u8; 288], vec![2u8; 1 << 20]];
+        let addresses: Vec<*const u8> = buffers.iter().map(|b| b.as_ptr()).collect();
+        let command = Command {
+            op: 1,
+            data: [0; 80],
+            buffers,
+        };
+        reactor
+            .command(read_end.as_raw_fd(), command, Token(9))
+            .expect("submit");
+        let completion = wait_for(&mut reactor, 1).remove(0);
+        assert_eq!(completion.token, Token(9));
+        assert_eq!(completion.operation, Operation::Command);
+        assert_eq!(completion.errno(), Some(libc::EOPNOTSUPP));
+        assert!(completion.buffer.is_none());
+        let back: Vec<*const u8> = completion.buffers.iter().map(|b| b.as_ptr()).collect();
+        assert_eq!(back, addresses);
+        assert_eq!(completion.buffers[0], vec![1u8; 288]);
+        assert_eq!(completion.buffers[1].len(), 1 << 20);
+    }
+
+    /// A device command that succeeds: a socket's SIOCINQ (`SOCKET_URING_OP_SIOCINQ`, Linux
+    /// 6.7) answers the size of the datagram waiting.
+    #[test]
+    fn a_device_command_gets_the_devices_answer() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let address = socket.local_addr().expect("address");
+        socket.send_to(b"hello", address).expect("send");
+        let mut reactor = Reactor::new(4).expect("reactor");
+        let command = Command {
+            op: 0,
+            data: [0; 80],
+            buffers: Vec::new(),
+        };
+        reactor
+            .command(socket.as_raw_fd(), command, Token(1))
+            .expect("submit");
+        let completion = wait_for(&mut reactor, 1).remove(0);
+        assert_eq!(completion.result, 5, "{completion:?}");
+        assert!(completion.buffers.is_empty());
+    }
+
+    #[test]
+    fn device_commands_with_too_many_or_too_large_buffers_are_refused() {
+        let mut reactor = Reactor::new(4).expect("reactor");
+        let (read_end, _write_end) = pipe();
+        let many = Command {
+            op: 1,
+            data: [0; 80],
+            buffers: vec![Vec::new(); COMMAND_BUFFERS_MAX + 1],
+        };
+        assert!(matches!(
+            reactor.command(read_end.as_raw_fd(), many, Token(1)),
+            Err(ReactorError::TooManyBuffers { .. })
+        ));
+        let large = Command {
+            op: 1,
+            data: [0; 80],
+            buffers: vec![vec![0; BUFFER_SIZE_BYTES_MAX + 1]],
+        };
+        assert!(matches!(
+            reactor.command(read_end.as_raw_fd(), large, Token(1)),
+            Err(ReactorError::BufferTooLarge { .. })
+        ));
+        assert_eq!(reactor.in_flight(), 0);
     }
 }

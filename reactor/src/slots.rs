@@ -20,6 +20,26 @@ pub(crate) enum Owned {
     Timespec(
         #[expect(dead_code, reason = "held only to keep it alive for the kernel")] Box<Timespec>,
     ),
+    /// Device command: the kernel reads the iovec array and reads or writes the buffers' heap
+    /// allocations it describes.
+    Command(CommandBuffers),
+}
+
+/// The buffers of a device command and the iovec array that describes them to the kernel.
+pub(crate) struct CommandBuffers {
+    pub(crate) buffers: Vec<Vec<u8>>,
+    #[expect(dead_code, reason = "held only to keep it alive for the kernel")]
+    pub(crate) iovecs: Box<[libc::iovec]>,
+}
+
+impl std::fmt::Debug for CommandBuffers {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: Vec<usize> = self.buffers.iter().map(Vec::len).collect();
+        formatter
+            .debug_struct("CommandBuffers")
+            .field("sizes", &sizes)
+            .finish()
+    }
 }
 
 /// One operation in flight.

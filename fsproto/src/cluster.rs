@@ -20,7 +20,7 @@ use crate::clock::now_secs;
 use crate::core::Core;
 use crate::error::FsError;
 use crate::fs::PmxFs;
-use crate::plan::{Outcome, OwnedOp, Plan};
+use crate::plan::{Outcome, Plan, PlanOp};
 use crate::quorum::Proposal;
 use crate::replicator::{
     Backend, Cluster, Group, KNOWN_MAX, MAX_HELD_STATUS, MAX_SEND_BACKLOG, MAX_WAITING, Parked,
@@ -235,7 +235,7 @@ impl Core {
     pub(crate) fn propose(
         &mut self,
         unique: u64,
-        plan: Plan,
+        plan: Plan<'_>,
         request: &[u8],
     ) -> Result<(), FsError> {
         if let Some(code) = self.session().poison_errno() {
@@ -293,13 +293,13 @@ impl Core {
 
     /// Sends a plan whose request passed the write gate and parks it until
     /// the results arrive.
-    fn send_plan(&mut self, unique: u64, plan: Plan) -> Result<(), FsError> {
+    fn send_plan(&mut self, unique: u64, plan: Plan<'_>) -> Result<(), FsError> {
         // An unlock request (spec filesystem.md §8) goes first, without a
         // result (C: async); the lowest node decides, and the MTIME that
         // follows is refused (EACCES).
         let unlock_request = plan.unlock.and_then(|checksum| {
             let path = plan.ops.iter().find_map(|op| match op {
-                OwnedOp::Mtime(path, _) => Some(path),
+                PlanOp::Mtime(path, _) => Some(path),
                 _ => None,
             })?;
             let mut payload = Vec::new();
@@ -320,10 +320,13 @@ impl Core {
         // succeeded (`finish`), so that a request stops at its first
         // failure in both modes, as C's did (libfuse ran a SETATTR's
         // truncate and utimens one after the other).
-        let mut ops = std::collections::VecDeque::from(plan.ops);
-        let Some(first) = ops.pop_front() else {
+        let mut ops = plan.ops.into_iter();
+        let Some(first) = ops.next() else {
             return Err(FsError::Io);
         };
+        // What waits for the first op's result outlives the request.
+        let ops: std::collections::VecDeque<PlanOp<'static>> =
+            ops.map(PlanOp::into_owned).collect();
         let count = match self.send_op(&first) {
             Ok(count) => count,
             Err(code) => {
@@ -348,7 +351,7 @@ impl Core {
     }
 
     /// Multicasts one op of a plan, past the quorum gate: its count.
-    fn send_op(&mut self, op: &OwnedOp) -> Result<u64, FsError> {
+    fn send_op(&mut self, op: &PlanOp<'_>) -> Result<u64, FsError> {
         let proof = self.quorum.check()?;
         let proposal = Proposal::new(op.as_op(), proof);
         let Some(cluster) = self.cluster() else {

@@ -25,7 +25,9 @@ use crate::clock::now_secs;
 use crate::core::{Core, Orphan, special_by_id};
 use crate::error::FsError;
 use crate::fs::PmxFs;
-use crate::plan::{Outcome, OwnedOp, Plan, ReplyKind, reply_unique};
+use std::borrow::Cow;
+
+use crate::plan::{Outcome, Plan, PlanOp, ReplyKind, reply_unique};
 use crate::quorum::Proposal;
 use crate::replicator::Backend;
 use crate::rules::{self, MtimeRequest, SetattrRequest};
@@ -72,11 +74,11 @@ impl Core {
 
     /// The plan of a mutating request (`None`: not one of ours).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn plan(
+    pub(crate) fn plan<'r>(
         &mut self,
         header: &InHeader,
-        request: &[u8],
-    ) -> Option<Result<Option<Plan>, FsError>> {
+        request: &'r [u8],
+    ) -> Option<Result<Option<Plan<'r>>, FsError>> {
         let body = size_of::<InHeader>();
         Some(match header.opcode {
             FUSE_WRITE => self.plan_write(header.nodeid, request, body),
@@ -98,7 +100,12 @@ impl Core {
 
     /// Starts a plan: answered from the tree if it changes nothing, else
     /// past the quorum gate to this mode's replicator.
-    pub(crate) fn start(&mut self, unique: u64, plan: Plan, request: &[u8]) -> Result<(), FsError> {
+    pub(crate) fn start(
+        &mut self,
+        unique: u64,
+        plan: Plan<'_>,
+        request: &[u8],
+    ) -> Result<(), FsError> {
         if plan.ops.is_empty() {
             // Nothing to change (an open of an existing file through
             // CREATE, a chmod to the mode it has): answered from the tree
@@ -116,7 +123,7 @@ impl Core {
 
     /// Local mode: every op of the plan applied at once (stopping at the
     /// first refusal), one journal commit, the reply.
-    fn apply_local(&mut self, unique: u64, plan: Plan) -> Result<(), FsError> {
+    fn apply_local(&mut self, unique: u64, plan: Plan<'_>) -> Result<(), FsError> {
         let Backend::Local(local) = &mut self.backend else {
             return Err(FsError::Io);
         };
@@ -212,12 +219,12 @@ impl Core {
         special_by_id(node_id).is_none() && !self.orphans.contains_key(&node_id)
     }
 
-    fn plan_write(
+    fn plan_write<'r>(
         &mut self,
         node_id: u64,
-        request: &[u8],
+        request: &'r [u8],
         body: usize,
-    ) -> Result<Option<Plan>, FsError> {
+    ) -> Result<Option<Plan<'r>>, FsError> {
         if !self.tree_node(node_id) {
             return Ok(None);
         }
@@ -231,18 +238,23 @@ impl Core {
             return Err(FsError::TooBig);
         }
         Ok(Some(Plan {
-            ops: vec![OwnedOp::Write(path, write.offset, data.to_vec(), false)],
+            ops: vec![PlanOp::Write(
+                path,
+                write.offset,
+                Cow::Borrowed(data),
+                false,
+            )],
             unlock: None,
             reply: ReplyKind::Write { node_id },
         }))
     }
 
-    fn plan_setattr(
+    fn plan_setattr<'r>(
         &mut self,
         node_id: u64,
-        request: &[u8],
+        request: &'r [u8],
         body: usize,
-    ) -> Result<Option<Plan>, FsError> {
+    ) -> Result<Option<Plan<'r>>, FsError> {
         let attr = read_at::<SetattrIn>(request, body).ok_or(FsError::Invalid)?;
         if !self.tree_node(node_id) {
             return Ok(None);
@@ -274,10 +286,10 @@ impl Core {
         })?;
         let mut ops = Vec::new();
         if let Some(size) = changes.size {
-            ops.push(OwnedOp::Write(path.clone(), size, Vec::new(), true));
+            ops.push(PlanOp::Write(path.clone(), size, Cow::Borrowed(&[]), true));
         }
         if let Some(mtime) = changes.mtime {
-            ops.push(OwnedOp::Mtime(path, mtime));
+            ops.push(PlanOp::Mtime(path, mtime));
         }
         Ok(Some(Plan {
             ops,
@@ -291,13 +303,13 @@ impl Core {
         self.child_path(parent, name).map_err(FsError::from)
     }
 
-    fn plan_create(
+    fn plan_create<'r>(
         &mut self,
         parent: u64,
-        request: &[u8],
+        request: &'r [u8],
         body: usize,
         open: bool,
-    ) -> Result<Option<Plan>, FsError> {
+    ) -> Result<Option<Plan<'r>>, FsError> {
         let name_at_offset = if open {
             body + size_of::<CreateIn>()
         } else {
@@ -322,7 +334,7 @@ impl Core {
                 }
                 let name = name.to_vec();
                 let ops = if flags & libc::O_TRUNC != 0 {
-                    vec![OwnedOp::Write(path, 0, Vec::new(), true)]
+                    vec![PlanOp::Write(path, 0, Cow::Borrowed(&[]), true)]
                 } else {
                     Vec::new()
                 };
@@ -335,7 +347,7 @@ impl Core {
         }
         let name = name.to_vec();
         Ok(Some(Plan {
-            ops: vec![OwnedOp::Create(path)],
+            ops: vec![PlanOp::Create(path)],
             unlock: None,
             reply: if open {
                 ReplyKind::Create { parent, name }
@@ -345,16 +357,16 @@ impl Core {
         }))
     }
 
-    fn plan_mkdir(
+    fn plan_mkdir<'r>(
         &mut self,
         parent: u64,
-        request: &[u8],
+        request: &'r [u8],
         body: usize,
-    ) -> Result<Option<Plan>, FsError> {
+    ) -> Result<Option<Plan<'r>>, FsError> {
         let (name, _) = name_at(request, body + size_of::<MkdirIn>()).ok_or(FsError::Invalid)?;
         let path = self.child(parent, name)?;
         Ok(Some(Plan {
-            ops: vec![OwnedOp::Mkdir(path)],
+            ops: vec![PlanOp::Mkdir(path)],
             unlock: None,
             reply: ReplyKind::Entry {
                 parent,
@@ -363,28 +375,28 @@ impl Core {
         }))
     }
 
-    fn plan_delete(
+    fn plan_delete<'r>(
         &mut self,
         parent: u64,
-        request: &[u8],
+        request: &'r [u8],
         body: usize,
-    ) -> Result<Option<Plan>, FsError> {
+    ) -> Result<Option<Plan<'r>>, FsError> {
         let (name, _) = name_at(request, body).ok_or(FsError::Invalid)?;
         let path = self.child(parent, name)?;
         Ok(Some(Plan {
-            ops: vec![OwnedOp::Delete(path)],
+            ops: vec![PlanOp::Delete(path)],
             unlock: None,
             reply: ReplyKind::Empty,
         }))
     }
 
-    fn plan_rename(
+    fn plan_rename<'r>(
         &mut self,
         olddir: u64,
-        request: &[u8],
+        request: &'r [u8],
         body: usize,
         rename2: bool,
-    ) -> Result<Option<Plan>, FsError> {
+    ) -> Result<Option<Plan<'r>>, FsError> {
         let (newdir, names) = if rename2 {
             let rename = read_at::<Rename2In>(request, body).ok_or(FsError::Invalid)?;
             rules::rename_flags_allowed(rename.flags)?;
@@ -398,7 +410,7 @@ impl Core {
         let from = self.child(olddir, oldname)?;
         let to = self.child(newdir, newname)?;
         Ok(Some(Plan {
-            ops: vec![OwnedOp::Rename(from, to.clone())],
+            ops: vec![PlanOp::Rename(from, to.clone())],
             unlock: None,
             reply: ReplyKind::Renamed {
                 newdir,

@@ -1,6 +1,8 @@
 //! A mutating request decoded: the DCDB ops it asks for and what its reply
 //! needs (built by `mutation.rs`, carried out by a replicator).
 
+use std::borrow::Cow;
+
 use pmxcfs_store::Op;
 
 use crate::wire::read_at;
@@ -51,8 +53,8 @@ impl Outcome {
 }
 
 /// The changes one request asks for, before the quorum gate.
-pub(crate) struct Plan {
-    pub(crate) ops: Vec<OwnedOp>,
+pub(crate) struct Plan<'r> {
+    pub(crate) ops: Vec<PlanOp<'r>>,
     /// A utime of a lock directory that names its checksum (spec
     /// filesystem.md §8): an unlock request for the MTIME op of the plan.
     pub(crate) unlock: Option<[u8; 32]>,
@@ -60,29 +62,45 @@ pub(crate) struct Plan {
 }
 
 #[derive(Debug)]
-pub(crate) enum OwnedOp {
+pub(crate) enum PlanOp<'r> {
     Create(Vec<u8>),
     Mkdir(Vec<u8>),
     Delete(Vec<u8>),
     Rename(Vec<u8>, Vec<u8>),
-    Write(Vec<u8>, u64, Vec<u8>, bool),
+    /// Path, offset, data (borrowed from the request until the op must
+    /// outlive it), truncate.
+    Write(Vec<u8>, u64, Cow<'r, [u8]>, bool),
     Mtime(Vec<u8>, u32),
 }
 
-impl OwnedOp {
+impl PlanOp<'_> {
+    /// The op, holding its data itself (to be sent later).
+    pub(crate) fn into_owned(self) -> PlanOp<'static> {
+        match self {
+            PlanOp::Create(path) => PlanOp::Create(path),
+            PlanOp::Mkdir(path) => PlanOp::Mkdir(path),
+            PlanOp::Delete(path) => PlanOp::Delete(path),
+            PlanOp::Rename(from, to) => PlanOp::Rename(from, to),
+            PlanOp::Write(path, offset, data, truncate) => {
+                PlanOp::Write(path, offset, Cow::Owned(data.into_owned()), truncate)
+            }
+            PlanOp::Mtime(path, mtime) => PlanOp::Mtime(path, mtime),
+        }
+    }
+
     pub(crate) fn as_op(&self) -> Op<'_> {
         match self {
-            OwnedOp::Create(path) => Op::Create { path },
-            OwnedOp::Mkdir(path) => Op::Mkdir { path },
-            OwnedOp::Delete(path) => Op::Delete { path },
-            OwnedOp::Rename(from, to) => Op::Rename { from, to },
-            OwnedOp::Write(path, offset, data, truncate) => Op::Write {
+            PlanOp::Create(path) => Op::Create { path },
+            PlanOp::Mkdir(path) => Op::Mkdir { path },
+            PlanOp::Delete(path) => Op::Delete { path },
+            PlanOp::Rename(from, to) => Op::Rename { from, to },
+            PlanOp::Write(path, offset, data, truncate) => Op::Write {
                 path,
                 offset: *offset,
                 data,
                 truncate: *truncate,
             },
-            OwnedOp::Mtime(path, mtime) => Op::Mtime {
+            PlanOp::Mtime(path, mtime) => Op::Mtime {
                 path,
                 mtime: *mtime,
             },

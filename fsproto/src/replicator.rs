@@ -15,7 +15,7 @@ use pmxcfs_store::{ApplyPermit, Op, Session};
 
 use crate::clock::now_secs;
 use crate::error::FsError;
-use crate::plan::{Outcome, OwnedOp, ReplyKind};
+use crate::plan::{Outcome, PlanOp, ReplyKind};
 use crate::quorum::Proposal;
 
 /// The replicator of changes: local mode applies them at once, cluster
@@ -120,7 +120,7 @@ pub(crate) struct Parked {
     pub(crate) reply: ReplyKind,
     /// Ops not sent yet, in order: each goes out after the previous one
     /// succeeded.
-    pub(crate) rest: std::collections::VecDeque<OwnedOp>,
+    pub(crate) rest: std::collections::VecDeque<PlanOp<'static>>,
 }
 
 /// The DCDB message of an operation (spec/filesystem.md §6.3).

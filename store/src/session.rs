@@ -594,10 +594,12 @@ impl<'s> Session<'s> {
             return result;
         }
         if changed && !self.replaying {
-            // Sized once: a write's data is not copied twice by a regrowth.
-            let mut payload = Vec::with_capacity(payload_len);
-            op::encode(&mut payload, op, origin);
-            journal::encode_record(&mut self.batch, self.next_seq, &payload);
+            // Encoded straight into the batch, sized once: a write's data
+            // is copied once, not through a buffer of its own.
+            self.batch.reserve(journal::HEADER_SIZE + payload_len);
+            journal::encode_record_in_place(&mut self.batch, self.next_seq, |out| {
+                op::encode(out, op, origin)
+            });
             self.next_seq += 1;
             self.records_since_checkpoint += 1;
         }

@@ -214,16 +214,16 @@ impl ClusterLink {
 
     fn connect_cpg(&mut self, group: Group, reactor: &mut Reactor, channel: &mut Channel) {
         let connected = Cpg::new().and_then(|mut cpg| {
-            let nodeid = cpg.local_node_id()?;
+            let node_id = cpg.local_node_id()?;
             channel
                 .fs()
-                .cpg_connected(group, MemberId::new(nodeid, std::process::id()));
+                .cpg_connected(group, MemberId::new(node_id, std::process::id()));
             cpg.join(group.name())?;
-            Ok((cpg, nodeid))
+            Ok((cpg, node_id))
         });
         let index = Self::conn_index(group);
         match connected {
-            Ok((cpg, nodeid)) => {
+            Ok((cpg, node_id)) => {
                 let conn = &mut self.conns[index];
                 match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, conn.token) {
                     Ok(id) => conn.poll = Some(id),
@@ -236,7 +236,7 @@ impl ClusterLink {
                         return;
                     }
                 }
-                tracing::info!(nodeid, group = group.name(), "joined the CPG group");
+                tracing::info!(node_id, group = group.name(), "joined the CPG group");
                 conn.cpg = Some(cpg);
                 conn.backoff = BACKOFF_MIN;
                 self.failures_logged = false;
@@ -283,9 +283,9 @@ impl ClusterLink {
             let nodes = list
                 .iter()
                 .filter_map(|node| node.as_cluster_node())
-                .map(|(nodeid, name, votes)| ClusterNode {
+                .map(|(node_id, name, votes)| ClusterNode {
                     name: name.to_owned(),
-                    nodeid,
+                    node_id,
                     votes,
                 })
                 .collect();

@@ -25,7 +25,7 @@ pub fn json(report: &Report, figures: &DaemonFigures) -> Value {
         .map(|member| {
             json!({
                 "name": member.name,
-                "nodeid": member.nodeid,
+                "nodeid": member.node_id,
                 "online": member.online,
                 "ip": member.ip,
             })
@@ -39,10 +39,10 @@ pub fn json(report: &Report, figures: &DaemonFigures) -> Value {
                 "group": group.name,
                 "mode": group.mode,
                 "epoch": group.epoch,
-                "epoch_nodeid": group.epoch_nodeid,
+                "epoch_nodeid": group.epoch_node_id,
                 "members": group.members,
                 "synced_members": group.synced_members,
-                "leader_nodeid": group.leader_nodeid,
+                "leader_nodeid": group.leader_node_id,
                 "queued": group.queued,
                 "sync_queued": group.sync_queued,
             })
@@ -117,7 +117,7 @@ pub fn text(report: &Report, figures: &DaemonFigures) -> String {
                 format!(
                     "{} (id {}, {}{})",
                     member.name,
-                    member.nodeid,
+                    member.node_id,
                     if member.online { "online" } else { "offline" },
                     member
                         .ip
@@ -135,10 +135,10 @@ pub fn text(report: &Report, figures: &DaemonFigures) -> String {
                 group.name,
                 group.mode,
                 group.epoch,
-                group.epoch_nodeid,
+                group.epoch_node_id,
                 group.members,
                 group.synced_members,
-                group.leader_nodeid,
+                group.leader_node_id,
                 group.queued,
                 group.sync_queued
             );

@@ -365,7 +365,7 @@ impl<'a, 's> Dcdb<'a, 's> {
         let before_unlock = self.resolve_before(unlock.path);
         let mut writer = self.writer();
         if kind == DcdbType::UnlockRequest {
-            if !ctx.lowest_nodeid_is_local() {
+            if !ctx.lowest_node_id_is_local() {
                 return Ok(0);
             }
             let current = match writer.lock_checksum(unlock.path) {
@@ -482,7 +482,7 @@ fn row_of_update(entry: &UpdateEntry<'_>) -> Row {
 }
 
 fn fmt_member(id: MemberId) -> String {
-    format!("{}/{}", id.nodeid, id.pid)
+    format!("{}/{}", id.node_id, id.pid)
 }
 
 impl Application for Dcdb<'_, '_> {
@@ -503,7 +503,7 @@ impl Application for Dcdb<'_, '_> {
             return Err(AppError::LEAVE);
         }
         let origin = Origin {
-            writer: sender.nodeid,
+            writer: sender.node_id,
             mtime: time,
         };
         let count = ctx.message_count().unwrap_or(0);
@@ -748,7 +748,7 @@ mod tests {
         let missing = changed.remove(4);
         let mut slave_blob = Vec::new();
         encode_index(1, 0, 0, 0, &changed, &mut slave_blob).expect("encodes");
-        let member = |nodeid| MemberId { nodeid, pid: 100 };
+        let member = |node_id| MemberId { node_id, pid: 100 };
         let states = [
             (member(1), view_of(&master_blob)),
             (member(2), view_of(&slave_blob)),
@@ -1029,8 +1029,8 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, b)| {
-                    let nodeid = u32::try_from(i).expect("small") + 1;
-                    (MemberId { nodeid, pid: 1 }, view_of(b))
+                    let node_id = u32::try_from(i).expect("small") + 1;
+                    (MemberId { node_id, pid: 1 }, view_of(b))
                 })
                 .collect();
             choose_leader(&views)

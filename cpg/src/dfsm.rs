@@ -140,21 +140,21 @@ struct OwnWrite {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MemberId {
     /// Corosync node id.
-    pub nodeid: u32,
+    pub node_id: u32,
     /// Process id of the member on that node.
     pub pid: u32,
 }
 
 impl MemberId {
     /// Builds a member id.
-    pub const fn new(nodeid: u32, pid: u32) -> Self {
-        Self { nodeid, pid }
+    pub const fn new(node_id: u32, pid: u32) -> Self {
+        Self { node_id, pid }
     }
 }
 
 impl std::fmt::Display for MemberId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.nodeid, self.pid)
+        write!(f, "{}/{}", self.node_id, self.pid)
     }
 }
 
@@ -166,7 +166,7 @@ pub struct Epoch {
     /// Creator's wall clock at the confchg.
     pub time: u32,
     /// Creator node id.
-    pub nodeid: u32,
+    pub node_id: u32,
     /// Creator pid.
     pub pid: u32,
 }
@@ -506,12 +506,12 @@ impl Votes {
         self.total
     }
 
-    /// Do the distinct nodes among `nodeids` hold more than half of the
+    /// Do the distinct nodes among `node_ids` hold more than half of the
     /// configured votes? (Node ids not in the nodelist have no votes.)
-    pub fn majority(&self, nodeids: impl IntoIterator<Item = u32>) -> bool {
+    pub fn majority(&self, node_ids: impl IntoIterator<Item = u32>) -> bool {
         let mut seen: Vec<u32> = Vec::new();
         let mut sum = 0u64;
-        for id in nodeids {
+        for id in node_ids {
             if seen.contains(&id) {
                 continue;
             }
@@ -561,8 +561,8 @@ impl Ctx<'_> {
 
     /// `dfsm_lowest_nodeid`: the local node has the lowest node id of the
     /// current configuration.
-    pub fn lowest_nodeid_is_local(&self) -> bool {
-        self.core.lowest_nodeid != 0 && self.core.lowest_nodeid == self.core.local.nodeid
+    pub fn lowest_node_id_is_local(&self) -> bool {
+        self.core.lowest_node_id != 0 && self.core.lowest_node_id == self.core.local.node_id
     }
 
     /// The count of the NORMAL message being delivered (in
@@ -619,10 +619,10 @@ struct Core {
     protocol_version: u32,
     now: u32,
     mode: Mode,
-    /// Member table, sorted by (nodeid, pid). `None` before the first confchg.
+    /// Member table, sorted by (node_id, pid). `None` before the first confchg.
     /// Like C it survives restarts; only a confchg rebuilds it.
     members: Option<Vec<MemberInfo>>,
-    lowest_nodeid: u32,
+    lowest_node_id: u32,
     local_epoch_counter: u32,
     sync_epoch: Epoch,
     /// Queue 1, sorted by count (stable: after equal counts).
@@ -913,7 +913,7 @@ impl Core {
     fn config_majority(&self) -> bool {
         match &self.safety {
             None => true,
-            Some(votes) => votes.majority(self.members.iter().flatten().map(|m| m.id.nodeid)),
+            Some(votes) => votes.majority(self.members.iter().flatten().map(|m| m.id.node_id)),
         }
     }
 
@@ -927,7 +927,7 @@ impl Core {
                     .iter()
                     .flatten()
                     .filter(|m| m.synced)
-                    .map(|m| m.id.nodeid),
+                    .map(|m| m.id.node_id),
             ),
         }
     }
@@ -1031,7 +1031,7 @@ impl<A: Application> Dfsm<A> {
                 now: 0,
                 mode: Mode::Start,
                 members: None,
-                lowest_nodeid: 0,
+                lowest_node_id: 0,
                 local_epoch_counter: 0,
                 sync_epoch: Epoch::default(),
                 queue: Vec::new(),
@@ -1109,13 +1109,13 @@ impl<A: Application> Dfsm<A> {
     }
 
     /// Lowest node id of the last configuration (0 before the first).
-    pub fn lowest_nodeid(&self) -> u32 {
-        self.core.lowest_nodeid
+    pub fn lowest_node_id(&self) -> u32 {
+        self.core.lowest_node_id
     }
 
     /// `dfsm_lowest_nodeid`.
-    pub fn lowest_nodeid_is_local(&self) -> bool {
-        self.core.lowest_nodeid != 0 && self.core.lowest_nodeid == self.core.local.nodeid
+    pub fn lowest_node_id_is_local(&self) -> bool {
+        self.core.lowest_node_id != 0 && self.core.lowest_node_id == self.core.local.node_id
     }
 
     /// The epoch state messages are currently sent with and accepted in.
@@ -1255,7 +1255,7 @@ impl<A: Application> Dfsm<A> {
     /// completed. Returns whether it did.
     pub fn request_verify(&mut self, now: u32) -> bool {
         self.core.now = now;
-        if !self.lowest_nodeid_is_local() || self.core.mode != Mode::Synced {
+        if !self.lowest_node_id_is_local() || self.core.mode != Mode::Synced {
             return false;
         }
         if self.core.csum_counter != self.core.csum_id {
@@ -1429,7 +1429,7 @@ impl<A: Application> Dfsm<A> {
         self.core.sync_epoch = Epoch {
             epoch: self.core.local_epoch_counter,
             time: now,
-            nodeid: local.nodeid,
+            node_id: local.node_id,
             pid: local.pid,
         };
         self.core.csum_id = self.core.csum_counter;
@@ -1443,12 +1443,12 @@ impl<A: Application> Dfsm<A> {
             return;
         }
 
-        let lowest = members.iter().map(|m| m.nodeid).min().unwrap_or(0);
+        let lowest = members.iter().map(|m| m.node_id).min().unwrap_or(0);
         let we_are_member = members.contains(&local);
         if we_are_member || mode != Mode::Start {
             tracing::info!("members: {}", join_members(members));
         }
-        self.core.lowest_nodeid = lowest;
+        self.core.lowest_node_id = lowest;
         self.release_sync_resources(Some(members));
 
         if !we_are_member {
@@ -1474,7 +1474,7 @@ impl<A: Application> Dfsm<A> {
                 }
             }
             self.set_mode(Mode::StartSync);
-            if lowest == local.nodeid {
+            if lowest == local.node_id {
                 let epoch = self.core.sync_epoch;
                 self.core.multicast_state(MessageBody::SyncStart { epoch });
             }
@@ -1882,7 +1882,7 @@ impl<A: Application> Dfsm<A> {
     }
 
     fn on_sync_start(&mut self, sender: MemberId, epoch: Epoch) {
-        if sender.nodeid != self.core.lowest_nodeid {
+        if sender.node_id != self.core.lowest_node_id {
             tracing::error!("ignore sync request from wrong member {sender}");
         }
         tracing::info!("received sync request (epoch {epoch:?})");

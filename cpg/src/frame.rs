@@ -15,7 +15,7 @@ fn epoch_of(epoch: wire::Epoch) -> Epoch {
     Epoch {
         epoch: epoch.epoch,
         time: epoch.time,
-        nodeid: epoch.node_id,
+        node_id: epoch.node_id,
         pid: epoch.pid,
     }
 }
@@ -24,7 +24,7 @@ fn wire_epoch(epoch: &Epoch) -> wire::Epoch {
     wire::Epoch {
         epoch: epoch.epoch,
         time: epoch.time,
-        node_id: epoch.nodeid,
+        node_id: epoch.node_id,
         pid: epoch.pid,
     }
 }
@@ -141,7 +141,7 @@ mod tests {
         Epoch {
             epoch: 3,
             time: 1_795_319_737,
-            nodeid: 2,
+            node_id: 2,
             pid: 4242,
         }
     }

@@ -432,8 +432,8 @@ impl Kvstore {
     }
 
     /// The node ids corosync's nodelist has (from cmap).
-    pub fn set_configured(&mut self, nodeids: impl IntoIterator<Item = u32>) {
-        self.configured = nodeids.into_iter().collect();
+    pub fn set_configured(&mut self, node_ids: impl IntoIterator<Item = u32>) {
+        self.configured = node_ids.into_iter().collect();
         self.remote.retain(|id, _| self.configured.contains(id));
     }
 
@@ -458,17 +458,17 @@ impl Kvstore {
         Some(out)
     }
 
-    fn remote_set(&mut self, nodeid: u32, key: &[u8], value: &[u8], now: u32) {
-        if !self.configured.contains(&nodeid) {
-            tracing::debug!(nodeid, "kvstore update from a node not in the nodelist");
+    fn remote_set(&mut self, node_id: u32, key: &[u8], value: &[u8], now: u32) {
+        if !self.configured.contains(&node_id) {
+            tracing::debug!(node_id, "kvstore update from a node not in the nodelist");
             return;
         }
-        let table = self.remote.entry(nodeid).or_default();
+        let table = self.remote.entry(node_id).or_default();
         if let Some(ip) = status::remote_update(&mut self.tables, table, key, value, now) {
-            self.ips.insert(nodeid, ip);
+            self.ips.insert(node_id, ip);
         }
-        if self.remote.get(&nodeid).is_some_and(BTreeMap::is_empty) {
-            self.remote.remove(&nodeid);
+        if self.remote.get(&node_id).is_some_and(BTreeMap::is_empty) {
+            self.remote.remove(&node_id);
         }
     }
 }
@@ -490,7 +490,7 @@ impl Application for Kvstore {
                 Ok(update) => {
                     // RRD values are timed by their arrival here (C: time(NULL)).
                     let now = ctx.now();
-                    self.remote_set(sender.nodeid, update.key, update.value, now)
+                    self.remote_set(sender.node_id, update.key, update.value, now)
                 }
                 Err(error) => tracing::error!(%error, "bad kvstore UPDATE"),
             },
@@ -567,7 +567,7 @@ impl Application for Kvstore {
     }
 
     fn confchg(&mut self, _ctx: &mut Ctx<'_>, members: &[MemberId]) {
-        let mut online: Vec<u32> = members.iter().map(|m| m.nodeid).collect();
+        let mut online: Vec<u32> = members.iter().map(|m| m.node_id).collect();
         online.sort_unstable();
         online.dedup();
         self.online = online;

@@ -581,18 +581,18 @@ impl Application for KvApp {
         if op.kind == Kind::Set {
             s.version += 1;
             s.mtime = time;
-            s.writer = sender.nodeid;
+            s.writer = sender.node_id;
             let entry = Entry {
                 version: s.version,
                 mtime: time,
-                writer: sender.nodeid,
+                writer: sender.node_id,
                 value: value_of(op.id),
             };
             s.entries.insert(op.key, entry);
         } else if s.entries.remove(&op.key).is_some() {
             s.version += 1;
             s.mtime = time;
-            s.writer = sender.nodeid;
+            s.writer = sender.node_id;
         } else {
             return Ok(ENOENT);
         }
@@ -1317,7 +1317,7 @@ enum Disk {
 }
 
 struct Node {
-    nodeid: u32,
+    node_id: u32,
     up: bool,
     proc: Option<Proc>,
     disk: Disk,
@@ -1806,14 +1806,14 @@ impl Sim {
             settling: false,
             stats: Stats::default(),
         };
-        for (i, &nodeid) in ids.iter().take(n).enumerate() {
+        for (i, &node_id) in ids.iter().take(n).enumerate() {
             let skew = sim.rng.range(0, 6) as i64 - 3;
             let (disk, checkpoint_every) = match stores.get(i) {
                 Some(&store) => (Disk::Db(store), sim.rng.range(1, 64)),
                 None => (Disk::Kv(KvStore::default()), 0),
             };
             sim.nodes.push(Node {
-                nodeid,
+                node_id,
                 up: false,
                 proc: None,
                 disk,
@@ -1878,10 +1878,10 @@ impl Sim {
         (i64::from(self.clock) + self.nodes[node].skew) as u32
     }
 
-    fn node_of(&self, nodeid: u32) -> usize {
+    fn node_of(&self, node_id: u32) -> usize {
         self.nodes
             .iter()
-            .position(|n| n.nodeid == nodeid)
+            .position(|n| n.node_id == node_id)
             .expect("unknown node id")
     }
 
@@ -1890,7 +1890,7 @@ impl Sim {
     }
 
     fn proc_of(&mut self, m: MemberId) -> Option<&mut Proc> {
-        let i = self.node_of(m.nodeid);
+        let i = self.node_of(m.node_id);
         self.nodes[i].proc.as_mut().filter(|p| p.dfsm.local() == m)
     }
 
@@ -1917,7 +1917,7 @@ impl Sim {
             .filter(|m| {
                 self.nodes
                     .iter()
-                    .position(|n| n.nodeid == m.nodeid)
+                    .position(|n| n.node_id == m.node_id)
                     .is_some_and(|i| self.parts[p].nodes.contains(&i))
             })
             .count()
@@ -1969,7 +1969,7 @@ impl Sim {
             };
             let log = std::mem::take(&mut pr.dfsm.app_mut().log);
             if let Some(error) = log.errors.first() {
-                self.fail(&format!("node {}: {error}", self.nodes[node].nodeid));
+                self.fail(&format!("node {}: {error}", self.nodes[node].node_id));
             }
             for &(id, msg) in &log.processed {
                 self.step_processed.push((node, id, msg));
@@ -2071,7 +2071,7 @@ impl Sim {
             self.fail(&format!(
                 "node {} applied write {id} ({}) to a history that held it already, over \
                  write {:?} (the key's value {:?}; the value it replaced on its writer {:?})",
-                self.nodes[node].nodeid,
+                self.nodes[node].node_id,
                 if resent {
                     format!("re-sent: {:?}", self.resends[&id])
                 } else {
@@ -2127,7 +2127,7 @@ impl Sim {
         let Some(pr) = self.nodes[node].proc.as_ref() else {
             return;
         };
-        let members: BTreeSet<u32> = pr.view.iter().map(|m| m.nodeid).collect();
+        let members: BTreeSet<u32> = pr.view.iter().map(|m| m.node_id).collect();
         if members.len() * 2 <= self.nodes.len() {
             return;
         }
@@ -2159,7 +2159,7 @@ impl Sim {
         self.trace(|| {
             format!(
                 "node {} erased writes {erased:?} (leader {}, extra {extra:?})",
-                self.nodes[node].nodeid, r.leader
+                self.nodes[node].node_id, r.leader
             )
         });
         if self.policy == Policy::Strict {
@@ -2321,7 +2321,7 @@ impl Sim {
         else {
             self.fail(&format!(
                 "result for unknown count {count} on node {}",
-                self.nodes[node].nodeid
+                self.nodes[node].node_id
             ));
         };
         if self.writes[w].status != WriteStatus::Pending {
@@ -2372,7 +2372,7 @@ impl Sim {
             .filter(|m| {
                 self.nodes
                     .iter()
-                    .position(|n| n.nodeid == m.nodeid)
+                    .position(|n| n.node_id == m.node_id)
                     .is_some_and(|i| self.parts[p].nodes.contains(&i))
             })
             .collect();
@@ -2397,7 +2397,7 @@ impl Sim {
         };
         self.step_processed.clear();
         for &m in &members {
-            let node = self.node_of(m.nodeid);
+            let node = self.node_of(m.node_id);
             let now = self.now(node);
             let Some(pr) = self.proc_of(m) else { continue };
             let was = pr.dfsm.mode();
@@ -2485,7 +2485,7 @@ impl Sim {
         let others: Vec<(usize, Mode, Option<LeaveWhy>)> = members
             .iter()
             .filter_map(|&m| {
-                let node = self.node_of(m.nodeid);
+                let node = self.node_of(m.node_id);
                 let pr = self.nodes[node].proc.as_ref()?;
                 Some((node, pr.dfsm.mode(), self.nodes[node].left_why))
             })
@@ -2560,7 +2560,7 @@ impl Sim {
                 .note_dropped(ids, Dropped::Queue2Discard);
         }
         for m in targets {
-            let node = self.node_of(m.nodeid);
+            let node = self.node_of(m.node_id);
             let now = self.now(node);
             let Some(pr) = self.proc_of(m) else { continue };
             let joined: Vec<MemberId> = if pr.view.is_empty() {
@@ -2613,18 +2613,18 @@ impl Sim {
         {
             self.fail(&format!(
                 "node {}: the restarted process does not see what the dead one left: {:?}",
-                self.nodes[node].nodeid,
+                self.nodes[node].node_id,
                 app.inner.values()
             ));
         }
         app.check_all("at the start of a process");
         if let Some(error) = app.log.errors.first() {
-            self.fail(&format!("node {}: {error}", self.nodes[node].nodeid));
+            self.fail(&format!("node {}: {error}", self.nodes[node].node_id));
         }
-        let m = MemberId::new(self.nodes[node].nodeid, pid);
+        let m = MemberId::new(self.nodes[node].node_id, pid);
         let mut dfsm = Dfsm::new(m, PROTOCOL, app);
         if self.policy == Policy::Strict {
-            dfsm.set_write_safety(Some(Votes::new(self.nodes.iter().map(|n| (n.nodeid, 1)))));
+            dfsm.set_write_safety(Some(Votes::new(self.nodes.iter().map(|n| (n.node_id, 1)))));
         }
         Proc {
             dfsm,
@@ -2781,7 +2781,7 @@ impl Sim {
         }
         let pending = std::mem::take(&mut self.parts[p].pending);
         for (s, m) in pending {
-            if q.nodes.contains(&self.node_of(s.nodeid)) {
+            if q.nodes.contains(&self.node_of(s.node_id)) {
                 q.pending.push_back((s, m));
             } else {
                 self.parts[p].pending.push_back((s, m));
@@ -3035,7 +3035,7 @@ impl Sim {
                         self.stats.diverged_synced += 1;
                         continue;
                     }
-                    let values = |m: MemberId| self.app_of(self.node_of(m.nodeid)).inner.values();
+                    let values = |m: MemberId| self.app_of(self.node_of(m.node_id)).inner.values();
                     self.fail(&format!(
                         "SYNCED members {} and {} of one configuration differ:\n{:?}\n{:?}",
                         w[0].0,
@@ -3068,7 +3068,7 @@ impl Sim {
                     .map(|n| {
                         format!(
                             "{}: {:?}",
-                            n.nodeid,
+                            n.node_id,
                             n.proc.as_ref().map(|p| (p.dfsm.mode(), p.joined))
                         )
                     })
@@ -3112,7 +3112,13 @@ impl Sim {
                 let modes: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| format!("{}: {:?}", n.nodeid, n.proc.as_ref().map(|p| p.dfsm.mode())))
+                    .map(|n| {
+                        format!(
+                            "{}: {:?}",
+                            n.node_id,
+                            n.proc.as_ref().map(|p| p.dfsm.mode())
+                        )
+                    })
                     .collect();
                 self.fail(&format!("quiescent but not all SYNCED: {modes:?}"));
             }
@@ -3123,7 +3129,7 @@ impl Sim {
                 // a VERIFY round (the mismatching members leave and resync).
                 self.stats.verify_repairs += 1;
                 let lowest = (0..self.nodes.len())
-                    .min_by_key(|&i| self.nodes[i].nodeid)
+                    .min_by_key(|&i| self.nodes[i].node_id)
                     .unwrap();
                 self.verify(lowest);
                 continue;
@@ -3134,7 +3140,7 @@ impl Sim {
         self.check_settled();
         // A verify round must pass without anybody leaving.
         let lowest = (0..self.nodes.len())
-            .min_by_key(|&i| self.nodes[i].nodeid)
+            .min_by_key(|&i| self.nodes[i].node_id)
             .unwrap();
         let leaves = self.stats.leaves;
         self.verify(lowest);
@@ -3153,7 +3159,7 @@ impl Sim {
     /// otherwise pass every other check).
     fn probe_write(&mut self) {
         let node = (0..self.nodes.len())
-            .min_by_key(|&i| self.nodes[i].nodeid)
+            .min_by_key(|&i| self.nodes[i].node_id)
             .unwrap();
         let before = self.writes.len();
         self.client_write_op(node, true);
@@ -3181,7 +3187,7 @@ impl Sim {
             if pr.dfsm.app().fingerprint() != first {
                 self.fail(&format!(
                     "after settling node {} differs:\n{:?}\n{:?}",
-                    n.nodeid,
+                    n.node_id,
                     pr.dfsm.app().inner.values(),
                     self.app_of(0).inner.values()
                 ));
@@ -3189,7 +3195,7 @@ impl Sim {
             if !pr.waiters.is_empty() || pr.dfsm.waiting().next().is_some() {
                 self.fail(&format!(
                     "writer on node {} still waiting after settling",
-                    n.nodeid
+                    n.node_id
                 ));
             }
         }
@@ -3302,7 +3308,7 @@ impl Sim {
                     rec.op.key,
                     rec.sender,
                     rec.status,
-                    self.nodes[node].nodeid,
+                    self.nodes[node].node_id,
                     fin.last.get(&rec.op.key),
                     self.resends.get(&id),
                     self.window.contains(&id),
@@ -3405,7 +3411,7 @@ impl Sim {
                                 "{id} (first applied by {:?} in a group of {}, the others {:?}, diverged {}; lost with a queue: {:?})",
                                 f.holders
                                     .iter()
-                                    .map(|&i| self.nodes[i].nodeid)
+                                    .map(|&i| self.nodes[i].node_id)
                                     .collect::<Vec<_>>(),
                                 f.group,
                                 f.others,
@@ -3419,7 +3425,7 @@ impl Sim {
                     "resync of node {} from {} at step {} erased writes {:?} for the leader's {:?} \
                      without a known cause (lost with a queue here {:?}, there {:?}; applied twice there {:?}; \
                      unsynced senders' writes {:?})",
-                    self.nodes[e.node].nodeid,
+                    self.nodes[e.node].node_id,
                     e.leader,
                     e.step,
                     describe(&e.erased),
@@ -3530,7 +3536,7 @@ impl Sim {
                  erased by resyncs {:?}; q2-discard involved: {}",
                 w.op.kind,
                 w.op.key,
-                self.nodes[w.node].nodeid,
+                self.nodes[w.node].node_id,
                 w.ack_step,
                 fin[&w.op.key],
                 self.erased.get(&id),
@@ -3549,10 +3555,10 @@ impl Sim {
                 }
             }
             MessageBody::SyncStart { epoch } => {
-                format!("SYNC_START {}/{}/{}", epoch.nodeid, epoch.pid, epoch.epoch)
+                format!("SYNC_START {}/{}/{}", epoch.node_id, epoch.pid, epoch.epoch)
             }
             MessageBody::State { epoch, .. } => {
-                format!("STATE {}/{}/{}", epoch.nodeid, epoch.pid, epoch.epoch)
+                format!("STATE {}/{}/{}", epoch.node_id, epoch.pid, epoch.epoch)
             }
             MessageBody::Update { .. } => "UPDATE".into(),
             MessageBody::UpdateComplete { .. } => "UPDATE_COMPLETE".into(),
@@ -3564,7 +3570,7 @@ impl Sim {
 }
 
 fn sim_ids(sim: &Sim) -> Vec<u32> {
-    sim.nodes.iter().map(|n| n.nodeid).collect()
+    sim.nodes.iter().map(|n| n.node_id).collect()
 }
 
 fn run_seed(seed: u64, trace: bool, forced: Option<Policy>) -> Stats {

@@ -46,7 +46,7 @@ impl Core {
             return;
         };
         let status = &self.status;
-        let mut members: Vec<u32> = cluster.dfsm.members().map(|(id, _)| id.nodeid).collect();
+        let mut members: Vec<u32> = cluster.dfsm.members().map(|(id, _)| id.node_id).collect();
         members.sort_unstable();
         members.dedup();
         if members != cluster.logged_members {
@@ -79,7 +79,7 @@ impl Core {
             if synced {
                 tracing::info!(
                     "tree in sync with the cluster (leader {})",
-                    status.node_name(cluster.dfsm.lowest_nodeid())
+                    status.node_name(cluster.dfsm.lowest_node_id())
                 );
             } else {
                 tracing::info!("tree syncing with the cluster");
@@ -846,7 +846,7 @@ impl PmxFs {
         if let Some(cluster) = core.cluster() {
             let ids: Vec<u32> = info
                 .iter()
-                .flat_map(|info| info.nodes.iter().map(|node| node.nodeid))
+                .flat_map(|info| info.nodes.iter().map(|node| node.node_id))
                 .collect();
             cluster.kv.app_mut().set_configured(ids);
         }
@@ -977,7 +977,7 @@ mod tests {
         #[test]
         fn intercept_never_panics(
             op in 0usize..MUTATING.len(),
-            nodeid in prop_oneof![Just(1u64), 0u64..8, Just(1u64 << 62), any::<u64>()],
+            node_id in prop_oneof![Just(1u64), 0u64..8, Just(1u64 << 62), any::<u64>()],
             body in proptest::collection::vec(any::<u8>(), 0..300),
             unique in any::<u64>(),
         ) {
@@ -986,7 +986,7 @@ mod tests {
                 len: (40 + body.len()) as u32,
                 opcode: MUTATING[op],
                 unique,
-                nodeid,
+                node_id,
                 ..InHeader::default()
             };
             let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -1097,7 +1097,7 @@ mod tests {
                 if errno == 0 {
                     // The handle the create opened.
                     fs.core()
-                        .released(read_at::<EntryOut>(&reply, 16).expect("entry").nodeid);
+                        .released(read_at::<EntryOut>(&reply, 16).expect("entry").node_id);
                 }
                 errno
             }
@@ -1251,22 +1251,22 @@ mod tests {
     }
 
     /// A one-member group: every message the file system multicasts comes
-    /// back to it. Sends `body` as request `opcode` on `nodeid`, loops the
+    /// back to it. Sends `body` as request `opcode` on `node_id`, loops the
     /// messages and returns the reply.
-    fn call(fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]) -> Vec<u8> {
-        try_call(fs, opcode, nodeid, body).unwrap_or_else(|| panic!("opcode {opcode} taken"))
+    fn call(fs: &TestFs, opcode: u32, node_id: u64, body: &[u8]) -> Vec<u8> {
+        try_call(fs, opcode, node_id, body).unwrap_or_else(|| panic!("opcode {opcode} taken"))
     }
 
     /// [`call`], or `None` if cluster mode does not take the request (it is
     /// served like in local mode).
-    fn try_call(fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]) -> Option<Vec<u8>> {
+    fn try_call(fs: &TestFs, opcode: u32, node_id: u64, body: &[u8]) -> Option<Vec<u8>> {
         static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
         let unique = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let header = InHeader {
             len: (40 + body.len()) as u32,
             opcode,
             unique,
-            nodeid,
+            node_id,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -1306,7 +1306,7 @@ mod tests {
     fn created(fs: &TestFs, opcode: u32, parent: u64, body: &[u8]) -> u64 {
         let reply = call(fs, opcode, parent, body);
         assert_eq!(errno_of(&reply), 0, "opcode {opcode}");
-        read_at::<EntryOut>(&reply, 16).expect("entry").nodeid
+        read_at::<EntryOut>(&reply, 16).expect("entry").node_id
     }
 
     fn errno_of(reply: &[u8]) -> i32 {
@@ -1344,7 +1344,7 @@ mod tests {
             &with_name(&CreateIn::default(), &[b"a"]),
         );
         assert_eq!(errno_of(&reply), 0);
-        let file = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let file = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
         let write = |offset: u64, data: &[u8]| {
             let body = write_body(offset, data);
             let reply = call(&fs, FUSE_WRITE, file, &body);
@@ -1378,7 +1378,7 @@ mod tests {
         // MKDIR, RENAME into it under another name, UNLINK, RMDIR.
         let reply = call(&fs, FUSE_MKDIR, 1, &with_name(&MkdirIn::default(), &[b"d"]));
         assert_eq!(errno_of(&reply), 0);
-        let dir = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let dir = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
         let reply = call(&fs, FUSE_MKDIR, 1, &with_name(&MkdirIn::default(), &[b"d"]));
         assert_eq!(errno_of(&reply), libc::EEXIST);
         let rename = RenameIn { newdir: dir };
@@ -1454,7 +1454,7 @@ mod tests {
                 len: (40 + size_of::<SetattrIn>()) as u32,
                 opcode: FUSE_SETATTR,
                 unique: 77,
-                nodeid: file,
+                node_id: file,
                 ..InHeader::default()
             })
             .to_vec();
@@ -1567,7 +1567,7 @@ mod tests {
                 len: (40 + size_of::<SetattrIn>()) as u32,
                 opcode: FUSE_SETATTR,
                 unique: 77,
-                nodeid: lock,
+                node_id: lock,
                 ..InHeader::default()
             };
             let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -1635,7 +1635,7 @@ mod tests {
             let reply = call(&fs, FUSE_CREATE, 1, &with_name(&fixed, &[name]));
             (
                 errno_of(&reply),
-                read_at::<EntryOut>(&reply, 16).map(|e| e.nodeid),
+                read_at::<EntryOut>(&reply, 16).map(|e| e.node_id),
             )
         };
         let (errno, node) = create(b"c", libc::O_WRONLY);
@@ -1692,7 +1692,7 @@ mod tests {
             len: 40 + 16 + 6,
             opcode: FUSE_CREATE,
             unique: 77,
-            nodeid: 1,
+            node_id: 1,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -1728,7 +1728,7 @@ mod tests {
             len: 40 + 8 + 2,
             opcode: FUSE_MKDIR,
             unique: 5,
-            nodeid: 1,
+            node_id: 1,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -1746,7 +1746,7 @@ mod tests {
             len: (40 + 8 + name.len() + 1) as u32,
             opcode: FUSE_MKDIR,
             unique,
-            nodeid: 1,
+            node_id: 1,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -1909,7 +1909,7 @@ mod tests {
         let dcdb = &report.groups[0];
         assert_eq!(dcdb.mode, "synced");
         assert_eq!(
-            (dcdb.members, dcdb.synced_members, dcdb.leader_nodeid),
+            (dcdb.members, dcdb.synced_members, dcdb.leader_node_id),
             (1, 1, 1)
         );
         assert_eq!(deliver_own(&fs), 1);
@@ -1937,7 +1937,7 @@ mod tests {
                 nodes: (1..=2)
                     .map(|id| crate::status::ClusterNode {
                         name: format!("node{id}"),
-                        nodeid: id,
+                        node_id: id,
                         votes: 1,
                     })
                     .collect(),
@@ -2063,8 +2063,8 @@ mod tests {
     fn a_remote_change_in_a_subdirectory_invalidates_its_node_ids() {
         let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
-        let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
-            entry_node(&request_ok(&nodes, fs, opcode, nodeid, body))
+        let request = |fs: &TestFs, opcode: u32, node_id: u64, body: &[u8]| {
+            entry_node(&request_ok(&nodes, fs, opcode, node_id, body))
         };
         let dir = request(
             &two,
@@ -2119,8 +2119,8 @@ mod tests {
     fn a_file_open_here_that_another_node_removes_keeps_serving_its_handles() {
         let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
-        let request = |opcode: u32, nodeid: u64, body: &[u8]| {
-            entry_node(&request_ok(&nodes, &two, opcode, nodeid, body))
+        let request = |opcode: u32, node_id: u64, body: &[u8]| {
+            entry_node(&request_ok(&nodes, &two, opcode, node_id, body))
         };
         let file = |name: &[u8], data: &[u8]| {
             let node =
@@ -2176,8 +2176,8 @@ mod tests {
         for (fs, _) in nodes {
             fs.take_invalidations();
         }
-        let request = |fs: &TestFs, opcode: u32, nodeid: u64, body: &[u8]| {
-            request_ok(&nodes, fs, opcode, nodeid, body)
+        let request = |fs: &TestFs, opcode: u32, node_id: u64, body: &[u8]| {
+            request_ok(&nodes, fs, opcode, node_id, body)
         };
         // Node 2 creates "a": node 1 forgets its (negative) entry of "a" and
         // the root's listing; node 2 invalidates nothing.
@@ -2187,7 +2187,7 @@ mod tests {
             1,
             &with_name(&CreateIn::default(), &[b"a"]),
         );
-        let node = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let node = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
         let seen = one.take_invalidations();
         assert!(
             seen.contains(&Invalidation::Entry {
@@ -2225,7 +2225,7 @@ mod tests {
             1,
             &with_name(&CreateIn::default(), &[b"f"]),
         );
-        let node = read_at::<EntryOut>(&reply, 16).expect("entry").nodeid;
+        let node = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
         let attr = SetattrIn {
             valid: FATTR_SIZE | FATTR_MTIME,
             size: 0,
@@ -2236,7 +2236,7 @@ mod tests {
             len: (40 + size_of::<SetattrIn>()) as u32,
             opcode: FUSE_SETATTR,
             unique: 5,
-            nodeid: node,
+            node_id: node,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -2679,14 +2679,14 @@ mod tests {
         nodes: &[(&TestFs, MemberId)],
         fs: &TestFs,
         opcode: u32,
-        nodeid: u64,
+        node_id: u64,
         body: &[u8],
     ) -> Vec<u8> {
         let header = InHeader {
             len: (40 + body.len()) as u32,
             opcode,
             unique: 9,
-            nodeid,
+            node_id,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -2700,7 +2700,7 @@ mod tests {
 
     /// The node id of an entry reply.
     fn entry_node(reply: &[u8]) -> Option<u64> {
-        read_at::<EntryOut>(reply, 16).map(|entry| entry.nodeid)
+        read_at::<EntryOut>(reply, 16).map(|entry| entry.node_id)
     }
 
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
@@ -2708,7 +2708,7 @@ mod tests {
             len: (40 + 16 + name.len() + 1) as u32,
             opcode: FUSE_CREATE,
             unique,
-            nodeid: 1,
+            node_id: 1,
             ..InHeader::default()
         };
         let mut request = bytemuck::bytes_of(&header).to_vec();
@@ -2744,13 +2744,13 @@ mod tests {
         assert_eq!(deliver_own(&fs), 1);
         let replies = fs.take_replies();
         assert_eq!(errors(&replies), vec![0]);
-        let node_id = read_at::<EntryOut>(&replies[0], 16).expect("entry").nodeid;
+        let node_id = read_at::<EntryOut>(&replies[0], 16).expect("entry").node_id;
         // Content, so that a truncation shows.
         let header = InHeader {
             len: (40 + 40 + 7) as u32,
             opcode: FUSE_WRITE,
             unique: 9,
-            nodeid: node_id,
+            node_id: node_id,
             ..InHeader::default()
         };
         let mut write = bytemuck::bytes_of(&header).to_vec();

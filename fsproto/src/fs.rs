@@ -453,7 +453,7 @@ impl PmxFs {
             Backend::Local { .. } => (
                 vec![MemberReport {
                     name: core.status.nodename.clone(),
-                    nodeid: 0,
+                    node_id: 0,
                     online: true,
                     ip: core.status.node_ip.clone(),
                 }],

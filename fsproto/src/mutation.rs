@@ -35,7 +35,7 @@ use crate::wire::*;
 
 /// The sender and message count local mode's changes are recorded with
 /// (no group: nobody else sends).
-const LOCAL_SENDER: MemberId = MemberId { nodeid: 0, pid: 0 };
+const LOCAL_SENDER: MemberId = MemberId { node_id: 0, pid: 0 };
 
 impl Core {
     /// Takes a mutating request: `true` if it was taken (answered, parked
@@ -81,14 +81,14 @@ impl Core {
     ) -> Option<Result<Option<Plan<'r>>, FsError>> {
         let body = size_of::<InHeader>();
         Some(match header.opcode {
-            FUSE_WRITE => self.plan_write(header.nodeid, request, body),
-            FUSE_SETATTR => self.plan_setattr(header.nodeid, request, body),
-            FUSE_CREATE => self.plan_create(header.nodeid, request, body, true),
-            FUSE_MKNOD => self.plan_create(header.nodeid, request, body, false),
-            FUSE_MKDIR => self.plan_mkdir(header.nodeid, request, body),
-            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.nodeid, request, body),
+            FUSE_WRITE => self.plan_write(header.node_id, request, body),
+            FUSE_SETATTR => self.plan_setattr(header.node_id, request, body),
+            FUSE_CREATE => self.plan_create(header.node_id, request, body, true),
+            FUSE_MKNOD => self.plan_create(header.node_id, request, body, false),
+            FUSE_MKDIR => self.plan_mkdir(header.node_id, request, body),
+            FUSE_UNLINK | FUSE_RMDIR => self.plan_delete(header.node_id, request, body),
             FUSE_RENAME | FUSE_RENAME2 => {
-                self.plan_rename(header.nodeid, request, body, header.opcode == FUSE_RENAME2)
+                self.plan_rename(header.node_id, request, body, header.opcode == FUSE_RENAME2)
             }
             _ => return None,
         })

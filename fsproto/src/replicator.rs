@@ -320,10 +320,10 @@ impl Cluster {
                 name,
                 mode: format!("{:?}", dfsm.mode()).to_lowercase(),
                 epoch: epoch.epoch,
-                epoch_nodeid: epoch.nodeid,
+                epoch_node_id: epoch.node_id,
                 members: dfsm.members().count(),
                 synced_members: dfsm.members().filter(|(_, synced)| *synced).count(),
-                leader_nodeid: dfsm.lowest_nodeid(),
+                leader_node_id: dfsm.lowest_node_id(),
                 queued: dfsm.queued().len(),
                 sync_queued: dfsm.sync_queued().len(),
             }

@@ -8,7 +8,7 @@ use pmxcfs_store::SessionStats;
 #[derive(Clone, Debug)]
 pub struct MemberReport {
     pub name: String,
-    pub nodeid: u32,
+    pub node_id: u32,
     pub online: bool,
     pub ip: Option<String>,
 }
@@ -20,11 +20,11 @@ pub struct GroupReport {
     pub mode: String,
     /// The sync epoch: counter and the node that started it.
     pub epoch: u32,
-    pub epoch_nodeid: u32,
+    pub epoch_node_id: u32,
     pub members: usize,
     pub synced_members: usize,
     /// The lowest node id, the group's leader for syncs.
-    pub leader_nodeid: u32,
+    pub leader_node_id: u32,
     pub queued: usize,
     pub sync_queued: usize,
 }

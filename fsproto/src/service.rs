@@ -79,8 +79,8 @@ impl Core {
                     Some(self.tables().local())
                 } else {
                     self.status
-                        .nodeid_of(node)
-                        .and_then(|nodeid| self.kv_remote()?.get(&nodeid))
+                        .node_id_of(node)
+                        .and_then(|node_id| self.kv_remote()?.get(&node_id))
                 };
                 let (value, _) = table
                     .and_then(|table| table.get(name))

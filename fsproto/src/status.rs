@@ -65,7 +65,7 @@ const CLUSTER_LOG_DUMP_MAX: usize = 50;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterNode {
     pub name: String,
-    pub nodeid: u32,
+    pub node_id: u32,
     pub votes: u32,
 }
 
@@ -106,31 +106,31 @@ impl Status {
             .as_ref()
             .map(|cluster| cluster.nodes.iter().collect())
             .unwrap_or_default();
-        nodes.sort_by_key(|node| node.nodeid);
+        nodes.sort_by_key(|node| node.node_id);
         nodes
             .into_iter()
             .map(|node| crate::report::MemberReport {
                 name: node.name.clone(),
-                nodeid: node.nodeid,
-                online: self.online.contains(&node.nodeid),
+                node_id: node.node_id,
+                online: self.online.contains(&node.node_id),
                 ip: if node.name == self.nodename {
                     self.node_ip.clone()
                 } else {
-                    self.ips.get(&node.nodeid).cloned()
+                    self.ips.get(&node.node_id).cloned()
                 },
             })
             .collect()
     }
 
     /// `name (id N)` of a node id, from corosync's node list.
-    pub fn node_name(&self, nodeid: u32) -> String {
+    pub fn node_name(&self, node_id: u32) -> String {
         let name = self
             .cluster
             .as_ref()
-            .and_then(|cluster| cluster.nodes.iter().find(|node| node.nodeid == nodeid));
+            .and_then(|cluster| cluster.nodes.iter().find(|node| node.node_id == node_id));
         match name {
-            Some(node) => format!("{} (id {nodeid})", node.name),
-            None => format!("node id {nodeid}"),
+            Some(node) => format!("{} (id {node_id})", node.name),
+            None => format!("node id {node_id}"),
         }
     }
 
@@ -245,11 +245,11 @@ impl Status {
         }
         let _ = write!(out, "\"kvstore\": {{\n\"{}\": {{\n", self.nodename);
         Self::versions(&mut out, local);
-        for (nodeid, table) in remote {
+        for (node_id, table) in remote {
             let Some(name) = self.cluster.as_ref().and_then(|info| {
                 info.nodes
                     .iter()
-                    .find(|node| node.nodeid == *nodeid)
+                    .find(|node| node.node_id == *node_id)
                     .map(|node| node.name.as_str())
             }) else {
                 continue;
@@ -274,13 +274,13 @@ impl Status {
     }
 
     /// The node id of a configured node name.
-    pub fn nodeid_of(&self, name: &[u8]) -> Option<u32> {
+    pub fn node_id_of(&self, name: &[u8]) -> Option<u32> {
         self.cluster
             .as_ref()?
             .nodes
             .iter()
             .find(|node| node.name.as_bytes() == name)
-            .map(|node| node.nodeid)
+            .map(|node| node.node_id)
     }
 
     /// New cluster configuration from cmap (`None`: none readable).
@@ -292,8 +292,8 @@ impl Status {
     }
 
     /// The node ids whose pmxcfs is in the group.
-    pub fn set_online(&mut self, nodeids: &[u32]) {
-        let online: std::collections::BTreeSet<u32> = nodeids.iter().copied().collect();
+    pub fn set_online(&mut self, node_ids: &[u32]) {
+        let online: std::collections::BTreeSet<u32> = node_ids.iter().copied().collect();
         if self.online != online {
             self.online = online;
             self.clinfo_version = self.clinfo_version.wrapping_add(1);
@@ -324,7 +324,7 @@ impl Status {
         );
         out.push_str("\"nodelist\": {\n");
         let mut nodes: Vec<&ClusterNode> = cluster.nodes.iter().collect();
-        nodes.sort_by_key(|node| node.nodeid);
+        nodes.sort_by_key(|node| node.node_id);
         for (index, node) in nodes.iter().enumerate() {
             if index > 0 {
                 out.push_str(",\n");
@@ -333,13 +333,13 @@ impl Status {
                 out,
                 "  \"{}\": {{ \"id\": {}, \"online\": {}",
                 node.name,
-                node.nodeid,
-                u8::from(self.online.contains(&node.nodeid))
+                node.node_id,
+                u8::from(self.online.contains(&node.node_id))
             );
             let ip = if node.name == self.nodename {
                 self.node_ip.as_ref()
             } else {
-                self.ips.get(&node.nodeid)
+                self.ips.get(&node.node_id)
             };
             if let Some(ip) = ip {
                 let _ = write!(out, ", \"ip\": \"{ip}\"");
@@ -463,12 +463,12 @@ mod tests {
             nodes: vec![
                 ClusterNode {
                     name: "node1".into(),
-                    nodeid: 1,
+                    node_id: 1,
                     votes: 1,
                 },
                 ClusterNode {
                     name: "node2".into(),
-                    nodeid: 2,
+                    node_id: 2,
                     votes: 1,
                 },
             ],

@@ -32,7 +32,7 @@ pub struct InHeader {
     pub len: u32,
     pub opcode: u32,
     pub unique: u64,
-    pub nodeid: u64,
+    pub node_id: u64,
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
@@ -177,7 +177,7 @@ impl Attr {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct EntryOut {
-    pub nodeid: u64,
+    pub node_id: u64,
     pub generation: u64,
     pub entry_valid: u64,
     pub attr_valid: u64,
@@ -188,9 +188,9 @@ pub struct EntryOut {
 const _: () = assert!(size_of::<EntryOut>() == 128);
 
 impl EntryOut {
-    pub fn new(nodeid: u64, stat: &stat64, entry_ttl: Duration, attr_ttl: Duration) -> EntryOut {
+    pub fn new(node_id: u64, stat: &stat64, entry_ttl: Duration, attr_ttl: Duration) -> EntryOut {
         EntryOut {
-            nodeid,
+            node_id,
             generation: 0,
             entry_valid: entry_ttl.as_secs(),
             attr_valid: attr_ttl.as_secs(),

@@ -385,7 +385,7 @@ fn state_exchange_update_and_queue_order() {
     // The lowest node id starts the exchange with its own epoch.
     let ss = multicasts(&actions(&mut a));
     assert!(
-        matches!(ss[..], [Message { body: MessageBody::SyncStart { epoch }, .. }] if epoch.nodeid == 1)
+        matches!(ss[..], [Message { body: MessageBody::SyncStart { epoch }, .. }] if epoch.node_id == 1)
     );
     assert!(multicasts(&actions(&mut b)).is_empty());
     for d in [&mut a, &mut b] {
@@ -456,7 +456,7 @@ fn state_messages_of_another_epoch_are_dropped() {
     let stale = Epoch {
         epoch: 99,
         time: 1,
-        nodeid: 1,
+        node_id: 1,
         pid: 10,
     };
     a.on_deliver(
@@ -1014,7 +1014,7 @@ fn what_the_status_report_reads() {
     let (mut a, b) = synced_pair();
     let members: Vec<(MemberId, bool)> = a.members().collect();
     assert_eq!(members, vec![(A, true), (B, true)]);
-    assert_eq!((a.lowest_nodeid(), b.lowest_nodeid()), (1, 1));
+    assert_eq!((a.lowest_node_id(), b.lowest_node_id()), (1, 1));
     assert_eq!(a.msgcount(), 0);
     a.send_normal(1, b"w".to_vec(), 3).expect("send");
     assert_eq!(a.msgcount(), 1);
@@ -1920,7 +1920,7 @@ fn the_local_member_is_set_only_before_the_first_configuration() {
     assert!(d.set_local(B));
     assert_eq!(d.local(), B);
     d.on_confchg(&[B], &[B], 1);
-    assert_eq!(d.lowest_nodeid(), 2);
+    assert_eq!(d.lowest_node_id(), 2);
     assert!(!d.set_local(C), "a configuration came");
     assert_eq!(d.local(), B);
     let debug = format!("{d:?}");

@@ -333,6 +333,9 @@ impl ClusterLink {
         let dispatched = cpg.dispatch();
         let events: Vec<CpgEvent> = cpg.events().collect();
         let fs = channel.fs();
+        // Consecutive deliveries are applied together (one journal commit),
+        // up to the next membership change.
+        let mut delivered: Vec<(MemberId, Vec<u8>)> = Vec::new();
         for event in events {
             match event {
                 CpgEvent::Deliver {
@@ -340,10 +343,12 @@ impl ClusterLink {
                     pid,
                     payload,
                     ..
-                } => fs.cpg_deliver(group, MemberId::new(node_id, pid), &payload),
+                } => delivered.push((MemberId::new(node_id, pid), payload)),
                 CpgEvent::ConfChg {
                     members, joined, ..
                 } => {
+                    fs.cpg_deliver_all(group, &delivered);
+                    delivered.clear();
                     let ids = |list: &[pmxcfs_cpg::corosync::CpgMember]| -> Vec<MemberId> {
                         list.iter()
                             .map(|m| MemberId::new(m.node_id, m.pid))
@@ -353,6 +358,7 @@ impl ClusterLink {
                 }
             }
         }
+        fs.cpg_deliver_all(group, &delivered);
         let rearmed = dispatched.is_ok()
             && match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, token) {
                 Ok(id) => {

@@ -105,6 +105,11 @@ pub struct Dcdb<'a, 's> {
     updates: Vec<Row>,
     /// Store inodes of the files open on this node ([`Dcdb::watch`]).
     watched: std::collections::HashSet<u64>,
+    /// Delivered messages are applied without a journal commit of their
+    /// own; [`Dcdb::commit_deferred`] commits them together.
+    defer_commit: bool,
+    /// Messages applied since the last commit (with `defer_commit`).
+    uncommitted: bool,
 }
 
 impl std::fmt::Debug for Dcdb<'_, '_> {
@@ -134,6 +139,8 @@ impl<'a, 's> Dcdb<'a, 's> {
             local_index: None,
             updates: Vec::new(),
             watched: std::collections::HashSet::new(),
+            defer_commit: false,
+            uncommitted: false,
         }
     }
 
@@ -208,6 +215,23 @@ impl<'a, 's> Dcdb<'a, 's> {
             name: entry.name.to_vec(),
             data: entry.data.to_vec(),
         })
+    }
+
+    /// From now on, delivered messages are applied without committing each
+    /// (`true`), until [`Dcdb::commit_deferred`] commits them together: the
+    /// caller holds every effect of them (replies included) until then. With
+    /// `false` each delivery commits on its own again.
+    pub fn set_deferred_commit(&mut self, defer: bool) {
+        self.defer_commit = defer;
+    }
+
+    /// Commits the messages applied since [`Dcdb::set_deferred_commit`]
+    /// (one journal write for all of them); nothing to do if none were.
+    pub fn commit_deferred(&mut self) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.uncommitted) {
+            return Ok(());
+        }
+        self.session_mut().commit()
     }
 
     /// Takes the paths changed since the last call, in apply order (a rename
@@ -520,7 +544,9 @@ impl Application for Dcdb<'_, '_> {
                 result,
             });
         }
-        if let Err(error) = self.session_mut().commit() {
+        if self.defer_commit {
+            self.uncommitted = true;
+        } else if let Err(error) = self.session_mut().commit() {
             tracing::error!(%error, "commit of a DCDB message failed - leaving");
             return Err(AppError {
                 fatal: false,

@@ -1551,6 +1551,13 @@ impl<A: Application> Dfsm<A> {
         }
     }
 
+    /// The application failed outside a callback (a commit it deferred):
+    /// the member leaves as after a failed callback (the error mode too for
+    /// a fatal error).
+    pub fn fail_application(&mut self, err: AppError) {
+        self.app_failed(err);
+    }
+
     /// The deliver callback's `leave:` label.
     fn leave(&mut self) {
         self.set_mode(Mode::Leave);

@@ -23,8 +23,8 @@ use crate::fs::PmxFs;
 use crate::plan::{Outcome, Plan, PlanOp};
 use crate::quorum::Proposal;
 use crate::replicator::{
-    Backend, Cluster, Group, KNOWN_MAX, MAX_HELD_STATUS, MAX_SEND_BACKLOG, MAX_WAITING, Parked,
-    WAIT_FOR_GATE, Waiting,
+    Backend, Cluster, DELIVERIES_PER_COMMIT, Group, KNOWN_MAX, MAX_HELD_STATUS, MAX_SEND_BACKLOG,
+    MAX_WAITING, Parked, WAIT_FOR_GATE, Waiting,
 };
 use crate::wire::*;
 
@@ -670,6 +670,53 @@ impl PmxFs {
                 }
             },
         );
+    }
+
+    /// The messages one CPG dispatch delivered for `group`, in order:
+    /// applied under one hold of the file system's lock with one journal
+    /// commit per `DELIVERIES_PER_COMMIT` of them, instead of one each. No
+    /// other thread sees a change (nor takes a reply) before its commit; if
+    /// the commit fails, the replies of the writes it held become EIO and
+    /// the tree group is left (the resync brings back what the group
+    /// applied).
+    pub fn cpg_deliver_all(&self, group: Group, messages: &[(MemberId, Vec<u8>)]) {
+        if group != Group::Dcdb {
+            for (sender, bytes) in messages {
+                self.cpg_deliver(group, *sender, bytes);
+            }
+            return;
+        }
+        for chunk in messages.chunks(DELIVERIES_PER_COMMIT) {
+            let mut core = self.core();
+            let first_reply = core.replies.ready_count();
+            if let Some(cluster) = core.cluster() {
+                cluster.dfsm.app_mut().set_deferred_commit(true);
+            }
+            let now = now_secs();
+            for (sender, bytes) in chunk {
+                if let Some(cluster) = core.cluster() {
+                    cluster
+                        .dfsm
+                        .on_deliver(*sender, frame::decode_message(bytes), now);
+                }
+                core.pump();
+            }
+            let Some(cluster) = core.cluster() else {
+                return;
+            };
+            let dcdb = cluster.dfsm.app_mut();
+            dcdb.set_deferred_commit(false);
+            if let Err(error) = dcdb.commit_deferred() {
+                tracing::error!(%error, "commit of delivered DCDB messages failed - leaving");
+                cluster.dfsm.fail_application(pmxcfs_cpg::dfsm::AppError {
+                    fatal: false,
+                    result: -error.errno(),
+                });
+                core.replies.fail_since(first_reply, error.errno());
+                core.pump();
+            }
+            core.log_cluster_changes();
+        }
     }
 
     /// The group's CPG connection is gone (or we left): waiting writers
@@ -2210,6 +2257,78 @@ mod tests {
             "{seen:?}"
         );
         assert_eq!(two.take_invalidations(), vec![]);
+    }
+
+    /// The messages of one CPG dispatch are applied with one journal write;
+    /// delivered one by one, each has its own.
+    #[test]
+    fn the_deliveries_of_one_dispatch_share_one_journal_write() {
+        let fs = cluster_fs();
+        let me = MemberId::new(1, 1);
+        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        let reply = call(
+            &fs,
+            FUSE_CREATE,
+            1,
+            &with_name(&CreateIn::default(), &[b"f"]),
+        );
+        let node = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
+        let journal_writes = |fs: &TestFs| fs.core().session().stats().journal_writes;
+        let send_writes = |first_unique: u64| -> Vec<(MemberId, Vec<u8>)> {
+            for unique in first_unique..first_unique + 3 {
+                let body = write_body(unique * 10, b"0123456789");
+                let mut request = bytemuck::bytes_of(&InHeader {
+                    len: (40 + body.len()) as u32,
+                    opcode: FUSE_WRITE,
+                    unique,
+                    node_id: node,
+                    ..InHeader::default()
+                })
+                .to_vec();
+                request.extend_from_slice(&body);
+                assert!(fs.intercept(&request));
+            }
+            let outgoing = fs.take_outgoing();
+            assert_eq!(outgoing.len(), 3);
+            outgoing
+                .into_iter()
+                .map(|(_, _, bytes)| (me, bytes))
+                .collect()
+        };
+        let before = journal_writes(&fs);
+        fs.cpg_deliver_all(Group::Dcdb, &send_writes(100));
+        assert_eq!(errors(&fs.take_replies()), vec![0, 0, 0]);
+        assert_eq!(
+            journal_writes(&fs),
+            before + 1,
+            "one write for the dispatch"
+        );
+        let before = journal_writes(&fs);
+        for (sender, bytes) in send_writes(200) {
+            fs.cpg_deliver(Group::Dcdb, sender, &bytes);
+        }
+        assert_eq!(errors(&fs.take_replies()), vec![0, 0, 0]);
+        assert_eq!(journal_writes(&fs), before + 3, "one write per delivery");
+        let data = fs.read_tree_file(b"f").expect("f");
+        assert_eq!(data.len(), 2030);
+        assert_eq!(&data[1000..1010], b"0123456789");
+    }
+
+    /// Replies whose changes did not reach the disk answer the errno.
+    #[test]
+    fn replies_after_a_failed_commit_become_errors() {
+        let mut replies = crate::replicator::Replies::default();
+        replies.push(reply(1, &[]));
+        let mark = replies.ready_count();
+        replies.push(reply(2, &[&[7u8; 16][..]]));
+        replies.push(reply_error(3, libc::EEXIST));
+        replies.fail_since(mark, libc::EIO);
+        let ready = replies.take_ready();
+        assert_eq!(
+            ready.iter().map(|r| reply_unique(r)).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(errors(&ready), vec![0, -libc::EIO, -libc::EIO]);
     }
 
     /// A request of several messages (a truncation with an mtime) is

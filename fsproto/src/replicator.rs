@@ -15,8 +15,9 @@ use pmxcfs_store::{ApplyPermit, Op, Session};
 
 use crate::clock::now_secs;
 use crate::error::FsError;
-use crate::plan::{Outcome, PlanOp, ReplyKind};
+use crate::plan::{Outcome, PlanOp, ReplyKind, reply_unique};
 use crate::quorum::Proposal;
+use crate::wire::reply_error;
 
 /// The replicator of changes: local mode applies them at once, cluster
 /// mode by the DFSM on delivery (`mutation.rs`); in both the DCDB
@@ -78,6 +79,25 @@ pub(crate) struct Replies {
 impl Replies {
     pub(crate) fn push(&mut self, reply: Vec<u8>) {
         self.ready.push(reply);
+    }
+
+    /// Every reply ready (tests).
+    #[cfg(test)]
+    pub(crate) fn take_ready(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Replies ready now (a mark for [`Replies::fail_since`]).
+    pub(crate) fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The replies made ready since `mark` answer `errno` instead (their
+    /// changes did not reach the disk).
+    pub(crate) fn fail_since(&mut self, mark: usize, errno: i32) {
+        for reply in self.ready.iter_mut().skip(mark) {
+            *reply = reply_error(reply_unique(reply), errno);
+        }
     }
 }
 
@@ -183,6 +203,9 @@ pub(crate) const WAIT_FOR_GATE: std::time::Duration = std::time::Duration::from_
 pub(crate) const MAX_SEND_BACKLOG: usize = 32 << 20;
 /// Distinct status keys held back while the send backlog is full at most.
 pub(crate) const MAX_HELD_STATUS: usize = 4096;
+/// Delivered DCDB messages of one dispatch applied under one lock hold and
+/// committed together at most (readers wait for the lock meanwhile).
+pub(crate) const DELIVERIES_PER_COMMIT: usize = 64;
 
 /// Approximate bytes of a message on the wire (payload plus headers).
 pub(crate) fn message_size(msg: &Message) -> usize {

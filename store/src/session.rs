@@ -63,6 +63,8 @@ pub struct ApplyPermit {
 pub struct SessionStats {
     pub journal_bytes: u64,
     pub records_since_checkpoint: u64,
+    /// Journal writes (commits that had records) since the session began.
+    pub journal_writes: u64,
     /// Wall-clock second of the last checkpoint this session made.
     pub last_checkpoint: Option<u64>,
     pub poisoned: bool,
@@ -109,6 +111,7 @@ pub struct Session<'s> {
     batch: Vec<u8>,
     next_seq: u64,
     records_since_checkpoint: u64,
+    journal_writes: u64,
     durability: Durability,
     limits: CheckpointLimits,
     vmlist: VmList,
@@ -141,6 +144,7 @@ impl Store {
             batch: Vec::new(),
             next_seq: checkpoint_seq + 1,
             records_since_checkpoint: 0,
+            journal_writes: 0,
             durability,
             limits: CheckpointLimits::default(),
             vmlist: VmList::default(),
@@ -267,6 +271,7 @@ impl<'s> Session<'s> {
             return Err(StoreError::Poisoned);
         }
         let batch = std::mem::take(&mut self.batch);
+        let had_records = !batch.is_empty();
         let appended = self
             .journal
             .append(&batch)
@@ -286,6 +291,7 @@ impl<'s> Session<'s> {
             }
             return Err(error);
         }
+        self.journal_writes += u64::from(had_records);
         if self.records_since_checkpoint >= self.limits.records_max
             || self.journal.len_bytes() >= self.limits.journal_bytes_max
         {
@@ -435,6 +441,7 @@ impl<'s> Session<'s> {
         SessionStats {
             journal_bytes: self.journal.len_bytes(),
             records_since_checkpoint: self.records_since_checkpoint,
+            journal_writes: self.journal_writes,
             last_checkpoint: self.last_checkpoint,
             poisoned: self.poisoned,
             locks: self.locks.expiries(),

@@ -2259,10 +2259,9 @@ mod tests {
         assert_eq!(two.take_invalidations(), vec![]);
     }
 
-    /// The messages of one CPG dispatch are applied with one journal write;
-    /// delivered one by one, each has its own.
-    #[test]
-    fn the_deliveries_of_one_dispatch_share_one_journal_write() {
+    /// A one-member group (member 1/1, synced) with the file `f`: the file
+    /// system, the member and the file's node id.
+    fn one_member_with_file() -> (TestFs, MemberId, u64) {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
         fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
@@ -2273,6 +2272,14 @@ mod tests {
             &with_name(&CreateIn::default(), &[b"f"]),
         );
         let node = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
+        (fs, me, node)
+    }
+
+    /// The messages of one CPG dispatch are applied with one journal write;
+    /// delivered one by one, each has its own.
+    #[test]
+    fn the_deliveries_of_one_dispatch_share_one_journal_write() {
+        let (fs, me, node) = one_member_with_file();
         let journal_writes = |fs: &TestFs| fs.core().session().stats().journal_writes;
         let send_writes = |first_unique: u64| -> Vec<(MemberId, Vec<u8>)> {
             for unique in first_unique..first_unique + 3 {
@@ -2335,16 +2342,7 @@ mod tests {
     /// answered once, after the last of them.
     #[test]
     fn a_request_of_two_messages_sends_one_after_the_other_and_is_answered_after_both() {
-        let fs = cluster_fs();
-        let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
-        let reply = call(
-            &fs,
-            FUSE_CREATE,
-            1,
-            &with_name(&CreateIn::default(), &[b"f"]),
-        );
-        let node = read_at::<EntryOut>(&reply, 16).expect("entry").node_id;
+        let (fs, me, node) = one_member_with_file();
         let attr = SetattrIn {
             valid: FATTR_SIZE | FATTR_MTIME,
             size: 0,

@@ -176,9 +176,9 @@ impl ClusterLink {
         }
         if now >= self.next_verify {
             self.next_verify = now + VERIFY_EVERY;
-            channel.fs().request_verify();
+            channel.replication().request_verify();
         }
-        channel.fs().expire_waiting();
+        channel.replication().expire_waiting();
         for group in Group::ALL {
             self.finish_leave(group, reactor, channel, true);
         }
@@ -194,7 +194,7 @@ impl ClusterLink {
         match Quorum::new() {
             Ok(quorum) => {
                 let quorate = quorum.quorate().unwrap_or(false);
-                channel.fs().set_quorate(quorate);
+                channel.replication().set_quorate(quorate);
                 match reactor.poll_once(quorum.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_QUORUM)
                 {
                     Ok(id) => self.quorum_poll = Some(id),
@@ -216,7 +216,7 @@ impl ClusterLink {
         let connected = Cpg::new().and_then(|mut cpg| {
             let node_id = cpg.local_node_id()?;
             channel
-                .fs()
+                .replication()
                 .cpg_connected(group, MemberId::new(node_id, std::process::id()));
             cpg.join(group.name())?;
             Ok((cpg, node_id))
@@ -300,8 +300,8 @@ impl ClusterLink {
         })();
         match info {
             Ok((info, votes)) => {
-                channel.fs().set_cluster_info(Some(info));
-                channel.fs().set_write_votes(votes);
+                channel.replication().set_cluster_info(Some(info));
+                channel.replication().set_write_votes(votes);
             }
             Err(error) => {
                 tracing::debug!(%error, "cmap read failed; reconnecting later");
@@ -332,7 +332,7 @@ impl ClusterLink {
         };
         let dispatched = cpg.dispatch();
         let events: Vec<CpgEvent> = cpg.events().collect();
-        let fs = channel.fs();
+        let replication = channel.replication();
         // Consecutive deliveries are applied together (one journal commit),
         // up to the next membership change.
         let mut delivered: Vec<(MemberId, Vec<u8>)> = Vec::new();
@@ -347,18 +347,18 @@ impl ClusterLink {
                 CpgEvent::ConfChg {
                     members, joined, ..
                 } => {
-                    fs.cpg_deliver_all(group, &delivered);
+                    replication.cpg_deliver_all(group, &delivered);
                     delivered.clear();
                     let ids = |list: &[pmxcfs_cpg::corosync::CpgMember]| -> Vec<MemberId> {
                         list.iter()
                             .map(|m| MemberId::new(m.node_id, m.pid))
                             .collect()
                     };
-                    fs.cpg_confchg(group, &ids(&members), &ids(&joined));
+                    replication.cpg_confchg(group, &ids(&members), &ids(&joined));
                 }
             }
         }
-        fs.cpg_deliver_all(group, &delivered);
+        replication.cpg_deliver_all(group, &delivered);
         let rearmed = dispatched.is_ok()
             && match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, token) {
                 Ok(id) => {
@@ -395,7 +395,7 @@ impl ClusterLink {
             return;
         };
         let expired = tick && Instant::now() >= until;
-        if channel.fs().leaving_synced(group) && !expired {
+        if channel.replication().leaving_synced(group) && !expired {
             return;
         }
         if expired {
@@ -420,7 +420,7 @@ impl ClusterLink {
         let dispatched = quorum.dispatch();
         let events: Vec<QuorumEvent> = quorum.events().collect();
         for QuorumEvent::Changed { quorate, .. } in events {
-            channel.fs().set_quorate(quorate);
+            channel.replication().set_quorate(quorate);
         }
         let rearmed = dispatched.is_ok()
             && match reactor.poll_once(quorum.fd().as_raw_fd(), libc::POLLIN as u32, TOKEN_QUORUM) {
@@ -433,7 +433,7 @@ impl ClusterLink {
         if !rearmed {
             tracing::error!("quorum service lost; no quorum until it is back");
             self.quorum = None;
-            channel.fs().set_quorate(false);
+            channel.replication().set_quorate(false);
             self.next_quorum = Instant::now() + BACKOFF_MIN;
         }
         self.after_events(reactor, channel);
@@ -457,9 +457,9 @@ impl ClusterLink {
         let failed: Vec<Pending> = conn.send_queue.drain(..).collect();
         conn.next = Instant::now() + delay;
         for pending in failed {
-            channel.fs().send_failed(group, &pending.msg);
+            channel.replication().send_failed(group, &pending.msg);
         }
-        if !channel.fs().cpg_restart(group) {
+        if !channel.replication().cpg_restart(group) {
             tracing::error!(
                 group = group.name(),
                 "the DFSM is in a permanent error mode; this group's connection stopped"
@@ -485,9 +485,9 @@ impl ClusterLink {
             .flat_map(|conn| conn.send_queue.iter())
             .map(|pending| pending.bytes.len())
             .sum();
-        channel.fs().set_send_backlog(backlog);
+        channel.replication().set_send_backlog(backlog);
         loop {
-            let outgoing = channel.fs().take_outgoing();
+            let outgoing = channel.replication().take_outgoing();
             if outgoing.is_empty() {
                 break;
             }
@@ -506,8 +506,8 @@ impl ClusterLink {
             }
         }
         for group in Group::ALL {
-            if channel.fs().take_leave(group) {
-                let holding = channel.fs().leaving_synced(group);
+            if channel.replication().take_leave(group) {
+                let holding = channel.replication().leaving_synced(group);
                 let conn = &mut self.conns[Self::conn_index(group)];
                 if let Some(cpg) = conn.cpg.as_mut() {
                     let _ = cpg.leave();
@@ -529,7 +529,7 @@ impl ClusterLink {
                 self.drop_cpg(group, reactor, channel, REJOIN_DELAY);
             }
         }
-        if let Some(notify) = channel.fs().take_corosync_conf_change() {
+        if let Some(notify) = channel.replication().take_corosync_conf_change() {
             self.sync_corosync_conf(channel, notify);
         }
         self.keep_own_writes(channel);
@@ -549,7 +549,7 @@ impl ClusterLink {
                 return;
             }
         };
-        match channel.fs().restore_kept_writes(&bytes) {
+        match channel.replication().restore_kept_writes(&bytes) {
             Ok(count) => tracing::info!(
                 count,
                 file = %self.kept_file.display(),
@@ -566,7 +566,7 @@ impl ClusterLink {
     /// partition, a heal: rare), so that a restart does not forget them:
     /// written to a temporary file, synced, renamed over the old one.
     fn keep_own_writes(&mut self, channel: &mut Channel) {
-        let Some(contents) = channel.fs().take_kept_writes() else {
+        let Some(contents) = channel.replication().take_kept_writes() else {
             return;
         };
         let result = match contents {
@@ -591,7 +591,7 @@ impl ClusterLink {
             let Some(cpg) = conn.cpg.as_mut() else {
                 // Not connected: the DFSM learns the send failed.
                 if let Some(pending) = conn.send_queue.pop_front() {
-                    channel.fs().send_failed(group, &pending.msg);
+                    channel.replication().send_failed(group, &pending.msg);
                 }
                 continue;
             };
@@ -606,16 +606,16 @@ impl ClusterLink {
                 Err(error) => {
                     tracing::error!(%error, group = group.name(), "multicast failed");
                     if let Some(pending) = conn.send_queue.pop_front() {
-                        channel.fs().send_failed(group, &pending.msg);
+                        channel.replication().send_failed(group, &pending.msg);
                     }
-                    if channel.fs().leave_requested(group) {
+                    if channel.replication().leave_requested(group) {
                         // The DFSM gave up on this membership (e.g. a failed
                         // UPDATE under write safety): nothing queued behind
                         // the failure may reach the group (an UPDATE_COMPLETE
                         // would let the others count an incomplete member as
                         // synced).
                         while let Some(pending) = conn.send_queue.pop_front() {
-                            channel.fs().send_failed(group, &pending.msg);
+                            channel.replication().send_failed(group, &pending.msg);
                         }
                     }
                 }

@@ -198,6 +198,11 @@ impl Channel {
         &self.fs
     }
 
+    /// The replication the daemon drives (CPG events in, messages out).
+    pub fn replication(&self) -> crate::cluster::Replication<'_> {
+        self.fs.replication()
+    }
+
     /// The file system for another thread (drop it before `into_fs`).
     pub fn fs_shared(&self) -> Arc<PmxFs> {
         Arc::clone(&self.fs)

@@ -6,8 +6,8 @@
 //!
 //! The DFSMs and the DCDB application (which owns the store session) are
 //! held in `replicator.rs` and driven here; the daemon feeds CPG events in
-//! ([`PmxFs::cpg_deliver`], ...) and multicasts what
-//! [`PmxFs::take_outgoing`] returns. This module knows no corosync handle
+//! ([`Replication::cpg_deliver`], ...) and multicasts what
+//! [`Replication::take_outgoing`] returns. This module knows no corosync handle
 //! and no file descriptor.
 
 use pmxcfs_cpg::dcdb::Dcdb;
@@ -583,16 +583,52 @@ impl Core {
     }
 }
 
-/// What the daemon's CPG side calls (cluster mode; no-ops in local mode).
+/// The file system's side for the daemon (both modes; in local mode it
+/// only answers for the tree and the mode).
 impl PmxFs {
     /// Whether this file system runs in cluster mode.
     pub fn is_cluster(&self) -> bool {
         matches!(self.core().backend, Backend::Cluster(_))
     }
 
+    /// After kernel invalidations were dropped at the notifier's bound:
+    /// invalidate every entry handed to the kernel (as after a resync).
+    pub(crate) fn invalidate_all_known(&self) {
+        self.core().invalidate_known(true);
+    }
+
+    /// A file's content from the tree (`None`: missing or a directory).
+    pub fn read_tree_file(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let core = self.core();
+        let reader = core.reader();
+        let entry = reader.resolve(path).ok().flatten()?;
+        (entry.meta.kind == pmxcfs_store::Kind::File).then(|| entry.data.to_vec())
+    }
+
+    /// This node's address for `.members`.
+    pub fn set_node_ip(&self, ip: Option<String>) {
+        self.core().status.node_ip = ip;
+    }
+
+    /// The replication the daemon drives: CPG events in, messages out.
+    pub fn replication(&self) -> Replication<'_> {
+        Replication { fs: self }
+    }
+}
+
+/// What the daemon's CPG side drives (cluster mode; no-ops in local mode):
+/// the DFSMs of both groups and their outgoing queue (`Cluster` in
+/// `replicator.rs`, held with the tree under the file system's one lock:
+/// the DCDB application owns the store session the view reads through),
+/// fed with CPG events and corosync's quorum, votes and backlog.
+pub struct Replication<'a> {
+    fs: &'a PmxFs,
+}
+
+impl Replication<'_> {
     /// Messages to multicast, in order, with their group and bytes.
     pub fn take_outgoing(&self) -> Vec<(Group, Message, Vec<u8>)> {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         let Some(cluster) = core.cluster() else {
             return Vec::new();
         };
@@ -609,7 +645,7 @@ impl PmxFs {
         dcdb: impl FnOnce(&mut Dfsm<Dcdb<'static, 'static>>),
         kv: impl FnOnce(&mut Dfsm<Kvstore>),
     ) {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         if let Some(cluster) = core.cluster() {
             match group {
                 Group::Dcdb => dcdb(&mut cluster.dfsm),
@@ -687,7 +723,7 @@ impl PmxFs {
             return;
         }
         for chunk in messages.chunks(DELIVERIES_PER_COMMIT) {
-            let mut core = self.core();
+            let mut core = self.fs.core();
             let first_reply = core.replies.ready_count();
             if let Some(cluster) = core.cluster() {
                 cluster.dfsm.app_mut().set_deferred_commit(true);
@@ -743,7 +779,7 @@ impl PmxFs {
     /// again at its first write (every REJOIN_DELAY, until the disk takes
     /// writes).
     fn recover_store(&self) {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         let session = core.session_mut();
         if !session.is_poisoned() {
             return;
@@ -757,7 +793,7 @@ impl PmxFs {
     /// safety): leave the CPG group but go on dispatching until the confchg
     /// that removes this member (`Dfsm::leaving_synced`).
     pub fn leaving_synced(&self, group: Group) -> bool {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         core.cluster().is_some_and(|cluster| match group {
             Group::Dcdb => cluster.dfsm.leaving_synced(),
             Group::Kvstore => cluster.kv.leaving_synced(),
@@ -766,14 +802,14 @@ impl PmxFs {
 
     /// The group's DFSM asked to leave (not consumed, see `take_leave`).
     pub fn leave_requested(&self, group: Group) -> bool {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         core.cluster()
             .is_some_and(|cluster| cluster.leave[group.index()])
     }
 
     /// The group's DFSM asked to leave (since the last call).
     pub fn take_leave(&self, group: Group) -> bool {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         core.cluster()
             .map(|cluster| std::mem::take(&mut cluster.leave[group.index()]))
             .unwrap_or(false)
@@ -793,7 +829,7 @@ impl PmxFs {
     /// Quorum from corosync: the gate, the DCDB flag, and the modes the
     /// kernel has cached.
     pub fn set_quorate(&self, quorate: bool) {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         if core.cluster().is_none() || core.quorum.is_quorate() == quorate {
             return;
         }
@@ -813,7 +849,7 @@ impl PmxFs {
     /// Write safety for the tree group (`Dfsm::set_write_safety`): the
     /// configured votes, or `None` for the C rule (quorum only).
     pub fn set_write_votes(&self, votes: Option<Votes>) {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         let Some(cluster) = core.cluster() else {
             return;
         };
@@ -833,16 +869,10 @@ impl PmxFs {
         core.pump();
     }
 
-    /// After kernel invalidations were dropped at the notifier's bound:
-    /// invalidate every entry handed to the kernel (as after a resync).
-    pub(crate) fn invalidate_all_known(&self) {
-        self.core().invalidate_known(true);
-    }
-
     /// Bytes in the daemon's CPG send queues: above the bound new writes
     /// wait and status updates are held; below half of it they go again.
     pub fn set_send_backlog(&self, bytes: usize) {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         let Some(cluster) = core.cluster() else {
             return;
         };
@@ -869,27 +899,19 @@ impl PmxFs {
 
     /// Answers requests that waited too long for the write gate.
     pub fn expire_waiting(&self) {
-        self.core().retry_waiting(std::time::Instant::now());
+        self.fs.core().retry_waiting(std::time::Instant::now());
     }
 
     /// `Some(notify)` once after corosync.conf changed in the tree.
     pub fn take_corosync_conf_change(&self) -> Option<bool> {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         core.cluster()
             .and_then(|cluster| cluster.corosync_conf.take())
     }
 
-    /// A file's content from the tree (`None`: missing or a directory).
-    pub fn read_tree_file(&self, path: &[u8]) -> Option<Vec<u8>> {
-        let core = self.core();
-        let reader = core.reader();
-        let entry = reader.resolve(path).ok().flatten()?;
-        (entry.meta.kind == pmxcfs_store::Kind::File).then(|| entry.data.to_vec())
-    }
-
     /// The cluster membership for `.members` (from cmap and CPG).
     pub fn set_cluster_info(&self, info: Option<crate::status::ClusterInfo>) {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         if let Some(cluster) = core.cluster() {
             let ids: Vec<u32> = info
                 .iter()
@@ -904,7 +926,7 @@ impl PmxFs {
     /// across a restart ([`pmxcfs_cpg::kept`]), when they changed since the
     /// last call; `Some(None)`: there are none (remove the file).
     pub fn take_kept_writes(&self) -> Option<Option<Vec<u8>>> {
-        let mut core = self.core();
+        let mut core = self.fs.core();
         let cluster = core.cluster()?;
         let writes = cluster.dfsm.take_kept_if_changed(&mut cluster.kept_seen)?;
         if writes.is_empty() {
@@ -920,20 +942,15 @@ impl PmxFs {
     }
 
     /// At start: the unconfirmed own writes kept before the restart (the
-    /// file [`PmxFs::take_kept_writes`] gave); their number.
+    /// file [`Replication::take_kept_writes`] gave); their number.
     pub fn restore_kept_writes(&self, bytes: &[u8]) -> Result<usize, pmxcfs_cpg::wire::WireError> {
         let writes = pmxcfs_cpg::kept::decode(bytes)?;
         let count = writes.len();
-        let mut core = self.core();
+        let mut core = self.fs.core();
         if let Some(cluster) = core.cluster() {
             cluster.dfsm.restore_kept(writes);
         }
         Ok(count)
-    }
-
-    /// This node's address for `.members`.
-    pub fn set_node_ip(&self, ip: Option<String>) {
-        self.core().status.node_ip = ip;
     }
 }
 
@@ -998,9 +1015,11 @@ mod tests {
         let fs = test_fs(|session, permit| {
             PmxFs::new_cluster(session, permit, config(&format!("node{id}")), None)
         });
-        fs.cpg_connected(Group::Dcdb, MemberId::new(id, id));
-        fs.cpg_connected(Group::Kvstore, MemberId::new(id, id));
-        fs.set_quorate(true);
+        fs.replication()
+            .cpg_connected(Group::Dcdb, MemberId::new(id, id));
+        fs.replication()
+            .cpg_connected(Group::Kvstore, MemberId::new(id, id));
+        fs.replication().set_quorate(true);
         fs
     }
 
@@ -1040,7 +1059,7 @@ mod tests {
             request.extend_from_slice(&body);
             if fs.intercept(&request) {
                 let replies = fs.take_replies();
-                let outgoing = fs.take_outgoing();
+                let outgoing = fs.replication().take_outgoing();
                 prop_assert!(replies.len() + outgoing.len() >= 1);
                 for reply in replies {
                     prop_assert_eq!(reply_unique(&reply), unique);
@@ -1279,7 +1298,7 @@ mod tests {
             let local = local_fs();
             let cluster = cluster_fs();
             let me = MemberId::new(1, 1);
-            cluster.cpg_confchg(Group::Dcdb, &[me], &[me]);
+            cluster.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
             for (index, step) in steps.iter().enumerate() {
                 let (a, b) = (run_step(&local, step), run_step(&cluster, step));
                 prop_assert_eq!(a, b, "step {} {:?}", index, step);
@@ -1323,12 +1342,12 @@ mod tests {
         }
         let me = MemberId::new(1, 1);
         loop {
-            let outgoing = fs.take_outgoing();
+            let outgoing = fs.replication().take_outgoing();
             if outgoing.is_empty() {
                 break;
             }
             for (group, _, bytes) in outgoing {
-                fs.cpg_deliver(group, me, &bytes);
+                fs.replication().cpg_deliver(group, me, &bytes);
             }
         }
         let replies = fs.take_replies();
@@ -1377,7 +1396,7 @@ mod tests {
     fn every_mutation_round_trips_through_the_group() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         let mtime_of = |path: &[u8]| {
             let core = fs.core();
             let reader = core.reader();
@@ -1451,7 +1470,7 @@ mod tests {
     fn setattr_rules_in_cluster_mode() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         let create = |parent: u64, name: &[u8]| {
             created(
                 &fs,
@@ -1508,7 +1527,7 @@ mod tests {
             request.extend_from_slice(bytemuck::bytes_of(&attr));
             assert!(fs.intercept(&request));
             assert!(
-                fs.take_outgoing().is_empty(),
+                fs.replication().take_outgoing().is_empty(),
                 "valid {valid:#x}: no message"
             );
             assert_eq!(errors(&fs.take_replies()), vec![0], "valid {valid:#x}");
@@ -1620,7 +1639,7 @@ mod tests {
             let mut request = bytemuck::bytes_of(&header).to_vec();
             request.extend_from_slice(bytemuck::bytes_of(&at(renewed)));
             assert!(fs.intercept(&request));
-            let sent = fs.take_outgoing();
+            let sent = fs.replication().take_outgoing();
             let subtypes: Vec<u16> = sent
                 .iter()
                 .filter_map(|(_, msg, _)| match &msg.body {
@@ -1630,7 +1649,7 @@ mod tests {
                 .collect();
             assert_eq!(subtypes, vec![DcdbType::Mtime as u16]);
             for (group, _, bytes) in sent {
-                fs.cpg_deliver(group, me, &bytes);
+                fs.replication().cpg_deliver(group, me, &bytes);
             }
             assert_eq!(errors(&fs.take_replies()), vec![0]);
         }
@@ -1663,7 +1682,7 @@ mod tests {
     fn create_variants_write_limit_and_rename2() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         let mknod = |name: &[u8], mode: u32| {
             let fixed = MknodIn {
                 mode,
@@ -1747,15 +1766,15 @@ mod tests {
         request.extend_from_slice(b"a.cfg\0");
         assert!(fs.intercept(&request));
         assert!(fs.take_replies().is_empty(), "parked until delivered");
-        let outgoing = fs.take_outgoing();
+        let outgoing = fs.replication().take_outgoing();
         assert_eq!(outgoing.len(), 1);
         let (group, _, bytes) = &outgoing[0];
         assert_eq!(*group, Group::Dcdb);
         // A single-member group: the confchg makes us synced, the delivery
         // applies it and answers the parked request.
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
-        fs.cpg_deliver(Group::Dcdb, me, bytes);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_deliver(Group::Dcdb, me, bytes);
         let replies = fs.take_replies();
         assert_eq!(replies.len(), 1);
         let reply = &replies[0];
@@ -1770,7 +1789,7 @@ mod tests {
     #[test]
     fn writes_without_quorum_are_refused_before_anything_is_sent() {
         let fs = cluster_fs();
-        fs.set_quorate(false);
+        fs.replication().set_quorate(false);
         let header = InHeader {
             len: 40 + 8 + 2,
             opcode: FUSE_MKDIR,
@@ -1782,7 +1801,7 @@ mod tests {
         request.extend_from_slice(bytemuck::bytes_of(&MkdirIn::default()));
         request.extend_from_slice(b"d\0");
         assert!(fs.intercept(&request));
-        assert!(fs.take_outgoing().is_empty());
+        assert!(fs.replication().take_outgoing().is_empty());
         let replies = fs.take_replies();
         let out: OutHeader = read_at(&replies[0], 0).expect("header");
         assert_eq!(out.error, -libc::EACCES);
@@ -1816,16 +1835,20 @@ mod tests {
     #[test]
     fn writes_wait_for_the_gate_within_a_bound() {
         let fs = cluster_fs();
-        fs.set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
+        fs.replication()
+            .set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
         for unique in 0..MAX_WAITING as u64 {
             assert!(fs.intercept(&mkdir_request(unique, &format!("d{unique}"))));
         }
-        assert!(fs.take_outgoing().is_empty(), "nothing is sent");
+        assert!(
+            fs.replication().take_outgoing().is_empty(),
+            "nothing is sent"
+        );
         assert!(fs.take_replies().is_empty(), "nobody is answered");
         assert_eq!(fs.report().waiting, MAX_WAITING);
         assert!(fs.intercept(&mkdir_request(99_999, "one-too-many")));
         assert_eq!(errors(&fs.take_replies()), vec![-libc::EAGAIN]);
-        fs.set_quorate(false);
+        fs.replication().set_quorate(false);
         let replies = fs.take_replies();
         assert_eq!(replies.len(), MAX_WAITING);
         assert!(errors(&replies).iter().all(|&e| e == -libc::EACCES));
@@ -1837,8 +1860,10 @@ mod tests {
     #[test]
     fn a_group_without_majority_refuses_after_the_wait() {
         let fs = cluster_fs();
-        fs.set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
-        fs.cpg_confchg(Group::Dcdb, &[MemberId::new(1, 1)], &[MemberId::new(1, 1)]);
+        fs.replication()
+            .set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
+        fs.replication()
+            .cpg_confchg(Group::Dcdb, &[MemberId::new(1, 1)], &[MemberId::new(1, 1)]);
         assert!(fs.intercept(&mkdir_request(7, "alone")));
         assert!(fs.take_replies().is_empty());
         fs.core()
@@ -1848,11 +1873,11 @@ mod tests {
             std::time::Instant::now() + WAIT_FOR_GATE + std::time::Duration::from_secs(1),
         );
         assert_eq!(errors(&fs.take_replies()), vec![-libc::EACCES]);
-        assert!(fs.take_outgoing().is_empty(), "never sent");
+        assert!(fs.replication().take_outgoing().is_empty(), "never sent");
         // Without write safety (a vote helper configured): C's rule.
-        fs.set_write_votes(None);
+        fs.replication().set_write_votes(None);
         assert!(fs.intercept(&mkdir_request(8, "alone")));
-        assert_eq!(fs.take_outgoing().len(), 1);
+        assert_eq!(fs.replication().take_outgoing().len(), 1);
     }
 
     /// Back-pressure: with the send queues over their bound, writes wait and
@@ -1860,7 +1885,7 @@ mod tests {
     #[test]
     fn a_full_send_backlog_holds_writes_and_status_updates() {
         let fs = cluster_fs();
-        fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG + 1);
         assert!(fs.intercept(&mkdir_request(3, "later")));
         {
             let mut core = fs.core();
@@ -1869,10 +1894,10 @@ mod tests {
                 core.send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
             }
         }
-        assert!(fs.take_outgoing().is_empty());
+        assert!(fs.replication().take_outgoing().is_empty());
         assert_eq!(fs.report().waiting, 1);
-        fs.set_send_backlog(0);
-        let outgoing = fs.take_outgoing();
+        fs.replication().set_send_backlog(0);
+        let outgoing = fs.replication().take_outgoing();
         let groups: Vec<Group> = outgoing.iter().map(|(group, _, _)| *group).collect();
         assert_eq!(
             groups,
@@ -1901,20 +1926,27 @@ mod tests {
             fs.core()
                 .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
         };
-        fs.set_send_backlog(MAX_SEND_BACKLOG);
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG);
         update("kv/at-the-bound", b"sent");
-        assert_eq!(fs.take_outgoing().len(), 1, "not above the bound: sent");
-        fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+        assert_eq!(
+            fs.replication().take_outgoing().len(),
+            1,
+            "not above the bound: sent"
+        );
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG + 1);
         for i in 0..MAX_HELD_STATUS {
             update(&format!("kv/{i}"), b"old");
         }
         update("kv/one-too-many", b"dropped");
         update("kv/0", b"new");
-        assert!(fs.take_outgoing().is_empty(), "held");
-        fs.set_send_backlog(MAX_SEND_BACKLOG / 2 + 1);
-        assert!(fs.take_outgoing().is_empty(), "still above half");
-        fs.set_send_backlog(MAX_SEND_BACKLOG / 2);
-        let outgoing = fs.take_outgoing();
+        assert!(fs.replication().take_outgoing().is_empty(), "held");
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG / 2 + 1);
+        assert!(
+            fs.replication().take_outgoing().is_empty(),
+            "still above half"
+        );
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG / 2);
+        let outgoing = fs.replication().take_outgoing();
         assert_eq!(outgoing.len(), MAX_HELD_STATUS, "one message per held key");
         let mut values = std::collections::BTreeMap::new();
         for (_, msg, _) in &outgoing {
@@ -1951,7 +1983,7 @@ mod tests {
         let report = fs.report();
         assert_eq!((report.waiting, report.parked, report.outgoing), (0, 1, 1));
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         let report = fs.report();
         let dcdb = &report.groups[0];
         assert_eq!(dcdb.mode, "synced");
@@ -1976,19 +2008,20 @@ mod tests {
         let pump = || deliver_all(&nodes);
         for (fs, _) in nodes {
             for group in Group::ALL {
-                fs.cpg_confchg(group, &members, &members);
+                fs.replication().cpg_confchg(group, &members, &members);
             }
-            fs.set_cluster_info(Some(crate::status::ClusterInfo {
-                name: "lab".into(),
-                config_version: 1,
-                nodes: (1..=2)
-                    .map(|id| crate::status::ClusterNode {
-                        name: format!("node{id}"),
-                        node_id: id,
-                        votes: 1,
-                    })
-                    .collect(),
-            }));
+            fs.replication()
+                .set_cluster_info(Some(crate::status::ClusterInfo {
+                    name: "lab".into(),
+                    config_version: 1,
+                    nodes: (1..=2)
+                        .map(|id| crate::status::ClusterNode {
+                            name: format!("node{id}"),
+                            node_id: id,
+                            votes: 1,
+                        })
+                        .collect(),
+                }));
         }
         pump();
         let payload = Kvstore::update_message(b"kv/x", b"1\0").expect("payload");
@@ -2015,8 +2048,8 @@ mod tests {
         let one = cluster_fs_as(1);
         let two = cluster_fs_as(2);
         let (m1, m2) = (MemberId::new(1, 1), MemberId::new(2, 2));
-        one.cpg_confchg(Group::Dcdb, &[m1], &[m1]);
-        two.cpg_confchg(Group::Dcdb, &[m2], &[m2]);
+        one.replication().cpg_confchg(Group::Dcdb, &[m1], &[m1]);
+        two.replication().cpg_confchg(Group::Dcdb, &[m2], &[m2]);
         deliver_all(&[(&one, m1)]);
         deliver_all(&[(&two, m2)]);
         // A request of `fs` in a group of `nodes`: the new entry's node id.
@@ -2050,8 +2083,8 @@ mod tests {
         two.take_invalidations();
         // Node 1's tree is newer: node 2 takes it in the resync.
         let both = [m1, m2];
-        one.cpg_confchg(Group::Dcdb, &both, &[m2]);
-        two.cpg_confchg(Group::Dcdb, &both, &[m1]);
+        one.replication().cpg_confchg(Group::Dcdb, &both, &[m2]);
+        two.replication().cpg_confchg(Group::Dcdb, &both, &[m1]);
         deliver_all(&[(&one, m1), (&two, m2)]);
         let seen = two.take_invalidations();
         for expected in [
@@ -2082,14 +2115,14 @@ mod tests {
         // What was invalidated is forgotten: the next resync invalidates
         // only what the kernel was handed since (here: "x").
         two.take_invalidations();
-        two.cpg_confchg(Group::Dcdb, &[m2], &[]);
-        one.cpg_confchg(Group::Dcdb, &[m1], &[]);
+        two.replication().cpg_confchg(Group::Dcdb, &[m2], &[]);
+        one.replication().cpg_confchg(Group::Dcdb, &[m1], &[]);
         deliver_all(&[(&one, m1)]);
         deliver_all(&[(&two, m2)]);
         make(&[(&one, m1)], FUSE_CREATE, 1, b"w");
         two.take_invalidations();
-        one.cpg_confchg(Group::Dcdb, &both, &[m2]);
-        two.cpg_confchg(Group::Dcdb, &both, &[m1]);
+        one.replication().cpg_confchg(Group::Dcdb, &both, &[m2]);
+        two.replication().cpg_confchg(Group::Dcdb, &both, &[m1]);
         deliver_all(&[(&one, m1), (&two, m2)]);
         let seen = two.take_invalidations();
         let entries: Vec<&[u8]> = seen
@@ -2264,7 +2297,7 @@ mod tests {
     fn one_member_with_file() -> (TestFs, MemberId, u64) {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         let reply = call(
             &fs,
             FUSE_CREATE,
@@ -2295,7 +2328,7 @@ mod tests {
                 request.extend_from_slice(&body);
                 assert!(fs.intercept(&request));
             }
-            let outgoing = fs.take_outgoing();
+            let outgoing = fs.replication().take_outgoing();
             assert_eq!(outgoing.len(), 3);
             outgoing
                 .into_iter()
@@ -2303,7 +2336,8 @@ mod tests {
                 .collect()
         };
         let before = journal_writes(&fs);
-        fs.cpg_deliver_all(Group::Dcdb, &send_writes(100));
+        fs.replication()
+            .cpg_deliver_all(Group::Dcdb, &send_writes(100));
         assert_eq!(errors(&fs.take_replies()), vec![0, 0, 0]);
         assert_eq!(
             journal_writes(&fs),
@@ -2312,7 +2346,7 @@ mod tests {
         );
         let before = journal_writes(&fs);
         for (sender, bytes) in send_writes(200) {
-            fs.cpg_deliver(Group::Dcdb, sender, &bytes);
+            fs.replication().cpg_deliver(Group::Dcdb, sender, &bytes);
         }
         assert_eq!(errors(&fs.take_replies()), vec![0, 0, 0]);
         assert_eq!(journal_writes(&fs), before + 3, "one write per delivery");
@@ -2359,15 +2393,17 @@ mod tests {
         let mut request = bytemuck::bytes_of(&header).to_vec();
         request.extend_from_slice(bytemuck::bytes_of(&attr));
         assert!(fs.intercept(&request));
-        let outgoing = fs.take_outgoing();
+        let outgoing = fs.replication().take_outgoing();
         assert_eq!(outgoing.len(), 1, "the truncate first");
-        fs.cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
+        fs.replication()
+            .cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
         assert!(fs.take_replies().is_empty(), "one message still pending");
-        let outgoing = fs.take_outgoing();
+        let outgoing = fs.replication().take_outgoing();
         assert_eq!(outgoing.len(), 1, "the mtime once the truncate succeeded");
-        fs.cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
+        fs.replication()
+            .cpg_deliver(Group::Dcdb, me, &outgoing[0].2);
         assert_eq!(errors(&fs.take_replies()), vec![0]);
-        assert!(fs.take_outgoing().is_empty());
+        assert!(fs.replication().take_outgoing().is_empty());
         let core = fs.core();
         let entry = core.reader().resolve(b"f").expect("read").expect("f");
         assert_eq!((entry.data.len(), entry.meta.mtime), (0, 77));
@@ -2381,8 +2417,8 @@ mod tests {
         let me = MemberId::new(1, 1);
         let other = MemberId::new(2, 2);
         for group in Group::ALL {
-            fs.cpg_confchg(group, &[me], &[me]);
-            fs.cpg_confchg(group, &[other], &[other]);
+            fs.replication().cpg_confchg(group, &[me], &[me]);
+            fs.replication().cpg_confchg(group, &[other], &[other]);
         }
         let modes = |fs: &TestFs| -> Vec<String> {
             fs.report().groups.iter().map(|g| g.mode.clone()).collect()
@@ -2390,16 +2426,19 @@ mod tests {
         assert_eq!(modes(&fs), vec!["leave", "leave"]);
         // The daemon sees the request (twice), then takes it (once).
         for group in Group::ALL {
-            assert!(fs.leave_requested(group), "{group:?}");
-            assert!(fs.leave_requested(group), "not consumed");
-            assert!(fs.take_leave(group), "{group:?}");
-            assert!(!fs.take_leave(group), "taken");
-            assert!(!fs.leave_requested(group));
-            assert!(!fs.leaving_synced(group), "it left from START, not SYNCED");
+            assert!(fs.replication().leave_requested(group), "{group:?}");
+            assert!(fs.replication().leave_requested(group), "not consumed");
+            assert!(fs.replication().take_leave(group), "{group:?}");
+            assert!(!fs.replication().take_leave(group), "taken");
+            assert!(!fs.replication().leave_requested(group));
+            assert!(
+                !fs.replication().leaving_synced(group),
+                "it left from START, not SYNCED"
+            );
         }
-        assert!(fs.cpg_restart(Group::Kvstore));
+        assert!(fs.replication().cpg_restart(Group::Kvstore));
         assert_eq!(modes(&fs), vec!["leave", "start"]);
-        assert!(fs.cpg_restart(Group::Dcdb));
+        assert!(fs.replication().cpg_restart(Group::Dcdb));
         assert_eq!(modes(&fs), vec!["start", "start"]);
     }
 
@@ -2411,7 +2450,7 @@ mod tests {
     fn writes_to_special_files_and_orphans_are_not_cluster_writes() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         deliver_own(&fs);
         let (members, _) = crate::core::special_by_name(b".members").expect(".members");
         let body = write_body(0, b"x");
@@ -2450,10 +2489,11 @@ mod tests {
     fn verify_requests_quorum_changes_and_invalidating_everything() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         deliver_own(&fs);
-        fs.request_verify();
+        fs.replication().request_verify();
         let sent: Vec<(Group, u16)> = fs
+            .replication()
             .take_outgoing()
             .iter()
             .map(|(group, msg, _)| (*group, msg.msg_type()))
@@ -2470,9 +2510,9 @@ mod tests {
         );
         assert_eq!(fs.core().lookup(1, b"f").expect("f").inode, file);
         fs.take_invalidations();
-        fs.set_quorate(true);
+        fs.replication().set_quorate(true);
         assert_eq!(fs.take_invalidations(), vec![], "no change");
-        fs.set_quorate(false);
+        fs.replication().set_quorate(false);
         let seen = fs.take_invalidations();
         assert!(
             seen.contains(&Invalidation::Attributes { node_id: file }),
@@ -2508,7 +2548,7 @@ mod tests {
     fn log_messages_dropped_at_the_backlog_bound_are_reported_once() {
         let fs = cluster_fs();
         let log = logged(|| {
-            fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+            fs.replication().set_send_backlog(MAX_SEND_BACKLOG + 1);
             for _ in 0..3 {
                 fs.core()
                     .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Log, vec![0; 8]);
@@ -2516,15 +2556,15 @@ mod tests {
         });
         let warning = "cluster log message not multicast: the send backlog is full";
         assert_eq!(log.matches(warning).count(), 1, "{log}");
-        assert!(fs.take_outgoing().is_empty());
-        let log = logged(|| fs.set_send_backlog(0));
+        assert!(fs.replication().take_outgoing().is_empty());
+        let log = logged(|| fs.replication().set_send_backlog(0));
         assert!(
             log.contains("dropped=3") && log.contains("send backlog drained"),
             "{log}"
         );
         let log = logged(|| {
-            fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
-            fs.set_send_backlog(0);
+            fs.replication().set_send_backlog(MAX_SEND_BACKLOG + 1);
+            fs.replication().set_send_backlog(0);
         });
         assert!(
             !log.contains("send backlog drained"),
@@ -2540,18 +2580,18 @@ mod tests {
     fn failed_multicasts_and_a_late_member_id() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.set_write_votes(Some(Votes::new([(1, 1)])));
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().set_write_votes(Some(Votes::new([(1, 1)])));
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         deliver_own(&fs);
         assert!(fs.intercept(&mkdir_request(31, "d")));
-        let sent = fs.take_outgoing();
+        let sent = fs.replication().take_outgoing();
         assert_eq!(sent.len(), 1);
-        fs.send_failed(sent[0].0, &sent[0].1);
+        fs.replication().send_failed(sent[0].0, &sent[0].1);
         let replies = fs.take_replies();
         assert_eq!(replies.len(), 1, "answered at once");
         assert_ne!(errno_of(&replies[0]), 0);
-        assert!(!fs.leaving_synced(Group::Dcdb));
-        let log = logged(|| fs.cpg_connected(Group::Dcdb, me));
+        assert!(!fs.replication().leaving_synced(Group::Dcdb));
+        let log = logged(|| fs.replication().cpg_connected(Group::Dcdb, me));
         assert!(log.contains("member id set outside mode START"), "{log}");
         let state = Message {
             protocol_version: 1,
@@ -2561,12 +2601,12 @@ mod tests {
                 blob: vec![1],
             },
         };
-        fs.send_failed(Group::Dcdb, &state);
-        assert!(fs.leaving_synced(Group::Dcdb));
-        assert!(!fs.leaving_synced(Group::Kvstore));
-        assert!(fs.take_leave(Group::Dcdb));
+        fs.replication().send_failed(Group::Dcdb, &state);
+        assert!(fs.replication().leaving_synced(Group::Dcdb));
+        assert!(!fs.replication().leaving_synced(Group::Kvstore));
+        assert!(fs.replication().take_leave(Group::Dcdb));
         let fresh = cluster_fs();
-        let log = logged(|| fresh.cpg_connected(Group::Dcdb, me));
+        let log = logged(|| fresh.replication().cpg_connected(Group::Dcdb, me));
         assert!(!log.contains("outside mode START"), "{log}");
     }
 
@@ -2585,15 +2625,23 @@ mod tests {
     #[test]
     fn held_status_goes_out_once_the_backlog_is_down_to_half() {
         let fs = cluster_fs();
-        fs.set_send_backlog(MAX_SEND_BACKLOG + 1);
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG + 1);
         let payload = Kvstore::update_message(b"kv/x", b"1").expect("payload");
         fs.core()
             .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
-        assert!(fs.take_outgoing().is_empty(), "held");
-        fs.set_send_backlog(MAX_SEND_BACKLOG / 2 + 1);
-        assert!(fs.take_outgoing().is_empty(), "still above half");
-        fs.set_send_backlog(MAX_SEND_BACKLOG / 2);
-        let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
+        assert!(fs.replication().take_outgoing().is_empty(), "held");
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG / 2 + 1);
+        assert!(
+            fs.replication().take_outgoing().is_empty(),
+            "still above half"
+        );
+        fs.replication().set_send_backlog(MAX_SEND_BACKLOG / 2);
+        let groups: Vec<Group> = fs
+            .replication()
+            .take_outgoing()
+            .iter()
+            .map(|(g, _, _)| *g)
+            .collect();
         assert_eq!(groups, vec![Group::Kvstore]);
     }
 
@@ -2608,7 +2656,7 @@ mod tests {
         assert!(!one.health().synced, "not synced before the first sync");
         assert!(one.health().cluster);
         let log = logged(|| {
-            one.cpg_confchg(Group::Dcdb, &[m1], &[m1]);
+            one.replication().cpg_confchg(Group::Dcdb, &[m1], &[m1]);
             deliver_all(&[(&one, m1)]);
         });
         assert!(one.health().synced);
@@ -2625,8 +2673,9 @@ mod tests {
             "the first open gate is no news: {log}"
         );
         let log = logged(|| {
-            one.cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
-            two.cpg_confchg(Group::Dcdb, &[m1, m2], &[m1, m2]);
+            one.replication().cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
+            two.replication()
+                .cpg_confchg(Group::Dcdb, &[m1, m2], &[m1, m2]);
             assert!(!one.health().synced, "syncing with node 2");
             deliver_all(&[(&one, m1), (&two, m2)]);
         });
@@ -2646,7 +2695,7 @@ mod tests {
             "{log}"
         );
         let log = logged(|| {
-            one.cpg_confchg(Group::Dcdb, &[m1], &[]);
+            one.replication().cpg_confchg(Group::Dcdb, &[m1], &[]);
             deliver_all(&[(&one, m1)]);
         });
         assert!(
@@ -2657,18 +2706,19 @@ mod tests {
         // majority; node 2 back, the gate opens again. Each change once.
         let log = logged(|| {
             let votes = Votes::new([(1, 1), (2, 1), (3, 1)]);
-            one.set_write_votes(Some(votes.clone()));
-            two.set_write_votes(Some(votes));
-            one.expire_waiting();
-            one.expire_waiting();
+            one.replication().set_write_votes(Some(votes.clone()));
+            two.replication().set_write_votes(Some(votes));
+            one.replication().expire_waiting();
+            one.replication().expire_waiting();
         });
         let closed = "cluster writes closed: the pmxcfs group holds no majority";
         assert_eq!(log.matches(closed).count(), 1, "{log}");
         let log = logged(|| {
-            one.cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
-            two.cpg_confchg(Group::Dcdb, &[m1, m2], &[m1, m2]);
+            one.replication().cpg_confchg(Group::Dcdb, &[m1, m2], &[m2]);
+            two.replication()
+                .cpg_confchg(Group::Dcdb, &[m1, m2], &[m1, m2]);
             deliver_all(&[(&one, m1), (&two, m2)]);
-            one.expire_waiting();
+            one.replication().expire_waiting();
         });
         assert!(log.contains("cluster writes open"), "{log}");
     }
@@ -2680,7 +2730,8 @@ mod tests {
     fn replies_go_back_to_the_queue_their_request_came_from() {
         let fs = cluster_fs();
         assert!(fs.is_cluster());
-        fs.cpg_confchg(Group::Dcdb, &[MemberId::new(1, 1)], &[MemberId::new(1, 1)]);
+        fs.replication()
+            .cpg_confchg(Group::Dcdb, &[MemberId::new(1, 1)], &[MemberId::new(1, 1)]);
         deliver_own(&fs);
         assert!(fs.intercept_from_queue(&mkdir_request(11, "q0"), 0));
         assert!(fs.intercept_from_queue(&mkdir_request(12, "q1"), 1));
@@ -2721,17 +2772,17 @@ mod tests {
         let (one, two, members) = synced_pair();
         let nodes = [(&one, members[0]), (&two, members[1])];
         for (fs, _) in nodes {
-            fs.take_corosync_conf_change();
+            fs.replication().take_corosync_conf_change();
         }
         assert!(one.intercept(&create_request(21, "corosync.conf", libc::O_RDWR)));
         deliver_all(&nodes);
-        assert_eq!(one.take_corosync_conf_change(), Some(true));
-        assert_eq!(one.take_corosync_conf_change(), None, "once");
-        assert_eq!(two.take_corosync_conf_change(), Some(false));
+        assert_eq!(one.replication().take_corosync_conf_change(), Some(true));
+        assert_eq!(one.replication().take_corosync_conf_change(), None, "once");
+        assert_eq!(two.replication().take_corosync_conf_change(), Some(false));
         assert!(two.intercept(&create_request(22, "other.conf", libc::O_RDWR)));
         deliver_all(&nodes);
-        assert_eq!(one.take_corosync_conf_change(), None);
-        assert_eq!(two.take_corosync_conf_change(), None);
+        assert_eq!(one.replication().take_corosync_conf_change(), None);
+        assert_eq!(two.replication().take_corosync_conf_change(), None);
     }
 
     /// The send backlog counts the messages not yet taken by the daemon
@@ -2743,12 +2794,17 @@ mod tests {
         // headers and its payload) stays under it, a long name's goes over.
         for (name, held) in [("a", false), (&"long-name-".repeat(8)[..], true)] {
             let fs = cluster_fs();
-            fs.set_send_backlog(MAX_SEND_BACKLOG - 100);
+            fs.replication().set_send_backlog(MAX_SEND_BACKLOG - 100);
             assert!(fs.intercept(&mkdir_request(3, name)));
             let payload = Kvstore::update_message(b"kv/x", b"1").expect("payload");
             fs.core()
                 .send_kvstore(pmxcfs_cpg::wire::KvstoreType::Update, payload);
-            let groups: Vec<Group> = fs.take_outgoing().iter().map(|(g, _, _)| *g).collect();
+            let groups: Vec<Group> = fs
+                .replication()
+                .take_outgoing()
+                .iter()
+                .map(|(g, _, _)| *g)
+                .collect();
             if held {
                 assert_eq!(groups, vec![Group::Dcdb], "the status update is held");
             } else {
@@ -2763,7 +2819,7 @@ mod tests {
         loop {
             let mut sent = Vec::new();
             for (fs, me) in nodes {
-                for (group, _, bytes) in fs.take_outgoing() {
+                for (group, _, bytes) in fs.replication().take_outgoing() {
                     sent.push((group, *me, bytes));
                 }
             }
@@ -2772,7 +2828,7 @@ mod tests {
             }
             for (group, sender, bytes) in sent {
                 for (fs, _) in nodes {
-                    fs.cpg_deliver(group, sender, &bytes);
+                    fs.replication().cpg_deliver(group, sender, &bytes);
                 }
             }
         }
@@ -2784,7 +2840,8 @@ mod tests {
         let two = cluster_fs_as(2);
         let members = [MemberId::new(1, 1), MemberId::new(2, 2)];
         for fs in [&one, &two] {
-            fs.cpg_confchg(Group::Dcdb, &members, &members);
+            fs.replication()
+                .cpg_confchg(Group::Dcdb, &members, &members);
         }
         deliver_all(&[(&one, members[0]), (&two, members[1])]);
         (one, two, members)
@@ -2841,9 +2898,10 @@ mod tests {
 
     /// Delivers everything the node multicast back to it (a one-member group).
     fn deliver_own(fs: &PmxFs) -> usize {
-        let outgoing = fs.take_outgoing();
+        let outgoing = fs.replication().take_outgoing();
         for (group, _, bytes) in &outgoing {
-            fs.cpg_deliver(*group, MemberId::new(1, 1), bytes);
+            fs.replication()
+                .cpg_deliver(*group, MemberId::new(1, 1), bytes);
         }
         outgoing.len()
     }
@@ -2856,7 +2914,7 @@ mod tests {
     fn create_of_an_existing_file_without_o_excl_opens_it() {
         let fs = cluster_fs();
         let me = MemberId::new(1, 1);
-        fs.cpg_confchg(Group::Dcdb, &[me], &[me]);
+        fs.replication().cpg_confchg(Group::Dcdb, &[me], &[me]);
         assert!(fs.intercept(&create_request(1, "a.cfg", libc::O_WRONLY)));
         assert_eq!(deliver_own(&fs), 1);
         let replies = fs.take_replies();
@@ -2881,7 +2939,7 @@ mod tests {
         assert_eq!(errors(&fs.take_replies()), vec![0]);
         // Without O_EXCL: answered at once from the tree, nothing sent.
         assert!(fs.intercept(&create_request(2, "a.cfg", libc::O_WRONLY)));
-        assert_eq!(fs.take_outgoing().len(), 0);
+        assert_eq!(fs.replication().take_outgoing().len(), 0);
         let replies = fs.take_replies();
         assert_eq!(errors(&replies), vec![0]);
         assert_eq!(replies[0].len(), 16 + 128 + 16, "entry_out + open_out");

@@ -25,6 +25,7 @@ mod uring;
 mod wire;
 
 pub use channel::{Channel, ChannelError, REQUEST_BUFFER_BYTES};
+pub use cluster::Replication;
 pub use core::Config;
 pub use error::FsError;
 pub use fs::{Health, PmxFs};

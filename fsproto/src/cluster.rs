@@ -271,6 +271,10 @@ impl Core {
     /// the current tree, then sent (or answered).
     fn resume(&mut self, waiting: Waiting) {
         let unique = waiting.unique;
+        if let Some(code) = self.session().poison_errno() {
+            // As at the first try (`propose`): this node's disk failed.
+            return self.reply_now(unique, FsError::from_errno(code));
+        }
         let Some(header) = read_at::<InHeader>(&waiting.request, 0) else {
             return self.reply_now(unique, FsError::Io);
         };
@@ -378,7 +382,20 @@ impl Core {
         if parked.outcome.error == 0
             && let Some(next) = parked.rest.pop_front()
         {
-            match self.send_op(&next) {
+            // The next op passes the write gate too: while the group syncs
+            // or holds no majority it is refused (EACCES), as a request of
+            // its own would be after the wait.
+            let gate = cluster.dfsm.write_gate();
+            let sent = if gate == WriteGate::Open {
+                self.send_op(&next)
+            } else {
+                tracing::info!(
+                    ?gate,
+                    "the rest of a request refused: cluster writes closed"
+                );
+                Err(FsError::Denied)
+            };
+            match sent {
                 Ok(count) => {
                     if let Some(cluster) = self.cluster() {
                         cluster.by_count.insert(count, unique);
@@ -748,7 +765,14 @@ impl Replication<'_> {
                     fatal: false,
                     result: -error.errno(),
                 });
-                core.replies.fail_since(first_reply, error.errno());
+                // The kernel is told these writes failed: what their replies
+                // set up is taken back (a CREATE's open), and every entry
+                // it knows is dropped (the resync at the rejoin replaces
+                // the tree anyway).
+                for node_id in core.replies.fail_since(first_reply, error.errno()) {
+                    core.released(node_id);
+                }
+                core.invalidate_known(true);
                 core.pump();
             }
             core.log_cluster_changes();
@@ -2355,6 +2379,95 @@ mod tests {
         assert_eq!(&data[1000..1010], b"0123456789");
     }
 
+    /// The second message of a request passes the write gate too: closed
+    /// by the time the first one's result arrives, the request is refused
+    /// (EACCES) and nothing more is sent.
+    #[test]
+    fn the_rest_of_a_request_waits_for_no_closed_gate() {
+        for gate_open in [true, false] {
+            let (fs, _me, node) = one_member_with_file();
+            let attr = SetattrIn {
+                valid: FATTR_SIZE | FATTR_MTIME,
+                size: 0,
+                mtime: 77,
+                ..SetattrIn::default()
+            };
+            let mut request = bytemuck::bytes_of(&InHeader {
+                len: (40 + size_of::<SetattrIn>()) as u32,
+                opcode: FUSE_SETATTR,
+                unique: 5,
+                node_id: node,
+                ..InHeader::default()
+            })
+            .to_vec();
+            request.extend_from_slice(bytemuck::bytes_of(&attr));
+            assert!(fs.intercept(&request));
+            assert_eq!(fs.replication().take_outgoing().len(), 1, "the truncate");
+            if !gate_open {
+                // Three configured votes, one member: no majority.
+                fs.replication()
+                    .set_write_votes(Some(Votes::new([(1, 1), (2, 1), (3, 1)])));
+            }
+            {
+                let mut core = fs.core();
+                let count = *core
+                    .cluster()
+                    .and_then(|cluster| cluster.by_count.keys().next())
+                    .expect("the truncate's count");
+                // The truncate's result: success (as the pump hands it on).
+                core.finish(count, 0);
+                core.pump();
+            }
+            let outgoing = fs.replication().take_outgoing();
+            let replies = fs.take_replies();
+            if gate_open {
+                assert_eq!(outgoing.len(), 1, "the mtime goes out");
+                assert!(replies.is_empty());
+            } else {
+                assert!(outgoing.is_empty(), "no mtime while the gate is closed");
+                assert_eq!(errors(&replies), vec![-libc::EACCES]);
+            }
+        }
+    }
+
+    /// In local mode a failed rename that removed its target (the C quirk)
+    /// is invalidated: the kernel was told it failed, so it still holds
+    /// the target's entry.
+    #[test]
+    fn a_failed_rename_that_removed_its_target_is_invalidated_in_local_mode() {
+        let fs = local_fs();
+        let dir = |parent: u64, name: &[u8]| {
+            created(
+                &fs,
+                FUSE_MKDIR,
+                parent,
+                &with_name(&MkdirIn::default(), &[name]),
+            )
+        };
+        let a = dir(1, b"a");
+        dir(a, b"x");
+        let b = dir(1, b"b");
+        fs.take_invalidations();
+        let reply = call(
+            &fs,
+            FUSE_RENAME,
+            1,
+            &with_name(&RenameIn { newdir: 1 }, &[b"a", b"b"]),
+        );
+        assert_eq!(errno_of(&reply), libc::ENOTEMPTY);
+        let gone = fs.core().reader().resolve(b"b").expect("read").is_none();
+        assert!(gone, "the quirk removed the target");
+        let invalidations = fs.take_invalidations();
+        assert!(
+            invalidations.contains(&Invalidation::Entry {
+                parent: 1,
+                name: b"b".to_vec()
+            }),
+            "{invalidations:?}"
+        );
+        assert!(invalidations.contains(&Invalidation::Inode { node_id: b }));
+    }
+
     /// Replies whose changes did not reach the disk answer the errno.
     #[test]
     fn replies_after_a_failed_commit_become_errors() {
@@ -2363,13 +2476,29 @@ mod tests {
         let mark = replies.ready_count();
         replies.push(reply(2, &[&[7u8; 16][..]]));
         replies.push(reply_error(3, libc::EEXIST));
-        replies.fail_since(mark, libc::EIO);
+        let entry = EntryOut {
+            node_id: 42,
+            ..EntryOut::default()
+        };
+        let create = reply(
+            4,
+            &[
+                bytemuck::bytes_of(&entry),
+                bytemuck::bytes_of(&OpenOut::default()),
+            ],
+        );
+        replies.push(create);
+        assert_eq!(
+            replies.fail_since(mark, libc::EIO),
+            vec![42],
+            "the CREATE's open"
+        );
         let ready = replies.take_ready();
         assert_eq!(
             ready.iter().map(|r| reply_unique(r)).collect::<Vec<_>>(),
-            vec![1, 2, 3]
+            vec![1, 2, 3, 4]
         );
-        assert_eq!(errors(&ready), vec![0, -libc::EIO, -libc::EIO]);
+        assert_eq!(errors(&ready), vec![0, -libc::EIO, -libc::EIO, -libc::EIO]);
     }
 
     /// A request of several messages (a truncation with an mtime) is

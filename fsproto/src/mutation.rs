@@ -6,7 +6,7 @@
 //!
 //! * local mode ([`Core::apply_local`], here): the quorum gate, then every
 //!   op through [`Dcdb::apply_op`], the apply of delivered DCDB messages,
-//!   one journal commit, and the reply at once;
+//!   with a journal commit each, and the reply at once;
 //! * cluster mode (`cluster.rs`): the quorum gate and the DFSM's write gate,
 //!   one DCDB message per op, and the reply once every message was delivered
 //!   and applied here through the same [`Dcdb::apply_op`].
@@ -122,7 +122,7 @@ impl Core {
     }
 
     /// Local mode: every op of the plan applied at once (stopping at the
-    /// first refusal), one journal commit, the reply.
+    /// first refusal), a journal commit after each, the reply.
     fn apply_local(&mut self, unique: u64, plan: Plan<'_>) -> Result<(), FsError> {
         let Backend::Local(local) = &mut self.backend else {
             return Err(FsError::Io);
@@ -133,13 +133,16 @@ impl Core {
             mtime: now_secs(),
         };
         let mut outcome = Outcome::default();
-        // The count of an unlock's delete: a change the kernel did not ask
-        // for (it asked for a utime), so it is invalidated.
-        let mut unlocked = None;
         for (index, op) in plan.ops.iter().enumerate() {
             let proof = self.quorum.check()?;
+            let Backend::Local(local) = &mut self.backend else {
+                return Err(FsError::Io);
+            };
             let count = index as u64 + 1;
             let mut op = op.as_op();
+            // An unlock's delete is a change the kernel did not ask for (it
+            // asked for a utime): invalidated like another node's.
+            let mut unlocked = false;
             if let (Op::Mtime { path, .. }, Some(checksum)) = (op, plan.unlock) {
                 // This node decides alone (spec filesystem.md §8): an
                 // expired lock is removed instead.
@@ -147,30 +150,39 @@ impl Core {
                 if session.writer(permit).lock_expired(path, checksum) {
                     tracing::info!(path = %String::from_utf8_lossy(path), "removed expired lock");
                     op = Op::Delete { path };
-                    unlocked = Some(count);
+                    unlocked = true;
                 }
             }
             let proposal = Proposal::new(op, proof);
-            match local
+            let result = match local
                 .dcdb
                 .apply_op(proposal.op(), origin, LOCAL_SENDER, count)
             {
-                Ok(result) => outcome.record(result),
+                Ok(result) => result,
                 Err(error) => {
                     tracing::error!(%error, "the store failed to apply a change");
-                    outcome.record(-error.errno());
+                    -error.errno()
                 }
+            };
+            // Each op is durable on its own, as each was a request of its
+            // own for the C daemon: an op of a plan that failed later stays
+            // (and is visible) only once it is in the journal.
+            let committed = local.dcdb.parts().0.commit();
+            let changes = local.dcdb.drain_changed();
+            if let Err(error) = committed {
+                // Not durable: the store took it back out of view (or
+                // refuses everything); the kernel is told it failed.
+                tracing::error!(%error, "the journal failed to take a change");
+                return Err(FsError::Store(error));
             }
+            // Only a change the kernel asked for and is told succeeded is
+            // known to it (a failed rename may have removed its target).
+            let known = result >= 0 && !unlocked;
+            self.absorb_changes(changes, |_| known);
+            outcome.record(result);
             if outcome.error != 0 {
                 break;
             }
-        }
-        let committed = local.dcdb.parts().0.commit();
-        let changes = local.dcdb.drain_changed();
-        self.absorb_changes(changes, |change| Some(change.count) != unlocked);
-        if let Err(error) = committed {
-            tracing::error!(%error, "the journal failed to take a change");
-            return Err(FsError::Store(error));
         }
         let answer = self.build_reply(unique, outcome, plan.reply);
         self.replies.push(answer);

@@ -17,7 +17,7 @@ use crate::clock::now_secs;
 use crate::error::FsError;
 use crate::plan::{Outcome, PlanOp, ReplyKind, reply_unique};
 use crate::quorum::Proposal;
-use crate::wire::reply_error;
+use crate::wire::{EntryOut, OpenOut, OutHeader, read_at, reply_error};
 
 /// The replicator of changes: local mode applies them at once, cluster
 /// mode by the DFSM on delivery (`mutation.rs`); in both the DCDB
@@ -67,6 +67,15 @@ impl Local {
     }
 }
 
+/// The node id a successful CREATE reply (entry and open) opened.
+fn created_and_opened(reply: &[u8]) -> Option<u64> {
+    let header = read_at::<OutHeader>(reply, 0)?;
+    let create_len = size_of::<OutHeader>() + size_of::<EntryOut>() + size_of::<OpenOut>();
+    (header.error == 0 && reply.len() == create_len)
+        .then(|| read_at::<EntryOut>(reply, size_of::<OutHeader>()).map(|entry| entry.node_id))
+        .flatten()
+}
+
 /// Taken requests' replies, and which io_uring queue each came from.
 #[derive(Default)]
 pub(crate) struct Replies {
@@ -93,11 +102,17 @@ impl Replies {
     }
 
     /// The replies made ready since `mark` answer `errno` instead (their
-    /// changes did not reach the disk).
-    pub(crate) fn fail_since(&mut self, mark: usize, errno: i32) {
+    /// changes did not reach the disk). Returns the node ids the CREATE
+    /// replies among them opened (the kernel will not release them).
+    pub(crate) fn fail_since(&mut self, mark: usize, errno: i32) -> Vec<u64> {
+        let mut opened = Vec::new();
         for reply in self.ready.iter_mut().skip(mark) {
+            if let Some(node_id) = created_and_opened(reply) {
+                opened.push(node_id);
+            }
             *reply = reply_error(reply_unique(reply), errno);
         }
+        opened
     }
 }
 

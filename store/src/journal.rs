@@ -58,18 +58,29 @@ pub fn encode_record(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
     encode_any_size(out, seq, payload);
 }
 
-/// Appends one record to `out` whose payload `fill` appends to `out` itself:
-/// the payload is written once, straight into the batch (a 1 MiB write is
-/// not copied through a buffer of its own first).
-pub fn encode_record_in_place(out: &mut Vec<u8>, seq: u64, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0u8; HEADER_SIZE]);
-    fill(out);
-    let payload_len = out.len() - start - HEADER_SIZE;
+/// Appends one record of `payload_len` bytes to `out`, whose payload `fill`
+/// appends to `out` itself: the payload is written once, straight into the
+/// batch (a 1 MiB write is not copied through a buffer of its own first).
+/// Panics, leaving `out` as it was, if `payload_len` is over the record
+/// limit or `fill` wrote another length (the caller's encoder is wrong).
+pub fn encode_record_in_place(
+    out: &mut Vec<u8>,
+    seq: u64,
+    payload_len: usize,
+    fill: impl FnOnce(&mut Vec<u8>),
+) {
     assert!(
         payload_len <= RECORD_PAYLOAD_MAX,
         "journal record too large"
     );
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_SIZE]);
+    fill(out);
+    let written = out.len() - start - HEADER_SIZE;
+    if written != payload_len {
+        out.truncate(start);
+        panic!("journal record of {written} bytes, announced {payload_len}");
+    }
     let mut header = RecordHeader {
         magic: MAGIC,
         payload_len: payload_len as u32,
@@ -472,10 +483,17 @@ mod tests {
         let mut copied = b"earlier".to_vec();
         encode_record(&mut copied, 9, b"some payload");
         let mut in_place = b"earlier".to_vec();
-        encode_record_in_place(&mut in_place, 9, |out| {
+        encode_record_in_place(&mut in_place, 9, 12, |out| {
             out.extend_from_slice(b"some payload")
         });
         assert_eq!(copied, in_place);
+        // A wrong length leaves the batch as it was.
+        let mut batch = b"earlier".to_vec();
+        let wrong = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            encode_record_in_place(&mut batch, 10, 3, |out| out.extend_from_slice(b"four"))
+        }));
+        assert!(wrong.is_err());
+        assert_eq!(batch, b"earlier");
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct Recovery {
 
 type Clock = Box<dyn Fn() -> u64 + Send>;
 
+/// The journal batch's buffer keeps at most this much room between commits
+/// (the largest record, a 1 MiB write, fits).
+const BATCH_KEPT_BYTES: usize = 2 << 20;
+
 /// Begins the next write transaction after a commit or an abort. It only
 /// fails if LMDB itself is broken (its lock or memory); there is no state to
 /// serve from without one, so the process stops at once — crash-only: every
@@ -281,6 +285,9 @@ impl<'s> Session<'s> {
             });
         self.batch = batch;
         self.batch.clear();
+        // A commit of many large writes (a CPG dispatch of them) leaves no
+        // more than this behind.
+        self.batch.shrink_to(BATCH_KEPT_BYTES);
         if let Err(error) = appended {
             tracing::error!(%error, "journal write failed; refusing further changes");
             self.poison(&error);
@@ -604,7 +611,7 @@ impl<'s> Session<'s> {
             // Encoded straight into the batch, sized once: a write's data
             // is copied once, not through a buffer of its own.
             self.batch.reserve(journal::HEADER_SIZE + payload_len);
-            journal::encode_record_in_place(&mut self.batch, self.next_seq, |out| {
+            journal::encode_record_in_place(&mut self.batch, self.next_seq, payload_len, |out| {
                 op::encode(out, op, origin)
             });
             self.next_seq += 1;
@@ -1202,5 +1209,42 @@ mod tests {
             assert!(session.is_poisoned());
             assert_eq!(session.poison_errno(), Some(errno), "{error}");
         }
+    }
+
+    /// A commit of several large writes (one CPG dispatch of them) leaves
+    /// no more than `BATCH_KEPT_BYTES` of buffer behind.
+    #[test]
+    fn the_journal_batch_gives_back_what_a_large_commit_took() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let (mut session, mut permit) = store.session(Durability::Relaxed).expect("session");
+        let origin = Origin {
+            writer: 0,
+            mtime: 1,
+        };
+        let data = vec![7u8; 1 << 20];
+        for name in [&b"a"[..], b"b", b"c", b"d"] {
+            let mut writer = session.writer(&mut permit);
+            writer
+                .apply(&Op::Create { path: name }, origin)
+                .expect("create");
+            writer
+                .apply(
+                    &Op::Write {
+                        path: name,
+                        offset: 0,
+                        data: &data,
+                        truncate: false,
+                    },
+                    origin,
+                )
+                .expect("write");
+        }
+        assert!(session.batch.len() > 4 << 20, "four writes in one batch");
+        session.commit().expect("commit");
+        assert!(session.batch.is_empty());
+        assert!(session.batch.capacity() <= BATCH_KEPT_BYTES);
+        assert_eq!(session.stats().journal_writes, 1);
+        drop(session);
     }
 }

@@ -4,14 +4,15 @@
 # node with its own data dir and mountpoint (in the node's private mount namespace,
 # reached through /proc/PID/root).
 #
-# usage: bench/cluster.sh [--writes N] [--files N]
+# usage: bench/cluster.sh [--writes N] [--files N] [--size B] [--skip-writes]
 #   Needs root. Build first: cargo build --release -p pmxcfs -p pmxcfs-bench
 #   (PMXCFS_BIN and CLUSTER_BENCH override the binaries; LAB_TOKEN_MS the totem token,
 #   default 1000 ms as in the C reference figures).
 #
 # Prints: time from start to serving (quorate and writable), cluster-bench's write
-# latency / visibility / throughput / CPU figures, and the time a new empty node needs
-# to receive a tree of --files (default 10,000) files.
+# latency / visibility / throughput / CPU figures (not with --skip-writes), the time a new
+# empty node needs to receive a tree of --files (default 10,000) files of --size bytes
+# (default 500), each node's memory then, and the time `pmxcfs dump` takes on that tree.
 # Teardown (also on failure): the daemons by pid, then lab.sh down (namespaces,
 # corosyncs, /dev/shm leftovers, the directory).
 set -euo pipefail
@@ -21,10 +22,14 @@ BIN=$(readlink -f "${PMXCFS_BIN:-${CARGO_TARGET_DIR:-target}/release/pmxcfs}")
 BENCH=$(readlink -f "${CLUSTER_BENCH:-${CARGO_TARGET_DIR:-target}/release/cluster-bench}")
 WRITES=500
 FILES=10000
+SIZE=500
+SKIP_WRITES=0
 while [ $# -gt 0 ]; do
     case $1 in
     --writes) WRITES=$2; shift 2 ;;
     --files) FILES=$2; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
+    --skip-writes) SKIP_WRITES=1; shift ;;
     *) sed -n '2,12p' "$0" >&2; exit 2 ;;
     esac
 done
@@ -73,7 +78,9 @@ t0=$(now_ms)
 for i in 1 2 3; do start_node "$i"; done
 for i in 1 2 3; do wait_writable "$i"; done
 echo "start to serving (3 fresh nodes, quorate and writable): $(($(now_ms) - t0)) ms"
-"$BENCH" --mounts "$(mnt 1),$(mnt 2),$(mnt 3)" --pids "${PID[1]},${PID[2]},${PID[3]}" --writes "$WRITES"
+if [ "$SKIP_WRITES" = 0 ]; then
+    "$BENCH" --mounts "$(mnt 1),$(mnt 2),$(mnt 3)" --pids "${PID[1]},${PID[2]},${PID[3]}" --writes "$WRITES"
+fi
 
 stop_node 3
 t0=$(now_ms)
@@ -81,7 +88,7 @@ start_node 3
 wait_writable 3
 echo "restart of a node (same data dir) to serving: $(($(now_ms) - t0)) ms"
 
-"$BENCH" --fill "$(mnt 1)/fill" --files "$FILES"
+"$BENCH" --fill "$(mnt 1)/fill" --files "$FILES" --size "$SIZE"
 last=$(printf 'f%05d' $((FILES - 1)))
 "$BENCH" --wait "$(mnt 2)/fill/$last" --timeout-s 120
 stop_node 3
@@ -89,4 +96,15 @@ rm -rf "$lab/n3/pmxcfs/data"
 t0=$(now_ms)
 start_node 3
 "$BENCH" --wait "$(mnt 3)/fill/$last" --timeout-s 300
-echo "new empty node: $FILES files (+ the rest of the tree) received after $(($(now_ms) - t0)) ms from its start"
+echo "new empty node: $FILES files of $SIZE B (+ the rest of the tree) received after $(($(now_ms) - t0)) ms from its start"
+memory() { # label
+    for i in 1 2 3; do
+        echo "node $i memory $1: $(grep -E '^(VmRSS|RssAnon|RssFile)' "/proc/${PID[$i]}/status" | tr -s ' \t' ' ' | tr '\n' ' ')"
+    done
+}
+memory "then"
+sleep 5
+memory "5 s later"
+t0=$(now_ms)
+rows=$("$BIN" dump --data-dir "$lab/n2/pmxcfs/data" | wc -l)
+echo "pmxcfs dump of node 2's live data dir: $rows rows in $(($(now_ms) - t0)) ms"

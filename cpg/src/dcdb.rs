@@ -628,9 +628,11 @@ impl Application for Dcdb<'_, '_> {
             tracing::error!("commit without a leader index");
             return Err(AppError::LEAVE);
         };
+        // The rows are in the tree now (or the member leaves): their memory,
+        // the size of the whole tree on a new node, is freed at once.
         let updates = std::mem::take(&mut self.updates);
         let result = self.writer().apply_resync(&master, &updates);
-        self.updates = updates;
+        drop(updates);
         match result {
             Ok(()) => {
                 self.resynced = true;
@@ -644,7 +646,7 @@ impl Application for Dcdb<'_, '_> {
     }
 
     fn cleanup(&mut self) {
-        self.updates.clear();
+        self.updates = Vec::new();
         self.leader_index = None;
         self.local_index = None;
     }

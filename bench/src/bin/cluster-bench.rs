@@ -2,7 +2,7 @@
 //! (bench/cluster.sh starts one in network namespaces and calls this).
 //!
 //! usage: cluster-bench --mounts M1,M2,M3 --pids P1,P2,P3 [--writes N] [--pve]
-//!        cluster-bench --fill DIR --files N      (create N small files, 16 writers)
+//!        cluster-bench --fill DIR --files N [--size B]  (N files of B bytes, default 500; 16 writers)
 //!        cluster-bench --wait FILE --timeout-s S (until FILE is readable)
 //!
 //! Phases (all on 500-byte contents):
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 fn usage() -> ! {
     eprintln!(
         "usage: cluster-bench --mounts M1,M2,M3 --pids P1,P2,P3 [--writes N] [--pve]\n\
-         \x20      cluster-bench --fill DIR --files N\n\
+         \x20      cluster-bench --fill DIR --files N [--size B]\n\
          \x20      cluster-bench --wait FILE --timeout-s S"
     );
     std::process::exit(2);
@@ -114,7 +114,7 @@ fn throughput(mounts: &[PathBuf], threads: usize, duration: Duration, tag: &str)
     })
 }
 
-fn fill(dir: &Path, files: usize) {
+fn fill(dir: &Path, files: usize, size: usize) {
     fs::create_dir_all(dir).expect("fill dir");
     let start = Instant::now();
     let writers = 16;
@@ -123,7 +123,9 @@ fn fill(dir: &Path, files: usize) {
             scope.spawn(move || {
                 let mut k = w;
                 while k < files {
-                    fs::write(dir.join(format!("f{k:05}")), content("fill", k)).expect("fill");
+                    let mut data = content("fill", k);
+                    data.resize(size, b'.');
+                    fs::write(dir.join(format!("f{k:05}")), data).expect("fill");
                     k += writers;
                 }
             });
@@ -131,7 +133,7 @@ fn fill(dir: &Path, files: usize) {
     });
     let elapsed = start.elapsed();
     println!(
-        "fill: {files} files in {:.2} s ({:.0} creates/s with {writers} writers)",
+        "fill: {files} files of {size} B in {:.2} s ({:.0} creates/s with {writers} writers)",
         elapsed.as_secs_f64(),
         files as f64 / elapsed.as_secs_f64()
     );
@@ -361,7 +363,8 @@ fn main() {
         let files = value("--files")
             .and_then(|v| v.parse().ok())
             .unwrap_or(10_000);
-        fill(Path::new(&dir), files);
+        let size = value("--size").and_then(|v| v.parse().ok()).unwrap_or(500);
+        fill(Path::new(&dir), files, size);
         return;
     }
     if let Some(file) = value("--wait") {

@@ -39,16 +39,6 @@ const VERIFY_EVERY: Duration = Duration::from_secs(3600);
 /// handing the allocator's free memory back to the system.
 const RELEASE_AFTER_BYTES: usize = 8 << 20;
 
-/// Returns the allocator's free memory to the system (glibc keeps freed
-/// blocks in its heap otherwise: after a 100 MiB tree arrived, ~60 MiB).
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks glibc's own heap under its lock.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// A member that left while synced dispatches its group this long at most
 /// for the confchg that removes it.
 const LEAVE_DISPATCH_FOR: Duration = Duration::from_secs(5);
@@ -381,7 +371,7 @@ impl ClusterLink {
         if delivered_bytes >= RELEASE_AFTER_BYTES {
             // A resync's updates (the whole tree) or a burst of large
             // writes: what they took is free now, give it back.
-            release_free_memory();
+            pmxcfs_store::release_free_memory();
         }
         let rearmed = dispatched.is_ok()
             && match reactor.poll_once(cpg.fd().as_raw_fd(), libc::POLLIN as u32, token) {

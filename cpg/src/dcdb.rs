@@ -629,10 +629,12 @@ impl Application for Dcdb<'_, '_> {
             return Err(AppError::LEAVE);
         };
         // The rows are in the tree now (or the member leaves): their memory,
-        // the size of the whole tree on a new node, is freed at once.
+        // the size of the whole tree on a new node, and what LMDB's dirty
+        // pages of the new tree took go back to the system at once.
         let updates = std::mem::take(&mut self.updates);
         let result = self.writer().apply_resync(&master, &updates);
         drop(updates);
+        pmxcfs_store::release_free_memory();
         match result {
             Ok(()) => {
                 self.resynced = true;

@@ -28,6 +28,7 @@ pub use op::{Op, Origin};
 pub use row::{Row, VERSION_ROW_NAME};
 pub use session::{
     ApplyPermit, CheckpointLimits, Durability, Recovery, Session, SessionStats, Writer,
+    release_free_memory,
 };
 pub use sqlite::{C_SCHEMA_SQL, read_global_version, read_rows, write_rows};
 pub use store::{FORMAT, Reader, Snapshot, Store};

@@ -81,9 +81,11 @@ pub struct Recovery {
 
 type Clock = Box<dyn Fn() -> u64 + Send>;
 
-/// Returns the allocator's free memory to the system (glibc keeps freed
-/// small blocks in its heap otherwise).
-fn release_free_memory() {
+/// Returns the allocator's free memory to the system: glibc keeps freed
+/// blocks in its heap otherwise (after a resync of a 100 MiB tree, the
+/// leader's rows and LMDB's dirty pages stayed resident, free). For the
+/// callers that just freed much: a resync, a dispatch of large messages.
+pub fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own heap under its lock.
     unsafe {
@@ -1164,10 +1166,6 @@ impl<'s> Writer<'_, 's> {
             }
         }
         session.checkpoint()?;
-        // LMDB's dirty pages of the whole tree were freed by the
-        // checkpoint: give the memory back to the system (glibc keeps it in
-        // its heap otherwise: 70 MiB after a 100 MiB tree arrived).
-        release_free_memory();
         session.rebuild_derived().inspect_err(|error| {
             // As the C daemon's error flag: the tree is the leader's, but it
             // breaks the vmid rule; refuse changes until restart.

@@ -1072,15 +1072,7 @@ mod tests {
             unique in any::<u64>(),
         ) {
             let fs = cluster_fs();
-            let header = InHeader {
-                len: (40 + body.len()) as u32,
-                opcode: MUTATING[op],
-                unique,
-                node_id,
-                ..InHeader::default()
-            };
-            let mut request = bytemuck::bytes_of(&header).to_vec();
-            request.extend_from_slice(&body);
+            let request = raw_request(MUTATING[op], unique, node_id, &body);
             if fs.intercept(&request) {
                 let replies = fs.take_replies();
                 let outgoing = fs.replication().take_outgoing();
@@ -1340,6 +1332,21 @@ mod tests {
         }
     }
 
+    /// The bytes of a FUSE request as the kernel sends it: the in header
+    /// (its length included), then `body`.
+    fn raw_request(opcode: u32, unique: u64, node_id: u64, body: &[u8]) -> Vec<u8> {
+        let header = InHeader {
+            len: (size_of::<InHeader>() + body.len()) as u32,
+            opcode,
+            unique,
+            node_id,
+            ..InHeader::default()
+        };
+        let mut request = bytemuck::bytes_of(&header).to_vec();
+        request.extend_from_slice(body);
+        request
+    }
+
     /// A one-member group: every message the file system multicasts comes
     /// back to it. Sends `body` as request `opcode` on `node_id`, loops the
     /// messages and returns the reply.
@@ -1352,15 +1359,7 @@ mod tests {
     fn try_call(fs: &TestFs, opcode: u32, node_id: u64, body: &[u8]) -> Option<Vec<u8>> {
         static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1000);
         let unique = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let header = InHeader {
-            len: (40 + body.len()) as u32,
-            opcode,
-            unique,
-            node_id,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
-        request.extend_from_slice(body);
+        let request = raw_request(opcode, unique, node_id, body);
         if !fs.intercept(&request) {
             return None;
         }
@@ -1540,15 +1539,7 @@ mod tests {
                 gid: 33,
                 ..SetattrIn::default()
             };
-            let mut request = bytemuck::bytes_of(&InHeader {
-                len: (40 + size_of::<SetattrIn>()) as u32,
-                opcode: FUSE_SETATTR,
-                unique: 77,
-                node_id: file,
-                ..InHeader::default()
-            })
-            .to_vec();
-            request.extend_from_slice(bytemuck::bytes_of(&attr));
+            let request = raw_request(FUSE_SETATTR, 77, file, bytemuck::bytes_of(&attr));
             assert!(fs.intercept(&request));
             assert!(
                 fs.replication().take_outgoing().is_empty(),
@@ -1653,15 +1644,7 @@ mod tests {
         let renewed = u64::from(now_secs()) + 100;
         {
             // One message, the MTIME (no unlock request before it).
-            let header = InHeader {
-                len: (40 + size_of::<SetattrIn>()) as u32,
-                opcode: FUSE_SETATTR,
-                unique: 77,
-                node_id: lock,
-                ..InHeader::default()
-            };
-            let mut request = bytemuck::bytes_of(&header).to_vec();
-            request.extend_from_slice(bytemuck::bytes_of(&at(renewed)));
+            let request = raw_request(FUSE_SETATTR, 77, lock, bytemuck::bytes_of(&at(renewed)));
             assert!(fs.intercept(&request));
             let sent = fs.replication().take_outgoing();
             let subtypes: Vec<u16> = sent
@@ -1778,16 +1761,12 @@ mod tests {
     #[test]
     fn a_create_is_parked_then_answered_with_entry_and_open() {
         let fs = cluster_fs();
-        let header = InHeader {
-            len: 40 + 16 + 6,
-            opcode: FUSE_CREATE,
-            unique: 77,
-            node_id: 1,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
-        request.extend_from_slice(bytemuck::bytes_of(&CreateIn::default()));
-        request.extend_from_slice(b"a.cfg\0");
+        let request = raw_request(
+            FUSE_CREATE,
+            77,
+            1,
+            &with_name(&CreateIn::default(), &[b"a.cfg"]),
+        );
         assert!(fs.intercept(&request));
         assert!(fs.take_replies().is_empty(), "parked until delivered");
         let outgoing = fs.replication().take_outgoing();
@@ -1814,16 +1793,7 @@ mod tests {
     fn writes_without_quorum_are_refused_before_anything_is_sent() {
         let fs = cluster_fs();
         fs.replication().set_quorate(false);
-        let header = InHeader {
-            len: 40 + 8 + 2,
-            opcode: FUSE_MKDIR,
-            unique: 5,
-            node_id: 1,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
-        request.extend_from_slice(bytemuck::bytes_of(&MkdirIn::default()));
-        request.extend_from_slice(b"d\0");
+        let request = raw_request(FUSE_MKDIR, 5, 1, &with_name(&MkdirIn::default(), &[b"d"]));
         assert!(fs.intercept(&request));
         assert!(fs.replication().take_outgoing().is_empty());
         let replies = fs.take_replies();
@@ -1832,18 +1802,12 @@ mod tests {
     }
 
     fn mkdir_request(unique: u64, name: &str) -> Vec<u8> {
-        let header = InHeader {
-            len: (40 + 8 + name.len() + 1) as u32,
-            opcode: FUSE_MKDIR,
+        raw_request(
+            FUSE_MKDIR,
             unique,
-            node_id: 1,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
-        request.extend_from_slice(bytemuck::bytes_of(&MkdirIn::default()));
-        request.extend_from_slice(name.as_bytes());
-        request.push(0);
-        request
+            1,
+            &with_name(&MkdirIn::default(), &[name.as_bytes()]),
+        )
     }
 
     fn errors(replies: &[Vec<u8>]) -> Vec<i32> {
@@ -2341,16 +2305,7 @@ mod tests {
         let send_writes = |first_unique: u64| -> Vec<(MemberId, Vec<u8>)> {
             for unique in first_unique..first_unique + 3 {
                 let body = write_body(unique * 10, b"0123456789");
-                let mut request = bytemuck::bytes_of(&InHeader {
-                    len: (40 + body.len()) as u32,
-                    opcode: FUSE_WRITE,
-                    unique,
-                    node_id: node,
-                    ..InHeader::default()
-                })
-                .to_vec();
-                request.extend_from_slice(&body);
-                assert!(fs.intercept(&request));
+                assert!(fs.intercept(&raw_request(FUSE_WRITE, unique, node, &body)));
             }
             let outgoing = fs.replication().take_outgoing();
             assert_eq!(outgoing.len(), 3);
@@ -2392,15 +2347,7 @@ mod tests {
                 mtime: 77,
                 ..SetattrIn::default()
             };
-            let mut request = bytemuck::bytes_of(&InHeader {
-                len: (40 + size_of::<SetattrIn>()) as u32,
-                opcode: FUSE_SETATTR,
-                unique: 5,
-                node_id: node,
-                ..InHeader::default()
-            })
-            .to_vec();
-            request.extend_from_slice(bytemuck::bytes_of(&attr));
+            let request = raw_request(FUSE_SETATTR, 5, node, bytemuck::bytes_of(&attr));
             assert!(fs.intercept(&request));
             assert_eq!(fs.replication().take_outgoing().len(), 1, "the truncate");
             if !gate_open {
@@ -2512,15 +2459,7 @@ mod tests {
             mtime: 77,
             ..SetattrIn::default()
         };
-        let header = InHeader {
-            len: (40 + size_of::<SetattrIn>()) as u32,
-            opcode: FUSE_SETATTR,
-            unique: 5,
-            node_id: node,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
-        request.extend_from_slice(bytemuck::bytes_of(&attr));
+        let request = raw_request(FUSE_SETATTR, 5, node, bytemuck::bytes_of(&attr));
         assert!(fs.intercept(&request));
         let outgoing = fs.replication().take_outgoing();
         assert_eq!(outgoing.len(), 1, "the truncate first");
@@ -2985,15 +2924,7 @@ mod tests {
         node_id: u64,
         body: &[u8],
     ) -> Vec<u8> {
-        let header = InHeader {
-            len: (40 + body.len()) as u32,
-            opcode,
-            unique: 9,
-            node_id,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
-        request.extend_from_slice(body);
+        let request = raw_request(opcode, 9, node_id, body);
         assert!(fs.intercept(&request), "opcode {opcode} taken");
         deliver_all(nodes);
         let replies = fs.take_replies();
@@ -3007,22 +2938,16 @@ mod tests {
     }
 
     fn create_request(unique: u64, name: &str, flags: i32) -> Vec<u8> {
-        let header = InHeader {
-            len: (40 + 16 + name.len() + 1) as u32,
-            opcode: FUSE_CREATE,
-            unique,
-            node_id: 1,
-            ..InHeader::default()
-        };
-        let mut request = bytemuck::bytes_of(&header).to_vec();
         let create = CreateIn {
             flags: flags as u32,
             ..CreateIn::default()
         };
-        request.extend_from_slice(bytemuck::bytes_of(&create));
-        request.extend_from_slice(name.as_bytes());
-        request.push(0);
-        request
+        raw_request(
+            FUSE_CREATE,
+            unique,
+            1,
+            &with_name(&create, &[name.as_bytes()]),
+        )
     }
 
     /// Delivers everything the node multicast back to it (a one-member group).
@@ -3050,19 +2975,7 @@ mod tests {
         assert_eq!(errors(&replies), vec![0]);
         let node_id = read_at::<EntryOut>(&replies[0], 16).expect("entry").node_id;
         // Content, so that a truncation shows.
-        let header = InHeader {
-            len: (40 + 40 + 7) as u32,
-            opcode: FUSE_WRITE,
-            unique: 9,
-            node_id: node_id,
-            ..InHeader::default()
-        };
-        let mut write = bytemuck::bytes_of(&header).to_vec();
-        write.extend_from_slice(bytemuck::bytes_of(&WriteIn {
-            size: 7,
-            ..WriteIn::default()
-        }));
-        write.extend_from_slice(b"content");
+        let write = raw_request(FUSE_WRITE, 9, node_id, &write_body(0, b"content"));
         assert!(fs.intercept(&write));
         assert_eq!(deliver_own(&fs), 1);
         assert_eq!(errors(&fs.take_replies()), vec![0]);
